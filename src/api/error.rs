@@ -1,0 +1,112 @@
+//! The one place where failures become HTTP answers: `{"error": "<stable_code>", "detail": "…"}`.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::{domain::Invalid, domain::tenant::Scope, store::StoreError};
+
+/// The error body every non-2xx answer carries.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `validation_error`.
+    pub error: String,
+    /// A sentence for people, naming the field concerned.
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("this API key lacks the scope {0}")]
+    MissingScope(Scope),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    MalformedJson(String),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("method not allowed for this path")]
+    MethodNotAllowed,
+    #[error("the store is unavailable; nothing was written, retry later")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::MissingScope(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::Conflict(detail) => ApiError::Conflict(detail),
+            StoreError::Unavailable(_) => ApiError::Unavailable,
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// Names the missing thing when the store finds nothing.
+pub trait OrNotFound<T> {
+    fn or_not_found(self, what: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T> OrNotFound<T> for Result<T, StoreError> {
+    fn or_not_found(self, what: &'static str) -> Result<T, ApiError> {
+        self.map_err(|error| match error {
+            StoreError::NotFound => ApiError::NotFound(what),
+            other => other.into(),
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            // The cause chain goes to the log, never to the client.
+            let cause = match &self {
+                ApiError::Internal(e) => format!("{e:#}"),
+                other => other.to_string(),
+            };
+            tracing::error!(error = %cause, "request failed");
+        }
+        let body = ErrorBody {
+            error: code.to_string(),
+            detail: self.to_string(),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

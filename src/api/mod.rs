@@ -1,0 +1,79 @@
+//! HTTP only: extract the request, call the domain and the store, map errors. Each resource
+//! module owns its router and its DTOs; this module puts them together with the OpenAPI document.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod incoming;
+pub mod meta;
+pub mod outgoing;
+
+use std::sync::Arc;
+
+use axum::{Router, extract::DefaultBodyLimit, response::IntoResponse};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{Http, HttpAuthScheme, SecurityScheme},
+};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::{config::Config, store::Store};
+use error::ApiError;
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "hookd", description = "Webhook gateway: outgoing and incoming webhooks for agent platforms."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "outgoing", description = "Outgoing webhooks: where events are delivered"),
+        (name = "incoming", description = "Incoming webhooks: URLs outside systems post to"),
+        (name = "events", description = "Event types"),
+        (name = "admin", description = "API keys (operator only, HOOKD_ADMIN_KEY)"),
+        (name = "health", description = "Probes"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        }
+    }
+}
+
+/// The whole HTTP surface. The OpenAPI document is at `/openapi.json`, its browsable form at
+/// `/docs` (Swagger UI, served from the binary).
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(admin::router())
+        .merge(outgoing::router())
+        .merge(incoming::router())
+        .merge(meta::router())
+        .split_for_parts();
+    let api_limit = state.config.max_body_bytes;
+    api.with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { ApiError::NotFound("route").into_response() })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .layer(DefaultBodyLimit::max(api_limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+}

@@ -1,0 +1,312 @@
+//! Outgoing webhook management: `/api/webhooks/outgoing`.
+
+use std::collections::BTreeMap;
+
+use axum::{Json, extract::Path, extract::State, http::StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    AppState,
+    auth::Caller,
+    error::{ApiResult, ErrorBody, OrNotFound},
+    extract::{JsonBody, ident, nullable},
+};
+use crate::domain::{
+    Invalid, new_id,
+    outgoing::{OutgoingChanges, OutgoingSettings, OutgoingWebhook},
+    tenant::Scope,
+    time::{iso8601, now_ms},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_outgoing_webhook, list_outgoing_webhooks))
+        .routes(routes!(
+            get_outgoing_webhook,
+            update_outgoing_webhook,
+            delete_outgoing_webhook
+        ))
+}
+
+/// Settings of an outgoing webhook. On create, `url` is required and the rest defaults; on
+/// update (PUT), only the fields sent change, and `null` clears a nullable field.
+#[derive(Deserialize, ToSchema, Default)]
+pub struct OutgoingWebhookIn {
+    /// Display name; defaults to the target's host.
+    name: Option<String>,
+    /// Target URL, http or https. `target_url` is accepted as an alias.
+    #[serde(alias = "target_url")]
+    url: Option<String>,
+    /// Event types to receive: names from `/api/webhooks/event-types`, `chat.*`, or `*`
+    /// (the default: every event).
+    event_types: Option<Vec<String>>,
+    /// Whether events are delivered (default true). `active` is accepted as an alias.
+    #[serde(alias = "active")]
+    is_active: Option<bool>,
+    /// HMAC-SHA256 signing secret; deliveries are signed when set.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    secret: Option<Option<String>>,
+    /// Extra HTTP headers sent with each delivery.
+    headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
+    /// The agent this webhook concerns (string or integer).
+    #[serde(default, deserialize_with = "ident")]
+    #[schema(value_type = Option<String>)]
+    agent_id: Option<Option<String>>,
+    /// Further attempts after a failed one (default 3, 0–20).
+    retry_count: Option<i64>,
+    /// Seconds before the first retry, doubling each time (default 60).
+    retry_delay: Option<i64>,
+    /// Seconds to wait for the target's answer (default 30, 1–300).
+    timeout: Option<i64>,
+    /// Deliveries per minute at most; `null` for no limit (the default).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    rate_limit: Option<Option<i64>>,
+    /// Deliver only events whose fields (or `data` fields, dotted paths allowed) equal these
+    /// values; a list means any of its values.
+    #[schema(value_type = Option<Object>)]
+    filters: Option<Map<String, Value>>,
+}
+
+impl From<OutgoingWebhookIn> for OutgoingChanges {
+    fn from(input: OutgoingWebhookIn) -> Self {
+        OutgoingChanges {
+            name: input.name,
+            url: input.url,
+            event_types: input.event_types,
+            is_active: input.is_active,
+            secret: input.secret,
+            headers: input.headers,
+            description: input.description,
+            agent_id: input.agent_id,
+            retry_count: input.retry_count,
+            retry_delay: input.retry_delay,
+            timeout: input.timeout,
+            rate_limit: input.rate_limit,
+            filters: input.filters,
+        }
+    }
+}
+
+/// An outgoing webhook as the API shows it. `target_url` and `active` mirror `url` and
+/// `is_active` for clients written against the spec's other spelling.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct OutgoingWebhookOut {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub target_url: String,
+    pub event_types: Vec<String>,
+    pub is_active: bool,
+    pub active: bool,
+    pub description: Option<String>,
+    /// Custom headers; values of credential-like headers (Authorization, *token*, *key*, …)
+    /// show as `********` except in the answer that set them.
+    pub headers: BTreeMap<String, String>,
+    /// Whether a signing secret is set. The secret itself is shown only at creation.
+    pub has_secret: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub agent_id: Option<String>,
+    pub retry_count: i64,
+    pub retry_delay: i64,
+    pub timeout: i64,
+    pub rate_limit: Option<i64>,
+    #[schema(value_type = Object)]
+    pub filters: Map<String, Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// What a credential-like header value is shown as.
+pub const REDACTED: &str = "********";
+
+fn is_sensitive_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "authorization"
+        || name == "cookie"
+        || ["token", "key", "secret", "password", "signature", "auth"]
+            .iter()
+            .any(|word| name.contains(word))
+}
+
+impl OutgoingWebhookOut {
+    /// `reveal`: the answer to a create, which shows the secret and header values once.
+    fn new(hook: OutgoingWebhook, reveal: bool) -> Self {
+        let s = hook.settings;
+        let headers = s
+            .headers
+            .into_iter()
+            .map(|(name, value)| {
+                let shown = if reveal || !is_sensitive_header(&name) {
+                    value
+                } else {
+                    REDACTED.into()
+                };
+                (name, shown)
+            })
+            .collect();
+        OutgoingWebhookOut {
+            id: hook.id,
+            name: s.name,
+            url: s.url.as_str().to_string(),
+            target_url: s.url.as_str().to_string(),
+            event_types: s.event_types,
+            is_active: s.is_active,
+            active: s.is_active,
+            description: s.description,
+            headers,
+            has_secret: s.secret.is_some(),
+            secret: if reveal { s.secret } else { None },
+            agent_id: s.agent_id,
+            retry_count: s.retry_count,
+            retry_delay: s.retry_delay,
+            timeout: s.timeout,
+            rate_limit: s.rate_limit,
+            filters: s.filters,
+            created_at: iso8601(hook.created_at),
+            updated_at: iso8601(hook.updated_at),
+        }
+    }
+}
+
+/// Refuses targets that resolve to addresses deliveries may not reach.
+async fn check_target(state: &AppState, settings: &OutgoingSettings) -> ApiResult<()> {
+    state
+        .config
+        .target_policy
+        .check_target(&settings.url)
+        .await
+        .map_err(|e| Invalid::new("url", e.to_string()).into())
+}
+
+/// Create an outgoing webhook.
+#[utoipa::path(post, path = "/api/webhooks/outgoing", tag = "outgoing", request_body = OutgoingWebhookIn,
+    security(("bearer" = [])),
+    responses((status = 201, body = OutgoingWebhookOut), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_outgoing_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(input): JsonBody<OutgoingWebhookIn>,
+) -> ApiResult<(StatusCode, Json<OutgoingWebhookOut>)> {
+    let tenant = caller.tenant(Scope::WebhooksWrite)?;
+    let settings = OutgoingSettings::create(input.into())?;
+    check_target(&state, &settings).await?;
+    let now = now_ms();
+    let hook = OutgoingWebhook {
+        id: new_id(),
+        tenant: tenant.clone(),
+        settings,
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_outgoing(&hook).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(OutgoingWebhookOut::new(hook, true)),
+    ))
+}
+
+/// List the caller's outgoing webhooks.
+#[utoipa::path(get, path = "/api/webhooks/outgoing", tag = "outgoing", security(("bearer" = [])),
+    responses((status = 200, body = Vec<OutgoingWebhookOut>), (status = 401, body = ErrorBody)))]
+async fn list_outgoing_webhooks(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<OutgoingWebhookOut>>> {
+    let tenant = caller.tenant(Scope::WebhooksRead)?;
+    let hooks = state.store.list_outgoing(tenant).await?;
+    Ok(Json(
+        hooks
+            .into_iter()
+            .map(|h| OutgoingWebhookOut::new(h, false))
+            .collect(),
+    ))
+}
+
+/// Get one outgoing webhook.
+#[utoipa::path(get, path = "/api/webhooks/outgoing/{id}", tag = "outgoing", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Outgoing webhook id")),
+    responses((status = 200, body = OutgoingWebhookOut), (status = 404, body = ErrorBody)))]
+async fn get_outgoing_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OutgoingWebhookOut>> {
+    let tenant = caller.tenant(Scope::WebhooksRead)?;
+    let hook = state
+        .store
+        .get_outgoing(tenant, &id)
+        .await
+        .or_not_found("outgoing webhook")?;
+    Ok(Json(OutgoingWebhookOut::new(hook, false)))
+}
+
+/// Change an outgoing webhook: only the fields sent change.
+#[utoipa::path(put, path = "/api/webhooks/outgoing/{id}", tag = "outgoing", request_body = OutgoingWebhookIn,
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Outgoing webhook id")),
+    responses((status = 200, body = OutgoingWebhookOut), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn update_outgoing_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<OutgoingWebhookIn>,
+) -> ApiResult<Json<OutgoingWebhookOut>> {
+    let tenant = caller.tenant(Scope::WebhooksWrite)?;
+    let mut hook = state
+        .store
+        .get_outgoing(tenant, &id)
+        .await
+        .or_not_found("outgoing webhook")?;
+    let mut changes = OutgoingChanges::from(input);
+    // A client that sends back what it read must not overwrite credentials with the mask.
+    if let Some(headers) = &mut changes.headers {
+        for (name, value) in headers.iter_mut() {
+            if value == REDACTED
+                && let Some(current) = hook.settings.headers.get(name)
+            {
+                value.clone_from(current);
+            }
+        }
+    }
+    let url_changed = changes.url.is_some();
+    hook.settings = hook.settings.apply(changes)?;
+    if url_changed {
+        check_target(&state, &hook.settings).await?;
+    }
+    hook.updated_at = now_ms();
+    state
+        .store
+        .update_outgoing(&hook)
+        .await
+        .or_not_found("outgoing webhook")?;
+    Ok(Json(OutgoingWebhookOut::new(hook, false)))
+}
+
+/// Delete an outgoing webhook.
+#[utoipa::path(delete, path = "/api/webhooks/outgoing/{id}", tag = "outgoing", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Outgoing webhook id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_outgoing_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let tenant = caller.tenant(Scope::WebhooksDelete)?;
+    state
+        .store
+        .delete_outgoing(tenant, &id)
+        .await
+        .or_not_found("outgoing webhook")?;
+    Ok(StatusCode::NO_CONTENT)
+}

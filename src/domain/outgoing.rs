@@ -1,0 +1,353 @@
+//! Outgoing webhooks: where events go, and the rules for their settings.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::{Invalid, event_types, net::TargetUrl, tenant::Tenant};
+
+pub const DEFAULT_RETRY_COUNT: i64 = 3;
+pub const DEFAULT_RETRY_DELAY_SECS: i64 = 60;
+pub const DEFAULT_TIMEOUT_SECS: i64 = 30;
+
+const MAX_NAME: usize = 200;
+const MAX_DESCRIPTION: usize = 2_000;
+const MAX_SECRET: usize = 512;
+const MAX_HEADERS: usize = 50;
+const MAX_FILTERS: usize = 50;
+
+/// Headers hookd sets itself on every delivery; a custom header may not claim these names, so
+/// a receiver can trust them.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "x-webhook-event",
+    "x-webhook-id",
+    "x-webhook-timestamp",
+    "x-webhook-delivery",
+    "x-webhook-signature",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+#[derive(Debug, Clone)]
+pub struct OutgoingWebhook {
+    pub id: String,
+    pub tenant: Tenant,
+    pub settings: OutgoingSettings,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Everything a user sets on an outgoing webhook. Only [`OutgoingSettings::create`] and
+/// [`OutgoingSettings::apply`] build one, so a value held is always valid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingSettings {
+    pub name: String,
+    pub url: TargetUrl,
+    pub event_types: Vec<String>,
+    pub is_active: bool,
+    pub secret: Option<String>,
+    pub headers: BTreeMap<String, String>,
+    pub description: Option<String>,
+    pub agent_id: Option<String>,
+    pub retry_count: i64,
+    pub retry_delay: i64,
+    pub timeout: i64,
+    /// Deliveries per minute; `None` is unlimited.
+    pub rate_limit: Option<i64>,
+    pub filters: Map<String, Value>,
+}
+
+/// A set of changes: `None` leaves a field as it is; for nullable fields `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct OutgoingChanges {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub is_active: Option<bool>,
+    pub secret: Option<Option<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub description: Option<Option<String>>,
+    pub agent_id: Option<Option<String>>,
+    pub retry_count: Option<i64>,
+    pub retry_delay: Option<i64>,
+    pub timeout: Option<i64>,
+    pub rate_limit: Option<Option<i64>>,
+    pub filters: Option<Map<String, Value>>,
+}
+
+impl OutgoingSettings {
+    /// New settings from a create request: `url` is required, everything else has a default
+    /// (no `event_types` means every event, as with Svix endpoints without a filter).
+    pub fn create(changes: OutgoingChanges) -> Result<Self, Invalid> {
+        let url = changes.url.as_deref().ok_or_else(|| {
+            Invalid::new(
+                "url",
+                "is required (the spec's `target_url` is accepted too)",
+            )
+        })?;
+        let url = parse_url(url)?;
+        let defaults = OutgoingSettings {
+            name: url.host().to_string(),
+            url,
+            event_types: vec!["*".into()],
+            is_active: true,
+            secret: None,
+            headers: BTreeMap::new(),
+            description: None,
+            agent_id: None,
+            retry_count: DEFAULT_RETRY_COUNT,
+            retry_delay: DEFAULT_RETRY_DELAY_SECS,
+            timeout: DEFAULT_TIMEOUT_SECS,
+            rate_limit: None,
+            filters: Map::new(),
+        };
+        defaults.apply(OutgoingChanges {
+            url: None,
+            ..changes
+        })
+    }
+
+    /// These settings with `changes` applied; the result is checked as a whole.
+    pub fn apply(&self, changes: OutgoingChanges) -> Result<Self, Invalid> {
+        let mut next = self.clone();
+        if let Some(url) = changes.url {
+            next.url = parse_url(&url)?;
+        }
+        set(&mut next.name, changes.name);
+        set(&mut next.event_types, changes.event_types);
+        set(&mut next.is_active, changes.is_active);
+        set(&mut next.secret, changes.secret);
+        set(&mut next.headers, changes.headers);
+        set(&mut next.description, changes.description);
+        set(&mut next.agent_id, changes.agent_id);
+        set(&mut next.retry_count, changes.retry_count);
+        set(&mut next.retry_delay, changes.retry_delay);
+        set(&mut next.timeout, changes.timeout);
+        set(&mut next.rate_limit, changes.rate_limit);
+        set(&mut next.filters, changes.filters);
+        next.validate()?;
+        Ok(next)
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        check_text("name", &self.name, 1, MAX_NAME)?;
+        event_types::validate_patterns("event_types", &self.event_types)?;
+        if let Some(secret) = &self.secret {
+            check_text("secret", secret, 1, MAX_SECRET)?;
+        }
+        if let Some(description) = &self.description {
+            check_text("description", description, 0, MAX_DESCRIPTION)?;
+        }
+        if let Some(agent_id) = &self.agent_id {
+            check_text("agent_id", agent_id, 1, MAX_NAME)?;
+        }
+        check_headers(&self.headers)?;
+        check_range("retry_count", self.retry_count, 0, 20)?;
+        check_range("retry_delay", self.retry_delay, 1, 86_400)?;
+        check_range("timeout", self.timeout, 1, 300)?;
+        if let Some(rate_limit) = self.rate_limit {
+            check_range("rate_limit", rate_limit, 1, 1_000_000)?;
+        }
+        check_filters(&self.filters)
+    }
+}
+
+fn set<T>(field: &mut T, change: Option<T>) {
+    if let Some(value) = change {
+        *field = value;
+    }
+}
+
+fn parse_url(url: &str) -> Result<TargetUrl, Invalid> {
+    TargetUrl::parse(url).map_err(|e| Invalid::new("url", e.to_string()))
+}
+
+pub(crate) fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), Invalid> {
+    let len = value.chars().count();
+    if len < min || value.trim().len() < min {
+        return Err(Invalid::new(field, "must not be empty"));
+    }
+    if len > max {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_range(field: &str, value: i64, min: i64, max: i64) -> Result<(), Invalid> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ))
+    }
+}
+
+fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), Invalid> {
+    if headers.len() > MAX_HEADERS {
+        return Err(Invalid::new(
+            "headers",
+            format!("at most {MAX_HEADERS} headers"),
+        ));
+    }
+    for (name, value) in headers {
+        let field = format!("headers.{name}");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(Invalid::new(field, "is not a valid HTTP header name"));
+        }
+        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(Invalid::new(
+                field,
+                "is set by hookd on every delivery and cannot be overridden",
+            ));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(Invalid::new(
+                field,
+                "is not a valid HTTP header value (no line breaks or control characters)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_filters(filters: &Map<String, Value>) -> Result<(), Invalid> {
+    if filters.len() > MAX_FILTERS {
+        return Err(Invalid::new(
+            "filters",
+            format!("at most {MAX_FILTERS} filters"),
+        ));
+    }
+    for (key, value) in filters {
+        let scalar = |v: &Value| !matches!(v, Value::Object(_) | Value::Array(_));
+        let ok = match value {
+            Value::Array(items) => !items.is_empty() && items.iter().all(scalar),
+            other => scalar(other),
+        };
+        if key.is_empty() || !ok {
+            return Err(Invalid::new(
+                format!("filters.{key}"),
+                "must be a value or a non-empty list of values to match (strings, numbers, booleans, null)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(url: &str) -> OutgoingChanges {
+        OutgoingChanges {
+            url: Some(url.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_fills_the_spec_defaults() {
+        let s = OutgoingSettings::create(create("https://example.com/hook")).unwrap();
+        assert_eq!((s.retry_count, s.retry_delay, s.timeout), (3, 60, 30));
+        assert_eq!(s.event_types, vec!["*"]);
+        assert!(s.is_active);
+        assert_eq!(s.name, "example.com");
+    }
+
+    #[test]
+    fn create_requires_a_url() {
+        let err = OutgoingSettings::create(OutgoingChanges::default()).unwrap_err();
+        assert_eq!(err.field, "url");
+    }
+
+    #[test]
+    fn apply_changes_only_what_is_given_and_can_clear() {
+        let mut changes = create("https://example.com/hook");
+        changes.secret = Some(Some("s3cret".into()));
+        changes.description = Some(Some("d".into()));
+        let s = OutgoingSettings::create(changes).unwrap();
+        let next = s
+            .apply(OutgoingChanges {
+                is_active: Some(false),
+                description: Some(None),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(!next.is_active);
+        assert_eq!(next.description, None);
+        assert_eq!(next.secret.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: Vec<(OutgoingChanges, &str)> = vec![
+            (
+                OutgoingChanges {
+                    retry_count: Some(-1),
+                    ..create("https://a.example")
+                },
+                "retry_count",
+            ),
+            (
+                OutgoingChanges {
+                    retry_delay: Some(0),
+                    ..create("https://a.example")
+                },
+                "retry_delay",
+            ),
+            (
+                OutgoingChanges {
+                    timeout: Some(1000),
+                    ..create("https://a.example")
+                },
+                "timeout",
+            ),
+            (
+                OutgoingChanges {
+                    rate_limit: Some(Some(0)),
+                    ..create("https://a.example")
+                },
+                "rate_limit",
+            ),
+            (create("ftp://a.example"), "url"),
+            (
+                OutgoingChanges {
+                    event_types: Some(vec!["x.y".into()]),
+                    ..create("https://a.example")
+                },
+                "event_types[0]",
+            ),
+            (
+                OutgoingChanges {
+                    headers: Some([("X-Webhook-Signature".to_string(), "x".to_string())].into()),
+                    ..create("https://a.example")
+                },
+                "headers.X-Webhook-Signature",
+            ),
+            (
+                OutgoingChanges {
+                    filters: Some(
+                        serde_json::json!({"a": {"b": 1}})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                    ),
+                    ..create("https://a.example")
+                },
+                "filters.a",
+            ),
+        ];
+        for (changes, field) in cases {
+            assert_eq!(OutgoingSettings::create(changes).unwrap_err().field, field);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! hookd: a webhook gateway. Outgoing webhooks carry events to subscribers; incoming webhooks take
+//! data from outside systems and route it to agents. See `README.md` for the tour and `docs/` for
+//! the decisions.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod telemetry;

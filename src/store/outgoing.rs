@@ -1,0 +1,169 @@
+//! Outgoing webhook configurations.
+
+use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use crate::domain::{
+    net::TargetUrl,
+    outgoing::{OutgoingSettings, OutgoingWebhook},
+    tenant::Tenant,
+};
+
+#[derive(sqlx::FromRow)]
+struct OutgoingRow {
+    id: String,
+    user_id: String,
+    company_id: String,
+    name: String,
+    url: String,
+    event_types: String,
+    is_active: bool,
+    secret: Option<String>,
+    headers: String,
+    description: Option<String>,
+    agent_id: Option<String>,
+    retry_count: i64,
+    retry_delay: i64,
+    timeout: i64,
+    rate_limit: Option<i64>,
+    filters: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<OutgoingRow> for OutgoingWebhook {
+    type Error = StoreError;
+
+    fn try_from(row: OutgoingRow) -> Result<OutgoingWebhook> {
+        Ok(OutgoingWebhook {
+            id: row.id,
+            tenant: Tenant {
+                user_id: row.user_id,
+                company_id: row.company_id,
+            },
+            settings: OutgoingSettings {
+                name: row.name,
+                url: TargetUrl::parse(&row.url)
+                    .map_err(|e| StoreError::Corrupt(format!("url: {e}")))?,
+                event_types: from_json("event_types", &row.event_types)?,
+                is_active: row.is_active,
+                secret: row.secret,
+                headers: from_json("headers", &row.headers)?,
+                description: row.description,
+                agent_id: row.agent_id,
+                retry_count: row.retry_count,
+                retry_delay: row.retry_delay,
+                timeout: row.timeout,
+                rate_limit: row.rate_limit,
+                filters: from_json("filters", &row.filters)?,
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, user_id, company_id, name, url, event_types, is_active, secret, headers, \
+     description, agent_id, retry_count, retry_delay, timeout, rate_limit, filters, created_at, updated_at";
+
+/// Binds `$1` id, `$2` user, `$3` company, `$4`..`$16` the settings, `$17` updated_at: the
+/// shared parameter order of the insert and the update.
+macro_rules! bind_outgoing {
+    ($query:expr, $hook:expr) => {{
+        let hook = $hook;
+        let s = &hook.settings;
+        $query
+            .bind(&hook.id)
+            .bind(&hook.tenant.user_id)
+            .bind(&hook.tenant.company_id)
+            .bind(&s.name)
+            .bind(s.url.as_str())
+            .bind(to_json(&s.event_types))
+            .bind(s.is_active)
+            .bind(&s.secret)
+            .bind(to_json(&s.headers))
+            .bind(&s.description)
+            .bind(&s.agent_id)
+            .bind(s.retry_count)
+            .bind(s.retry_delay)
+            .bind(s.timeout)
+            .bind(s.rate_limit)
+            .bind(to_json(&s.filters))
+            .bind(hook.updated_at)
+    }};
+}
+
+impl Store {
+    pub async fn insert_outgoing(&self, hook: &OutgoingWebhook) -> Result<()> {
+        on_pool!(self, pool => bind_outgoing!(sqlx::query(
+            "INSERT INTO outgoing_webhooks (id, user_id, company_id, name, url, event_types, is_active,
+                secret, headers, description, agent_id, retry_count, retry_delay, timeout, rate_limit,
+                filters, updated_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+        ), hook)
+        .bind(hook.created_at)
+        .execute(pool)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    /// The tenant's outgoing webhooks, oldest first.
+    pub async fn list_outgoing(&self, tenant: &Tenant) -> Result<Vec<OutgoingWebhook>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM outgoing_webhooks WHERE company_id = $1 AND user_id = $2
+             ORDER BY created_at, id"
+        );
+        let rows: Vec<OutgoingRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(OutgoingWebhook::try_from).collect()
+    }
+
+    /// One of the tenant's outgoing webhooks; another tenant's id is `NotFound`.
+    pub async fn get_outgoing(&self, tenant: &Tenant, id: &str) -> Result<OutgoingWebhook> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM outgoing_webhooks WHERE id = $1 AND company_id = $2 AND user_id = $3"
+        );
+        let row: OutgoingRow = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .fetch_one(pool)
+            .await?);
+        row.try_into()
+    }
+
+    /// Writes the settings of an existing webhook (of the same tenant).
+    pub async fn update_outgoing(&self, hook: &OutgoingWebhook) -> Result<()> {
+        let done = on_pool!(self, pool => bind_outgoing!(sqlx::query(
+            "UPDATE outgoing_webhooks SET name = $4, url = $5, event_types = $6, is_active = $7,
+                secret = $8, headers = $9, description = $10, agent_id = $11, retry_count = $12,
+                retry_delay = $13, timeout = $14, rate_limit = $15, filters = $16, updated_at = $17
+             WHERE id = $1 AND user_id = $2 AND company_id = $3",
+        ), hook)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn delete_outgoing(&self, tenant: &Tenant, id: &str) -> Result<()> {
+        let done = on_pool!(self, pool => sqlx::query(
+            "DELETE FROM outgoing_webhooks WHERE id = $1 AND company_id = $2 AND user_id = $3",
+        )
+        .bind(id)
+        .bind(&tenant.company_id)
+        .bind(&tenant.user_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}

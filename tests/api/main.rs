@@ -1,0 +1,11 @@
+//! The integration suite: hookd runs for real on a loopback port and is driven over HTTP. Every
+//! scenario runs twice, once per store backend (see [`both_backends!`]).
+
+mod helpers;
+
+mod admin_keys;
+mod auth;
+mod cli;
+mod incoming_webhooks;
+mod meta;
+mod outgoing_webhooks;
