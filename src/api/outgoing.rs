@@ -15,7 +15,9 @@ use super::{
     extract::{JsonBody, ident, nullable},
 };
 use crate::domain::{
-    Invalid, new_id,
+    Invalid,
+    log::{REDACTED, is_sensitive_header},
+    new_id,
     outgoing::{OutgoingChanges, OutgoingSettings, OutgoingWebhook},
     tenant::Scope,
     time::{iso8601, now_ms},
@@ -123,18 +125,6 @@ pub struct OutgoingWebhookOut {
     pub filters: Map<String, Value>,
     pub created_at: String,
     pub updated_at: String,
-}
-
-/// What a credential-like header value is shown as.
-pub const REDACTED: &str = "********";
-
-fn is_sensitive_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name == "authorization"
-        || name == "cookie"
-        || ["token", "key", "secret", "password", "signature", "auth"]
-            .iter()
-            .any(|word| name.contains(word))
 }
 
 impl OutgoingWebhookOut {

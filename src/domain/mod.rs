@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod event_types;
 pub mod incoming;
+pub mod log;
 pub mod net;
 pub mod outgoing;
 pub mod signature;

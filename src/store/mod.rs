@@ -5,7 +5,10 @@
 
 mod incoming;
 mod keys;
+mod logs;
 mod outgoing;
+
+pub use logs::LogQuery;
 
 use std::{str::FromStr, time::Duration};
 
