@@ -6,12 +6,15 @@ use super::{
     Invalid,
     net::IpAllowlist,
     outgoing::{check_range, check_text},
-    template::Template,
+    signature::SourceVerification,
+    template::{Condition, Template},
     tenant::Tenant,
 };
 
 /// The spec's limit: 100 requests per minute per webhook unless configured.
 pub const DEFAULT_RATE_LIMIT: i64 = 100;
+/// More rules than this is a sign of a design problem, and each costs a render per request.
+const MAX_ROUTES: usize = 50;
 
 #[derive(Debug, Clone)]
 pub struct IncomingWebhook {
@@ -52,6 +55,22 @@ impl Transform {
     }
 }
 
+/// A routing rule: when the Jinja expression `when` is truthy over the request's context, the
+/// message goes to `agent` (an agent id or name, see [`crate::domain::agent`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Route {
+    pub when: String,
+    pub agent: String,
+}
+
+/// The compiled form of the settings a request needs: built once per version of a webhook.
+#[derive(Debug, Clone)]
+pub struct CompiledIncoming {
+    pub template: Option<Template>,
+    /// The rules in order, each with the agent it routes to.
+    pub routes: Vec<(Condition, String)>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncomingSettings {
     pub name: String,
@@ -62,6 +81,13 @@ pub struct IncomingSettings {
     pub transform: Option<Transform>,
     pub rate_limit: i64,
     pub allowed_ips: IpAllowlist,
+    /// How requests prove they come from the source (GitHub, Stripe, …); `None`: the URL alone.
+    pub verification: Option<SourceVerification>,
+    /// Routing rules, first match wins; none matching: the webhook's own agent.
+    pub routes: Vec<Route>,
+    /// A header carrying the provider's delivery id (`X-GitHub-Delivery`, `webhook-id`): a
+    /// request repeating an id already accepted is answered with the first answer.
+    pub dedup_header: Option<String>,
 }
 
 /// A set of changes: `None` leaves a field as it is; for nullable fields `Some(None)` clears it.
@@ -75,6 +101,9 @@ pub struct IncomingChanges {
     pub transform: Option<Option<Transform>>,
     pub rate_limit: Option<i64>,
     pub allowed_ips: Option<Vec<String>>,
+    pub verification: Option<Option<SourceVerification>>,
+    pub routes: Option<Vec<Route>>,
+    pub dedup_header: Option<Option<String>>,
 }
 
 impl IncomingSettings {
@@ -92,6 +121,9 @@ impl IncomingSettings {
             transform: None,
             rate_limit: DEFAULT_RATE_LIMIT,
             allowed_ips: IpAllowlist::default(),
+            verification: None,
+            routes: Vec::new(),
+            dedup_header: None,
         };
         defaults.apply(changes)
     }
@@ -119,6 +151,15 @@ impl IncomingSettings {
         if let Some(rate_limit) = changes.rate_limit {
             next.rate_limit = rate_limit;
         }
+        if let Some(verification) = changes.verification {
+            next.verification = verification;
+        }
+        if let Some(routes) = changes.routes {
+            next.routes = routes;
+        }
+        if let Some(dedup_header) = changes.dedup_header {
+            next.dedup_header = dedup_header;
+        }
         if let Some(entries) = changes.allowed_ips {
             next.allowed_ips = IpAllowlist::parse(&entries)
                 .map_err(|e| Invalid::new("allowed_ips", e.to_string()))?;
@@ -144,10 +185,63 @@ impl IncomingSettings {
             return Err(Invalid::new("agent_id", "is required (or give agent_name)"));
         }
         check_range("rate_limit", self.rate_limit, 1, 1_000_000)?;
-        if let Some(transform) = &self.transform {
-            transform.compile()?;
+        if let Some(verification) = &self.verification {
+            verification
+                .validate()
+                .map_err(|e| Invalid::new("verification", e.to_string()))?;
         }
-        Ok(())
+        if let Some(name) = &self.dedup_header
+            && http::HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            return Err(Invalid::new(
+                "dedup_header",
+                "is not a valid HTTP header name",
+            ));
+        }
+        if self.routes.len() > MAX_ROUTES {
+            return Err(Invalid::new(
+                "routes",
+                format!("at most {MAX_ROUTES} rules"),
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            check_text(&format!("routes[{i}].agent_id"), &route.agent, 1, 200)?;
+        }
+        self.compile().map(drop)
+    }
+
+    /// The agent that gets what no rule routes elsewhere: `agent_id`, else `agent_name`.
+    pub fn fallback_agent(&self) -> &str {
+        // validate() guarantees one of the two.
+        self.agent_id
+            .as_deref()
+            .or(self.agent_name.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Every agent these settings may route to, the fallback first.
+    pub fn agents(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.fallback_agent()).chain(self.routes.iter().map(|r| r.agent.as_str()))
+    }
+
+    /// Compiles the template and the routing rules; errors name the field and the line.
+    pub fn compile(&self) -> Result<CompiledIncoming, Invalid> {
+        let template = self
+            .transform
+            .as_ref()
+            .map(Transform::compile)
+            .transpose()?;
+        let routes = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| {
+                Template::compile_condition(&route.when)
+                    .map(|condition| (condition, route.agent.clone()))
+                    .map_err(|e| Invalid::new(format!("routes[{i}].when"), e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(CompiledIncoming { template, routes })
     }
 }
 
@@ -190,6 +284,27 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.field, "payload_transformation.context.email");
+    }
+
+    #[test]
+    fn bad_route_names_its_index_and_line() {
+        let route = |when: &str| Route {
+            when: when.into(),
+            agent: "a".into(),
+        };
+        let err = IncomingSettings::create(IncomingChanges {
+            routes: Some(vec![route("priority == 'high'"), route("labels contains")]),
+            ..named()
+        })
+        .unwrap_err();
+        assert_eq!(err.field, "routes[1].when");
+        assert!(err.message.contains("line 1"), "{}", err.message);
+        let ok = IncomingSettings::create(IncomingChanges {
+            routes: Some(vec![route("labels contains 'urgent'")]),
+            ..named()
+        })
+        .unwrap();
+        assert_eq!(ok.agents().collect::<Vec<_>>(), ["sales_agent", "a"]);
     }
 
     #[test]

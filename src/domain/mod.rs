@@ -1,5 +1,6 @@
 //! Plain types and the rules that govern them. No I/O except name resolution in [`net`].
 
+pub mod agent;
 pub mod api_key;
 pub mod event_types;
 pub mod incoming;

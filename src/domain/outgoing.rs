@@ -192,7 +192,7 @@ pub(crate) fn check_range(field: &str, value: i64, min: i64, max: i64) -> Result
     }
 }
 
-fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), Invalid> {
+pub(crate) fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), Invalid> {
     if headers.len() > MAX_HEADERS {
         return Err(Invalid::new(
             "headers",

@@ -305,6 +305,17 @@ impl SourceVerification {
         }
     }
 
+    /// The shared secret, whichever the scheme.
+    pub fn secret(&self) -> &str {
+        match self {
+            Self::Github { secret }
+            | Self::Stripe { secret, .. }
+            | Self::Slack { secret, .. }
+            | Self::StandardWebhooks { secret, .. }
+            | Self::HmacSha256 { secret, .. } => secret,
+        }
+    }
+
     /// The JSON form for API output, with `"secret_set": true|false` in place
     /// of the secret (field order kept).
     pub fn redacted(&self) -> Value {

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::{Result, Store, StoreError, from_json, on_pool, to_json};
 use crate::domain::{
     api_key::hash_secret,
-    incoming::{IncomingSettings, IncomingWebhook, Transform},
+    incoming::{IncomingSettings, IncomingWebhook, Route, Transform},
     net::IpAllowlist,
     tenant::Tenant,
 };
@@ -25,6 +25,9 @@ struct IncomingRow {
     payload_transformation: Option<String>,
     rate_limit: i64,
     allowed_ips: String,
+    verification: Option<String>,
+    routes: Option<String>,
+    dedup_header: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -42,6 +45,14 @@ impl TryFrom<IncomingRow> for IncomingWebhook {
             (None, None) => None,
         };
         let entries: Vec<String> = from_json("allowed_ips", &row.allowed_ips)?;
+        let verification = row
+            .verification
+            .map(|json| from_json("verification", &json))
+            .transpose()?;
+        let routes: Option<Vec<Route>> = row
+            .routes
+            .map(|json| from_json("routes", &json))
+            .transpose()?;
         Ok(IncomingWebhook {
             id: row.id,
             tenant: Tenant {
@@ -59,6 +70,9 @@ impl TryFrom<IncomingRow> for IncomingWebhook {
                 rate_limit: row.rate_limit,
                 allowed_ips: IpAllowlist::parse(&entries)
                     .map_err(|e| StoreError::Corrupt(format!("allowed_ips: {e}")))?,
+                verification,
+                routes: routes.unwrap_or_default(),
+                dedup_header: row.dedup_header,
             },
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -67,10 +81,11 @@ impl TryFrom<IncomingRow> for IncomingWebhook {
 }
 
 const COLUMNS: &str = "id, user_id, company_id, name, token, agent_id, agent_name, description, \
-     is_active, transform_template, payload_transformation, rate_limit, allowed_ips, created_at, updated_at";
+     is_active, transform_template, payload_transformation, rate_limit, allowed_ips, verification, routes, \
+     dedup_header, created_at, updated_at";
 
-/// Binds `$1` id, `$2` user, `$3` company, `$4`..`$12` the settings, `$13` updated_at: the
-/// shared parameter order of the insert and the update.
+/// Binds `$1` id, `$2` user, `$3` company, `$4`..`$12` the settings, `$13` updated_at,
+/// `$14`..`$16` the receiving settings: the shared parameter order of the insert and the update.
 macro_rules! bind_incoming {
     ($query:expr, $hook:expr) => {{
         let hook = $hook;
@@ -94,6 +109,9 @@ macro_rules! bind_incoming {
             .bind(s.rate_limit)
             .bind(to_json(&s.allowed_ips.entries()))
             .bind(hook.updated_at)
+            .bind(s.verification.as_ref().map(to_json))
+            .bind((!s.routes.is_empty()).then(|| to_json(&s.routes)))
+            .bind(&s.dedup_header)
     }};
 }
 
@@ -102,8 +120,10 @@ impl Store {
         on_pool!(self, pool => bind_incoming!(sqlx::query(
             "INSERT INTO incoming_webhooks (id, user_id, company_id, name, agent_id, agent_name,
                 description, is_active, transform_template, payload_transformation, rate_limit,
-                allowed_ips, updated_at, created_at, token, token_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                allowed_ips, updated_at, verification, routes, dedup_header, created_at, token,
+                token_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                $18, $19)",
         ), hook)
         .bind(hook.created_at)
         .bind(&hook.token)
@@ -154,7 +174,8 @@ impl Store {
         let done = on_pool!(self, pool => bind_incoming!(sqlx::query(
             "UPDATE incoming_webhooks SET name = $4, agent_id = $5, agent_name = $6, description = $7,
                 is_active = $8, transform_template = $9, payload_transformation = $10,
-                rate_limit = $11, allowed_ips = $12, updated_at = $13
+                rate_limit = $11, allowed_ips = $12, updated_at = $13, verification = $14,
+                routes = $15, dedup_header = $16
              WHERE id = $1 AND user_id = $2 AND company_id = $3",
         ), hook)
         .execute(pool)

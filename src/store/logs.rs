@@ -121,6 +121,8 @@ macro_rules! write_log {
         .await?;
     }};
 }
+/// The inbox writes an accepted request's log entry in the same transaction as its message.
+pub(super) use write_log;
 
 /// How many recent entries the latency percentiles are computed over: bounded, and read
 /// through the (webhook_id, created_at) index.

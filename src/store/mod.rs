@@ -3,11 +3,14 @@
 //! [`on_pool!`]; the schema lives in versioned migrations per backend (`migrations/`).
 //! Timestamps are unix milliseconds and JSON is text in both, so rows read back identically.
 
+mod agents;
+mod inbox;
 mod incoming;
 mod keys;
 mod logs;
 mod outgoing;
 
+pub use inbox::DedupRecord;
 pub use logs::LogQuery;
 
 use std::{str::FromStr, time::Duration};

@@ -1,0 +1,198 @@
+//! Agents. An agent is referred to by its id or, within its tenant, by its unique name.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use crate::domain::{
+    agent::{Agent, AgentSettings, Endpoint, EndpointFormat},
+    net::TargetUrl,
+    new_id,
+    tenant::Tenant,
+};
+
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    id: String,
+    user_id: String,
+    company_id: String,
+    name: String,
+    endpoint: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// The stored JSON form of an [`Endpoint`].
+#[derive(Serialize, Deserialize)]
+struct EndpointJson {
+    url: String,
+    format: EndpointFormat,
+    model: Option<String>,
+    headers: BTreeMap<String, String>,
+}
+
+impl TryFrom<AgentRow> for Agent {
+    type Error = StoreError;
+
+    fn try_from(row: AgentRow) -> Result<Agent> {
+        let endpoint = match row.endpoint {
+            Some(json) => {
+                let e: EndpointJson = from_json("endpoint", &json)?;
+                Some(Endpoint {
+                    url: TargetUrl::parse(&e.url)
+                        .map_err(|err| StoreError::Corrupt(format!("endpoint.url: {err}")))?,
+                    format: e.format,
+                    model: e.model,
+                    headers: e.headers,
+                })
+            }
+            None => None,
+        };
+        Ok(Agent {
+            id: row.id,
+            tenant: Tenant {
+                user_id: row.user_id,
+                company_id: row.company_id,
+            },
+            settings: AgentSettings {
+                name: row.name,
+                endpoint,
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+fn endpoint_json(settings: &AgentSettings) -> Option<String> {
+    settings.endpoint.as_ref().map(|e| {
+        to_json(&EndpointJson {
+            url: e.url.as_str().to_string(),
+            format: e.format,
+            model: e.model.clone(),
+            headers: e.headers.clone(),
+        })
+    })
+}
+
+const COLUMNS: &str = "id, user_id, company_id, name, endpoint, created_at, updated_at";
+
+impl Store {
+    /// Inserts an agent; a name the tenant already uses is a conflict.
+    pub async fn insert_agent(&self, agent: &Agent) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&agent.id)
+        .bind(&agent.tenant.user_id)
+        .bind(&agent.tenant.company_id)
+        .bind(&agent.settings.name)
+        .bind(endpoint_json(&agent.settings))
+        .bind(agent.created_at)
+        .bind(agent.updated_at)
+        .execute(pool)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    pub async fn list_agents(&self, tenant: &Tenant) -> Result<Vec<Agent>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM agents WHERE company_id = $1 AND user_id = $2
+             ORDER BY created_at, id"
+        );
+        let rows: Vec<AgentRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(Agent::try_from).collect()
+    }
+
+    /// The tenant's agent whose id is `reference`, else whose name is.
+    pub async fn get_agent(&self, tenant: &Tenant, reference: &str) -> Result<Agent> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM agents
+             WHERE company_id = $1 AND user_id = $2 AND (id = $3 OR name = $3)
+             ORDER BY CASE WHEN id = $3 THEN 0 ELSE 1 END LIMIT 1"
+        );
+        let row: AgentRow = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .bind(reference)
+            .fetch_one(pool)
+            .await?);
+        row.try_into()
+    }
+
+    /// The agent `reference` names (see [`Store::get_agent`]); when there is none, a new agent
+    /// named `reference` is created. The flag says whether this call created it.
+    pub async fn ensure_agent(
+        &self,
+        tenant: &Tenant,
+        reference: &str,
+        now: i64,
+    ) -> Result<(Agent, bool)> {
+        match self.get_agent(tenant, reference).await {
+            Err(StoreError::NotFound) => {}
+            found => return found.map(|agent| (agent, false)),
+        }
+        let created = on_pool!(self, pool => sqlx::query(
+            "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, NULL, $5, $5)
+             ON CONFLICT (company_id, user_id, name) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(&tenant.user_id)
+        .bind(&tenant.company_id)
+        .bind(reference)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        // Whoever lost a race to create the same name reads the winner's row.
+        let agent = self.get_agent(tenant, reference).await?;
+        Ok((agent, created == 1))
+    }
+
+    pub async fn update_agent(&self, agent: &Agent) -> Result<()> {
+        let done = on_pool!(self, pool => sqlx::query(
+            "UPDATE agents SET name = $4, endpoint = $5, updated_at = $6
+             WHERE id = $1 AND company_id = $2 AND user_id = $3",
+        )
+        .bind(&agent.id)
+        .bind(&agent.tenant.company_id)
+        .bind(&agent.tenant.user_id)
+        .bind(&agent.settings.name)
+        .bind(endpoint_json(&agent.settings))
+        .bind(agent.updated_at)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Deletes an agent and its inbox.
+    pub async fn delete_agent(&self, agent: &Agent) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM agent_messages WHERE agent_id = $1")
+                .bind(&agent.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM agents WHERE id = $1 AND company_id = $2 AND user_id = $3")
+                .bind(&agent.id)
+                .bind(&agent.tenant.company_id)
+                .bind(&agent.tenant.user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
