@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use crate::{
     api::{self, AppState},
     config::Config,
+    ingest::Ingest,
     store::Store,
 };
 
@@ -25,6 +26,9 @@ impl Application {
         let store = Store::connect(&config.database_url)
             .await
             .with_context(|| format!("opening store {}", redact_url(&config.database_url)))?;
+        let ingest = Ingest::new(&config)
+            .await
+            .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
@@ -33,6 +37,7 @@ impl Application {
             state: AppState {
                 store,
                 config: Arc::new(config),
+                ingest: Arc::new(ingest),
             },
         })
     }

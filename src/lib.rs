@@ -8,5 +8,6 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod ingest;
 pub mod store;
 pub mod telemetry;

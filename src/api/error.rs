@@ -7,7 +7,12 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::{domain::Invalid, domain::tenant::Scope, store::StoreError};
+use crate::{
+    domain::Invalid,
+    domain::tenant::Scope,
+    ingest::{BodyError, Refusal},
+    store::StoreError,
+};
 
 /// The error body every non-2xx answer carries.
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -28,6 +33,15 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     MalformedJson(String),
+    #[error("{0}")]
+    BadBody(String),
+    /// A receiving URL's source verification failed.
+    #[error("{0}")]
+    BadSignature(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("rate limit exceeded; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error("request body is larger than {0} bytes")]
@@ -49,6 +63,10 @@ impl ApiError {
             ApiError::MissingScope(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -66,6 +84,26 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(detail) => ApiError::Conflict(detail),
             StoreError::Unavailable(_) => ApiError::Unavailable,
             other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+/// How the receiving URL answers each refusal. An inactive webhook is a 403, not a 410: it can
+/// be switched on again, and 410 tells senders to give up for good.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        let detail = refusal.to_string();
+        match refusal {
+            Refusal::UnknownToken => ApiError::NotFound("webhook"),
+            Refusal::Inactive | Refusal::IpNotAllowed(_) => ApiError::Forbidden(detail),
+            Refusal::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs },
+            Refusal::TooLarge(limit) => ApiError::TooLarge(limit),
+            Refusal::Unreadable(_) => ApiError::BadBody(detail),
+            Refusal::BadSignature(_) => ApiError::BadSignature(detail),
+            Refusal::BadBody(BodyError::Json(_)) => ApiError::MalformedJson(detail),
+            Refusal::BadBody(_) => ApiError::BadBody(detail),
+            Refusal::Template(invalid) => ApiError::Invalid(invalid),
+            Refusal::Store(error) => error.into(),
         }
     }
 }
@@ -100,10 +138,18 @@ impl IntoResponse for ApiError {
             detail: self.to_string(),
         };
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, ApiError::Unauthorized(_)) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            ApiError::Unauthorized(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after_secs } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            _ => {}
         }
         response
     }

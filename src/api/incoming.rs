@@ -16,13 +16,17 @@ use super::{
     error::{ApiResult, ErrorBody, OrNotFound},
     extract::{JsonBody, ident, nullable},
 };
-use crate::domain::{
-    Invalid,
-    api_key::generate_secret,
-    incoming::{IncomingChanges, IncomingSettings, IncomingWebhook, Transform},
-    new_id,
-    tenant::Scope,
-    time::{iso8601, now_ms},
+use crate::{
+    domain::{
+        Invalid,
+        api_key::generate_secret,
+        incoming::{IncomingChanges, IncomingSettings, IncomingWebhook, Route, Transform},
+        new_id,
+        signature::SourceVerification,
+        tenant::Scope,
+        time::{iso8601, now_ms},
+    },
+    ingest,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -33,6 +37,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             update_incoming_webhook,
             delete_incoming_webhook
         ))
+        .routes(routes!(preview_incoming_webhook))
 }
 
 /// Settings of an incoming webhook. On create, `name` and `agent_id` (or `agent_name`) are
@@ -67,10 +72,43 @@ pub struct IncomingWebhookIn {
     rate_limit: Option<i64>,
     /// Addresses and CIDR ranges allowed to post; empty: anyone with the URL.
     allowed_ips: Option<Vec<String>>,
+    /// Source verification of each request: `{"type": "github"|"stripe"|"slack"|
+    /// "standard_webhooks"|"hmac_sha256", "secret", …}`. Shown without its secret; sent back
+    /// without `secret`, the stored secret is kept.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
+    verification: Option<Option<Value>>,
+    /// Routing rules, first match wins: `[{"when": "priority == 'high'", "agent_id": …}]`;
+    /// requests no rule matches go to the webhook's agent.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Vec<RouteIn>>)]
+    routes: Option<Option<Vec<RouteIn>>>,
+    /// A header carrying the sender's delivery id (e.g. `X-GitHub-Delivery`): a repeated id is
+    /// answered with the first answer and not processed again.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    dedup_header: Option<Option<String>>,
+}
+
+/// A routing rule: a Jinja expression over the request (`labels contains 'urgent'`,
+/// `data.amount > 100`) and the agent (id or name) that gets matching requests.
+#[derive(Deserialize, Serialize, ToSchema)]
+pub struct RouteIn {
+    when: String,
+    #[serde(
+        default,
+        deserialize_with = "ident",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    agent_id: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_name: Option<String>,
 }
 
 impl IncomingWebhookIn {
-    fn into_changes(self) -> Result<IncomingChanges, Invalid> {
+    /// `current`: the settings being updated, whose secret a redacted `verification` keeps.
+    fn into_changes(self, current: Option<&IncomingSettings>) -> Result<IncomingChanges, Invalid> {
         let transform = match (self.transform_template, self.payload_transformation) {
             (Some(Some(_)), Some(Some(_))) => {
                 return Err(Invalid::new(
@@ -92,8 +130,56 @@ impl IncomingWebhookIn {
             transform,
             rate_limit: self.rate_limit,
             allowed_ips: self.allowed_ips,
+            verification: self
+                .verification
+                .map(|v| {
+                    v.map(|v| verification_from(v, current.and_then(|c| c.verification.as_ref())))
+                        .transpose()
+                })
+                .transpose()?,
+            routes: self
+                .routes
+                .map(|routes| {
+                    routes
+                        .unwrap_or_default()
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, r)| r.into_route(i))
+                        .collect::<Result<_, _>>()
+                })
+                .transpose()?,
+            dedup_header: self.dedup_header,
         })
     }
+}
+
+impl RouteIn {
+    fn into_route(self, index: usize) -> Result<Route, Invalid> {
+        let agent = self.agent_id.flatten().or(self.agent_name).ok_or_else(|| {
+            Invalid::new(
+                format!("routes[{index}].agent_id"),
+                "is required (or give agent_name)",
+            )
+        })?;
+        Ok(Route {
+            when: self.when,
+            agent,
+        })
+    }
+}
+
+/// Parses a verification setting; without `secret`, the current one's secret is kept.
+fn verification_from(
+    mut value: Value,
+    current: Option<&SourceVerification>,
+) -> Result<SourceVerification, Invalid> {
+    if let (Value::Object(fields), Some(current)) = (&mut value, current)
+        && !fields.contains_key("secret")
+    {
+        fields.remove("secret_set");
+        fields.insert("secret".into(), Value::String(current.secret().to_string()));
+    }
+    serde_json::from_value(value).map_err(|e| Invalid::new("verification", e.to_string()))
 }
 
 fn transform_from(field: &str, value: Value) -> Result<Transform, Invalid> {
@@ -128,6 +214,11 @@ pub struct IncomingWebhookOut {
     pub payload_transformation: Option<Value>,
     pub rate_limit: i64,
     pub allowed_ips: Vec<String>,
+    /// The verification setting, with `secret_set` in place of the secret.
+    #[schema(value_type = Option<Object>)]
+    pub verification: Option<Value>,
+    pub routes: Vec<RouteIn>,
+    pub dedup_header: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -155,6 +246,17 @@ impl IncomingWebhookOut {
             payload_transformation,
             rate_limit: s.rate_limit,
             allowed_ips: s.allowed_ips.entries(),
+            verification: s.verification.as_ref().map(SourceVerification::redacted),
+            routes: s
+                .routes
+                .into_iter()
+                .map(|r| RouteIn {
+                    when: r.when,
+                    agent_id: Some(Some(r.agent)),
+                    agent_name: None,
+                })
+                .collect(),
+            dedup_header: s.dedup_header,
             created_at: iso8601(hook.created_at),
             updated_at: iso8601(hook.updated_at),
         }
@@ -173,6 +275,19 @@ fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
+/// Creates the agents the settings name that do not exist yet, so the spec's examples (which
+/// name agents without creating them) work as written.
+async fn ensure_agents(
+    state: &AppState,
+    tenant: &crate::domain::tenant::Tenant,
+    settings: &IncomingSettings,
+) -> ApiResult<()> {
+    for agent in settings.agents() {
+        state.store.ensure_agent(tenant, agent, now_ms()).await?;
+    }
+    Ok(())
+}
+
 /// Create an incoming webhook. The answer holds its token and receiving URL.
 #[utoipa::path(post, path = "/api/webhooks/incoming", tag = "incoming", request_body = IncomingWebhookIn,
     security(("bearer" = [])),
@@ -185,7 +300,8 @@ async fn create_incoming_webhook(
     JsonBody(input): JsonBody<IncomingWebhookIn>,
 ) -> ApiResult<(StatusCode, Json<IncomingWebhookOut>)> {
     let tenant = caller.tenant(Scope::WebhooksWrite)?;
-    let settings = IncomingSettings::create(input.into_changes()?)?;
+    let settings = IncomingSettings::create(input.into_changes(None)?)?;
+    ensure_agents(&state, tenant, &settings).await?;
     let now = now_ms();
     let hook = IncomingWebhook {
         id: new_id(),
@@ -259,7 +375,10 @@ async fn update_incoming_webhook(
         .get_incoming(tenant, &id)
         .await
         .or_not_found("incoming webhook")?;
-    hook.settings = hook.settings.apply(input.into_changes()?)?;
+    hook.settings = hook
+        .settings
+        .apply(input.into_changes(Some(&hook.settings))?)?;
+    ensure_agents(&state, tenant, &hook.settings).await?;
     hook.updated_at = now_ms();
     state
         .store
@@ -286,4 +405,50 @@ async fn delete_incoming_webhook(
         .await
         .or_not_found("incoming webhook")?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A sample payload to render, and optionally a template to try instead of the webhook's own.
+#[derive(Deserialize, ToSchema)]
+pub struct PreviewIn {
+    /// The payload, as a sender would post it (JSON).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    payload: Value,
+    /// A template string, or an object of templates, used instead of the webhook's.
+    #[schema(value_type = Option<Object>)]
+    template: Option<Value>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PreviewOut {
+    /// What the agent would receive.
+    #[schema(value_type = Object)]
+    pub output: Value,
+}
+
+/// Render a sample payload through the webhook's template (or the one given) without routing
+/// or storing anything. A template error is a 422 naming the field and the line.
+#[utoipa::path(post, path = "/api/webhooks/incoming/{id}/preview", tag = "incoming",
+    request_body = PreviewIn, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Incoming webhook id")),
+    responses((status = 200, body = PreviewOut), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn preview_incoming_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<PreviewIn>,
+) -> ApiResult<Json<PreviewOut>> {
+    let tenant = caller.tenant(Scope::WebhooksRead)?;
+    let hook = state
+        .store
+        .get_incoming(tenant, &id)
+        .await
+        .or_not_found("incoming webhook")?;
+    let template = input
+        .template
+        .map(|t| transform_from("template", t))
+        .transpose()?;
+    let output = ingest::preview(&hook, &input.payload, template.as_ref())?;
+    Ok(Json(PreviewOut { output }))
 }

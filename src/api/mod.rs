@@ -2,12 +2,14 @@
 //! module owns its router and its DTOs; this module puts them together with the OpenAPI document.
 
 pub mod admin;
+pub mod agents;
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod incoming;
 pub mod meta;
 pub mod outgoing;
+pub mod receive;
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ use utoipa::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{config::Config, store::Store};
+use crate::{config::Config, ingest::Ingest, store::Store};
 use error::ApiError;
 
 /// Everything a handler needs; cheap to clone.
@@ -28,6 +30,7 @@ use error::ApiError;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
+    pub ingest: Arc<Ingest>,
 }
 
 #[derive(OpenApi)]
@@ -37,6 +40,8 @@ pub struct AppState {
     tags(
         (name = "outgoing", description = "Outgoing webhooks: where events are delivered"),
         (name = "incoming", description = "Incoming webhooks: URLs outside systems post to"),
+        (name = "receiving", description = "The receiving URLs themselves (no API key: the token is the credential)"),
+        (name = "agents", description = "Agents: where incoming data is routed, with their inboxes"),
         (name = "events", description = "Event types"),
         (name = "admin", description = "API keys (operator only, HOOKD_ADMIN_KEY)"),
         (name = "health", description = "Probes"),
@@ -64,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(outgoing::router())
         .merge(incoming::router())
+        .merge(receive::router())
+        .merge(agents::router())
         .merge(meta::router())
         .split_for_parts();
     let api_limit = state.config.max_body_bytes;

@@ -1,0 +1,456 @@
+//! The incoming path: what happens to a request sent to a receiving URL, in this order:
+//! token → active? → IP allowlist → rate limit → body limit → source signature → dedup → parse →
+//! transform → route → durable write (message, dedup record and log entry in one transaction) →
+//! 202. Cheap checks come first so a flood of bad requests costs little. HTTP framing and the
+//! mapping of refusals to statuses are the API's (`api::receive`); the rules are here.
+
+mod body;
+mod limit;
+mod refusals;
+
+pub use body::{BodyError, form_fields};
+pub use limit::{Decision, RateLimiter};
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use axum::body::{Body, Bytes};
+use http::HeaderMap;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use crate::{
+    config::Config,
+    domain::{
+        Invalid,
+        agent::{AgentMessage, MessageKind},
+        incoming::{CompiledIncoming, IncomingWebhook, Transform},
+        log::{LogEntry, MAX_LOGGED_BODY, WebhookType, redact_headers, truncate},
+        net::client_ip,
+        new_id,
+        signature::VerifyError,
+        template,
+        time::now_ms,
+    },
+    store::{DedupRecord, Store, StoreError},
+};
+use refusals::RefusalSampler;
+
+/// How many inbox notifications may wait for a slow stream reader before it falls back to
+/// reading the store.
+const INBOX_CHANNEL: usize = 1024;
+
+/// Why a request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no webhook at this URL")]
+    UnknownToken,
+    #[error("this webhook is inactive")]
+    Inactive,
+    #[error("address {0} is not in this webhook's allowed_ips")]
+    IpNotAllowed(IpAddr),
+    #[error("rate limit of this webhook exceeded; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("could not read the request body: {0}")]
+    Unreadable(String),
+    #[error("source verification failed: {0}")]
+    BadSignature(VerifyError),
+    #[error(transparent)]
+    BadBody(BodyError),
+    /// The template or a routing rule failed on this payload; names the field and the line.
+    #[error(transparent)]
+    Template(Invalid),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// What an accepted request is answered with.
+pub enum Receipt {
+    /// Newly accepted (202): `{"status": "accepted", "id", "agent_id"}`.
+    Accepted(Value),
+    /// A delivery id seen before (200): the first answer again.
+    Duplicate(Value),
+}
+
+/// A request to a receiving URL, as the HTTP layer hands it over.
+pub struct Request {
+    pub token: String,
+    /// The TCP peer; `X-Forwarded-For` is believed only from trusted proxies.
+    pub peer: IpAddr,
+    pub headers: HeaderMap,
+    pub query: Option<String>,
+    pub body: Body,
+}
+
+/// A refused request, with what its log entry needs.
+pub struct Rejected {
+    pub refusal: Refusal,
+    pub trail: Trail,
+}
+
+/// What is known about a request so far, for its log entry.
+pub struct Trail {
+    webhook_id: Option<String>,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+    started: Instant,
+}
+
+impl Trail {
+    fn refuse(self, refusal: Refusal) -> Rejected {
+        Rejected {
+            refusal,
+            trail: self,
+        }
+    }
+
+    fn entry(&self, status: &str, response_status: u16, response_body: Option<String>) -> LogEntry {
+        let headers = self
+            .headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
+        LogEntry {
+            id: new_id(),
+            webhook_type: WebhookType::Incoming,
+            webhook_id: self.webhook_id.clone().unwrap_or_default(),
+            delivery_id: None,
+            event_type: None,
+            status: status.to_string(),
+            succeeded: status == "accepted",
+            request_payload: self
+                .body
+                .as_ref()
+                .map(|b| truncate(&String::from_utf8_lossy(b), MAX_LOGGED_BODY)),
+            request_headers: redact_headers(headers),
+            response_status: Some(i64::from(response_status)),
+            response_body,
+            error_message: None,
+            retry_count: 0,
+            processing_time_ms: i64::try_from(self.started.elapsed().as_millis())
+                .unwrap_or(i64::MAX),
+            created_at: now_ms(),
+        }
+    }
+}
+
+/// The receiving side of a node: rate-limit state, compiled templates, the refusal sampler and
+/// the channel that tells inbox streams about new messages.
+pub struct Ingest {
+    limiter: RateLimiter,
+    refusals: RefusalSampler,
+    unknown_tokens: AtomicU64,
+    /// Compiled template and rules per webhook, with the `updated_at` they were compiled from.
+    compiled: Mutex<HashMap<String, (i64, Arc<CompiledIncoming>)>>,
+    inbox: broadcast::Sender<AgentMessage>,
+}
+
+impl Ingest {
+    pub async fn new(config: &Config) -> anyhow::Result<Ingest> {
+        Ok(Ingest {
+            limiter: RateLimiter::new(config.redis_url.as_deref()).await?,
+            refusals: RefusalSampler::default(),
+            unknown_tokens: AtomicU64::new(0),
+            compiled: Mutex::new(HashMap::new()),
+            inbox: broadcast::channel(INBOX_CHANNEL).0,
+        })
+    }
+
+    /// New inbox messages on this node, as they become durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<AgentMessage> {
+        self.inbox.subscribe()
+    }
+
+    /// Runs a request through the pipeline.
+    pub async fn receive(
+        &self,
+        store: &Store,
+        config: &Config,
+        request: Request,
+    ) -> Result<Receipt, Rejected> {
+        let mut trail = Trail {
+            webhook_id: None,
+            headers: request.headers,
+            body: None,
+            started: Instant::now(),
+        };
+        // Looked up by the token's hash: the comparison never touches the token itself.
+        let hook = match store.find_incoming_by_token(&request.token).await {
+            Ok(Some(hook)) => hook,
+            Ok(None) => return Err(trail.refuse(Refusal::UnknownToken)),
+            Err(e) => return Err(trail.refuse(Refusal::Store(e))),
+        };
+        trail.webhook_id = Some(hook.id.clone());
+        let s = &hook.settings;
+        if !s.is_active {
+            return Err(trail.refuse(Refusal::Inactive));
+        }
+        let forwarded = forwarded_for(&trail.headers);
+        let ip = client_ip(request.peer, forwarded.as_deref(), &config.trusted_proxies);
+        if !s.allowed_ips.allows(ip) {
+            return Err(trail.refuse(Refusal::IpNotAllowed(ip)));
+        }
+        if let Decision::Deny { retry_after_secs } =
+            self.limiter.check(&hook.id, s.rate_limit).await
+        {
+            return Err(trail.refuse(Refusal::RateLimited { retry_after_secs }));
+        }
+        let body = match read_limited(request.body, config.max_body_bytes).await {
+            Ok(body) => body,
+            Err(refusal) => return Err(trail.refuse(refusal)),
+        };
+        trail.body = Some(body.clone());
+        if let Some(verification) = &s.verification
+            && let Err(e) = verification.verify(&trail.headers, &body, now_ms() / 1000)
+        {
+            return Err(trail.refuse(Refusal::BadSignature(e)));
+        }
+        let dedup_key = s
+            .dedup_header
+            .as_ref()
+            .and_then(|name| trail.headers.get(name.as_str()))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let Some(key) = &dedup_key {
+            match store.find_dedup(&hook.id, key).await {
+                Ok(Some(first)) => return self.duplicate(store, trail, first).await,
+                Ok(None) => {}
+                Err(e) => return Err(trail.refuse(Refusal::Store(e))),
+            }
+        }
+        match self
+            .route(
+                store,
+                &hook,
+                &trail,
+                &body,
+                request.query.as_deref(),
+                dedup_key.as_deref(),
+            )
+            .await
+        {
+            Ok(receipt) => Ok(receipt),
+            Err(Refusal::Store(StoreError::Conflict(_))) if dedup_key.is_some() => {
+                // The same delivery id was accepted meanwhile by a concurrent request.
+                let key = dedup_key.unwrap_or_default();
+                match store.find_dedup(&hook.id, &key).await {
+                    Ok(Some(first)) => self.duplicate(store, trail, first).await,
+                    Ok(None) => Err(trail.refuse(Refusal::Store(StoreError::NotFound))),
+                    Err(e) => Err(trail.refuse(Refusal::Store(e))),
+                }
+            }
+            Err(refusal) => Err(trail.refuse(refusal)),
+        }
+    }
+
+    /// Parse, transform, route and make durable.
+    async fn route(
+        &self,
+        store: &Store,
+        hook: &IncomingWebhook,
+        trail: &Trail,
+        body: &[u8],
+        query: Option<&str>,
+        dedup_key: Option<&str>,
+    ) -> Result<Receipt, Refusal> {
+        let content_type = trail
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let payload = body::parse(content_type, body).map_err(Refusal::BadBody)?;
+        let compiled = self.compiled(hook)?;
+        let context = request_context(hook, &payload, &trail.headers, query);
+        let content = match &compiled.template {
+            Some(template) => template.render(&context).map_err(|e| {
+                Refusal::Template(transform_error(hook.settings.transform.as_ref(), e))
+            })?,
+            None => payload,
+        };
+        let mut agent_ref = hook.settings.fallback_agent();
+        for (i, (condition, agent)) in compiled.routes.iter().enumerate() {
+            let hit = condition.matches(&context).map_err(|e| {
+                Refusal::Template(Invalid::new(format!("routes[{i}].when"), e.to_string()))
+            })?;
+            if hit {
+                agent_ref = agent;
+                break;
+            }
+        }
+        let now = now_ms();
+        let (agent, _created) = store
+            .ensure_agent(&hook.tenant, agent_ref, now)
+            .await
+            .map_err(Refusal::Store)?;
+        let message = AgentMessage {
+            id: new_id(),
+            agent_id: agent.id.clone(),
+            tenant: hook.tenant.clone(),
+            incoming_webhook_id: Some(hook.id.clone()),
+            kind: MessageKind::Message,
+            content,
+            created_at: now,
+        };
+        let answer = json!({"status": "accepted", "id": message.id, "agent_id": agent.id});
+        let log = trail.entry("accepted", 202, Some(answer.to_string()));
+        let dedup = dedup_key.map(|key| DedupRecord {
+            key,
+            response: &answer,
+        });
+        store
+            .accept_message(&message, dedup, &log)
+            .await
+            .map_err(Refusal::Store)?;
+        // Nobody listening is fine: streams catch up from the store.
+        let _ = self.inbox.send(message);
+        Ok(Receipt::Accepted(answer))
+    }
+
+    /// Answers a repeated delivery id with the first answer, logged as accepted (200).
+    async fn duplicate(
+        &self,
+        store: &Store,
+        trail: Trail,
+        first: Value,
+    ) -> Result<Receipt, Rejected> {
+        let mut log = trail.entry("accepted", 200, Some(first.to_string()));
+        log.error_message = Some("duplicate delivery id: answered with the first answer".into());
+        match store.record_log(&log).await {
+            Ok(()) => Ok(Receipt::Duplicate(first)),
+            Err(e) => Err(trail.refuse(Refusal::Store(e))),
+        }
+    }
+
+    /// The compiled template and rules of `hook`, compiled once per version of its settings.
+    fn compiled(&self, hook: &IncomingWebhook) -> Result<Arc<CompiledIncoming>, Refusal> {
+        // Poisoning needs a panic while the map is held; nothing in here panics.
+        let cached = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((version, compiled)) = cached.get(&hook.id)
+            && *version == hook.updated_at
+        {
+            return Ok(compiled.clone());
+        }
+        drop(cached);
+        // Compiled outside the lock: other webhooks' requests need not wait for it.
+        let compiled = Arc::new(hook.settings.compile().map_err(Refusal::Template)?);
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hook.id.clone(), (hook.updated_at, compiled.clone()));
+        Ok(compiled)
+    }
+
+    /// Logs a refusal, unless it is one of a flood (see [`RefusalSampler`]). The write runs in
+    /// the background: a refusal promises nothing durable, and its answer need not wait.
+    pub fn log_refusal(&self, store: &Store, trail: Trail, status: u16, detail: String) {
+        let now = now_ms();
+        let Some(webhook_id) = &trail.webhook_id else {
+            // No webhook to log against: counted, and reported at most once a second.
+            let count = self.unknown_tokens.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.refusals.admit("", status, now).is_some() {
+                tracing::info!(total = count, "request to an unknown receiving URL");
+            }
+            return;
+        };
+        let Some(suppressed) = self.refusals.admit(webhook_id, status, now) else {
+            return;
+        };
+        if status >= 500 {
+            // The store failing is why we are here; writing to it again would only add load.
+            return;
+        }
+        let mut entry = trail.entry("rejected", status, None);
+        entry.error_message = Some(match suppressed {
+            0 => detail,
+            n => format!("{detail} ({n} similar refusals suppressed since the last entry)"),
+        });
+        let store = store.clone();
+        tokio::spawn(async move {
+            if let Err(error) = store.record_log(&entry).await {
+                tracing::warn!(%error, "could not log a refused incoming request");
+            }
+        });
+    }
+}
+
+/// Renders `payload` through `hook`'s template, or through `template` when given, as a request
+/// without headers or query would be; nothing is routed or stored.
+pub fn preview(
+    hook: &IncomingWebhook,
+    payload: &Value,
+    template: Option<&Transform>,
+) -> Result<Value, Invalid> {
+    let context = request_context(hook, payload, &HeaderMap::new(), None);
+    let compiled = match template {
+        Some(transform) => Some(transform.compile()?),
+        None => hook.settings.compile()?.template,
+    };
+    match compiled {
+        Some(compiled) => compiled
+            .render(&context)
+            .map_err(|e| transform_error(template.or(hook.settings.transform.as_ref()), e)),
+        None => Ok(payload.clone()),
+    }
+}
+
+/// All `X-Forwarded-For` headers joined in arrival order, as [`client_ip`] expects.
+fn forwarded_for(headers: &HeaderMap) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
+/// The body, up to `limit` bytes.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            Refusal::TooLarge(limit)
+        } else {
+            Refusal::Unreadable(inner.to_string())
+        }
+    })
+}
+
+/// The template context of a request: the payload's keys, `data`, `headers` (lowercase names,
+/// credentials redacted), `query` and `webhook`.
+fn request_context(
+    hook: &IncomingWebhook,
+    payload: &Value,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Value {
+    let headers = redact_headers(
+        headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+    );
+    let query = query
+        .and_then(|q| form_fields(q.as_bytes()).ok())
+        .unwrap_or_else(|| json!({}));
+    let webhook = json!({
+        "id": hook.id,
+        "name": hook.settings.name,
+        "agent_id": hook.settings.fallback_agent(),
+    });
+    template::context(payload, json!(headers), query, webhook)
+}
+
+/// A render failure, named after the field holding the template.
+fn transform_error(transform: Option<&Transform>, error: template::TemplateError) -> Invalid {
+    let field = match transform {
+        Some(Transform::Object(_)) => "payload_transformation",
+        _ => "transform_template",
+    };
+    Invalid::new(field, error.to_string())
+}
