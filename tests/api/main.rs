@@ -4,8 +4,11 @@
 mod helpers;
 
 mod admin_keys;
+mod agents;
 mod auth;
 mod cli;
+mod incoming_receive;
 mod incoming_webhooks;
 mod meta;
 mod outgoing_webhooks;
+mod receiving;

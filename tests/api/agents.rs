@@ -1,0 +1,294 @@
+//! Agents and their inboxes: management, tenant isolation, cursor pagination and the live stream.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::receiving::{create_hook, post_json};
+
+both_backends!(
+    agents_are_managed_per_tenant,
+    agent_endpoints_are_checked_and_credentials_hidden,
+    inbox_pages_oldest_first_by_cursor,
+    inbox_stream_catches_up_then_follows_live,
+);
+
+async fn agents_are_managed_per_tenant(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let created = app
+        .post("/api/agents", &key, &json!({"name": "sales_agent"}))
+        .await
+        .expect(201);
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["endpoint"], Value::Null);
+    app.post("/api/agents", &key, &json!({"name": "sales_agent"}))
+        .await
+        .expect_error(409, "conflict");
+    app.post("/api/agents", &key, &json!({}))
+        .await
+        .expect_error(422, "validation_error");
+    // By id or by name.
+    assert_eq!(
+        app.get(&format!("/api/agents/{id}"), &key)
+            .await
+            .expect(200)["name"],
+        "sales_agent"
+    );
+    assert_eq!(
+        app.get("/api/agents/sales_agent", &key).await.expect(200)["id"],
+        id
+    );
+    let renamed = app
+        .put(
+            &format!("/api/agents/{id}"),
+            &key,
+            &json!({"name": "closer"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(renamed["name"], "closer");
+    assert_eq!(
+        app.get("/api/agents", &key)
+            .await
+            .expect(200)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Another tenant sees nothing, by id or by name, and its names are its own.
+    let other = app.tenant_key().await;
+    app.get(&format!("/api/agents/{id}"), &other)
+        .await
+        .expect_error(404, "not_found");
+    app.get("/api/agents/closer", &other)
+        .await
+        .expect_error(404, "not_found");
+    app.delete(&format!("/api/agents/{id}"), &other)
+        .await
+        .expect_error(404, "not_found");
+    app.post("/api/agents", &other, &json!({"name": "closer"}))
+        .await
+        .expect(201);
+    assert!(
+        app.get("/api/agents", &other)
+            .await
+            .expect(200)
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    );
+
+    // Scopes.
+    let reader = app.key_for("reader", "company-1", &["agents:read"]).await;
+    app.post("/api/agents", &reader, &json!({"name": "x"}))
+        .await
+        .expect_error(403, "forbidden");
+
+    app.delete(&format!("/api/agents/{id}"), &key)
+        .await
+        .expect(204);
+    app.get(&format!("/api/agents/{id}"), &key)
+        .await
+        .expect_error(404, "not_found");
+}
+
+async fn agent_endpoints_are_checked_and_credentials_hidden(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let created = app
+        .post(
+            "/api/agents",
+            &key,
+            &json!({"name": "bot", "endpoint": {
+                "url": "http://127.0.0.1:9/v1/chat/completions", "format": "openai_chat",
+                "model": "gpt-4o-mini", "headers": {"Authorization": "Bearer sk-test"}}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(
+        created["endpoint"]["headers"]["Authorization"],
+        "Bearer sk-test"
+    );
+    let shown = app.get("/api/agents/bot", &key).await.expect(200);
+    assert_eq!(shown["endpoint"]["headers"]["Authorization"], "********");
+    assert_eq!(shown["endpoint"]["format"], "openai_chat");
+    // Private targets are refused (127.0.0.0/8 is allowed in tests; 10/8 is not).
+    let detail = app
+        .put(
+            "/api/agents/bot",
+            &key,
+            &json!({"endpoint": {"url": "http://10.0.0.1/"}}),
+        )
+        .await
+        .expect_error(422, "validation_error");
+    assert!(detail.starts_with("endpoint.url"), "{detail}");
+    let detail = app
+        .put(
+            "/api/agents/bot",
+            &key,
+            &json!({"endpoint": {"url": "https://x.example.com", "format": "xml"}}),
+        )
+        .await
+        .expect_error(422, "validation_error");
+    assert!(detail.contains("endpoint"), "{detail}");
+    let cleared = app
+        .put("/api/agents/bot", &key, &json!({"endpoint": null}))
+        .await
+        .expect(200);
+    assert_eq!(cleared["endpoint"], Value::Null);
+}
+
+/// Posts `n` numbered messages to a webhook routed to agent `agent`; returns the message ids.
+async fn fill_inbox(app: &TestApp, key: &str, agent: &str, n: usize) -> Vec<String> {
+    let hook = create_hook(app, key, json!({"agent_id": agent})).await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let answer = post_json(app, &hook, &json!({"n": i})).await.expect(202);
+        ids.push(answer["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+async fn inbox_pages_oldest_first_by_cursor(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let ids = fill_inbox(&app, &key, "pager", 5).await;
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .get(
+                &format!("/api/agents/pager/messages?limit=2&after={cursor}"),
+                &key,
+            )
+            .await
+            .expect(200);
+        let messages = page["messages"].as_array().unwrap();
+        if messages.is_empty() {
+            assert_eq!(page["next_cursor"], Value::Null);
+            break;
+        }
+        assert!(messages.len() <= 2);
+        seen.extend(
+            messages
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_string()),
+        );
+        cursor = page["next_cursor"].as_str().unwrap().to_string();
+    }
+    assert_eq!(seen, ids);
+    let page = app
+        .get("/api/agents/pager/messages?limit=10", &key)
+        .await
+        .expect(200);
+    let numbers: Vec<_> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"]["n"].clone())
+        .collect();
+    assert_eq!(numbers, [0, 1, 2, 3, 4]);
+    app.get("/api/agents/pager/messages?limit=0", &key)
+        .await
+        .expect_error(422, "validation_error");
+    let other = app.tenant_key().await;
+    app.get("/api/agents/pager/messages", &other)
+        .await
+        .expect_error(404, "not_found");
+}
+
+/// Reads SSE events (`id`, parsed `data`) until `n` have arrived.
+async fn read_events(response: reqwest::Response, n: usize) -> Vec<(String, Value)> {
+    let mut stream = response.bytes_stream();
+    let (mut buffer, mut events) = (String::new(), Vec::new());
+    while events.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("stream open")
+            .expect("chunk");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut data) = (None, None);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
+                    id = Some(v.to_string());
+                }
+                if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+                    data = Some(serde_json::from_str(v).unwrap());
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                events.push((id, data));
+            }
+        }
+    }
+    events
+}
+
+async fn inbox_stream_catches_up_then_follows_live(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let mut ids = fill_inbox(&app, &key, "streamer", 2).await;
+    let url = format!("{}/api/agents/streamer/messages/stream", app.base);
+    let response = app.client.get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let hook = create_hook(&app, &key, json!({"agent_id": "streamer"})).await;
+    let live = tokio::spawn({
+        let (client, base, token) = (app.client.clone(), app.base.clone(), hook.token.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let answer = client
+                .post(format!("{base}/webhook/{token}"))
+                .json(&json!({"n": "live"}))
+                .send()
+                .await
+                .unwrap();
+            let body: Value = answer.json().await.unwrap();
+            body["id"].as_str().unwrap().to_string()
+        }
+    });
+    let events = read_events(response, 3).await;
+    ids.push(live.await.unwrap());
+    let got: Vec<_> = events.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(got, ids);
+    assert_eq!(events[2].1["content"], json!({"n": "live"}));
+    assert_eq!(events[2].1["id"], ids[2].as_str());
+
+    // Resuming with Last-Event-ID starts after that message.
+    let response = app
+        .client
+        .get(&url)
+        .bearer_auth(&key)
+        .header("last-event-id", &ids[0])
+        .send()
+        .await
+        .unwrap();
+    let resumed = read_events(response, 2).await;
+    assert_eq!(resumed[0].0, ids[1]);
+    assert_eq!(resumed[1].0, ids[2]);
+
+    let other = app.tenant_key().await;
+    let response = app
+        .client
+        .get(&url)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
