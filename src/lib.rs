@@ -7,6 +7,8 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod domain;
+pub mod housekeeping;
 pub mod store;
 pub mod telemetry;

@@ -1,6 +1,8 @@
 //! Plain types and the rules that govern them. No I/O except name resolution in [`net`].
 
 pub mod api_key;
+pub mod delivery;
+pub mod event;
 pub mod event_types;
 pub mod incoming;
 pub mod log;

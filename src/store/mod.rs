@@ -3,11 +3,15 @@
 //! [`on_pool!`]; the schema lives in versioned migrations per backend (`migrations/`).
 //! Timestamps are unix milliseconds and JSON is text in both, so rows read back identically.
 
+mod deliveries;
+mod events;
 mod incoming;
 mod keys;
 mod logs;
 mod outgoing;
 
+pub use deliveries::{AttemptRecord, HealthChange};
+pub use events::Idempotency;
 pub use logs::LogQuery;
 
 use std::{str::FromStr, time::Duration};

@@ -6,6 +6,8 @@ mod helpers;
 mod admin_keys;
 mod auth;
 mod cli;
+mod delivery;
 mod incoming_webhooks;
 mod meta;
 mod outgoing_webhooks;
+mod receiver;
