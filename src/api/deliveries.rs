@@ -116,20 +116,7 @@ async fn send_test(
         },
         now,
     );
-    let delivery = Delivery {
-        id: new_id(),
-        event_id: event.id.clone(),
-        webhook_id: hook.id.clone(),
-        company_id: tenant.company_id.clone(),
-        event_type: event.event_type.clone(),
-        status: DeliveryStatus::Pending,
-        attempts: 0,
-        next_attempt_at: now,
-        last_status: None,
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let delivery = Delivery::pending(&event, &hook.id, now);
     let attempt = state.sender.send(&hook, &event, &delivery.id).await;
     state
         .store

@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use crate::{
     domain::{
-        delivery::{Delivery, DeliveryStatus},
+        delivery::Delivery,
         event::{Event, NewEvent},
         new_id,
         tenant::Tenant,
@@ -71,20 +71,7 @@ impl Publisher {
                 hooks
                     .iter()
                     .filter(|hook| event.is_wanted_by(&hook.settings))
-                    .map(|hook| Delivery {
-                        id: new_id(),
-                        event_id: event.id.clone(),
-                        webhook_id: hook.id.clone(),
-                        company_id: tenant.company_id.clone(),
-                        event_type: event.event_type.clone(),
-                        status: DeliveryStatus::Pending,
-                        attempts: 0,
-                        next_attempt_at: now,
-                        last_status: None,
-                        last_error: None,
-                        created_at: now,
-                        updated_at: now,
-                    }),
+                    .map(|hook| Delivery::pending(&event, &hook.id, now)),
             );
             published.events.push(PublishedEvent {
                 event_id: event.id.clone(),

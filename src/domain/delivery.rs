@@ -133,6 +133,26 @@ pub struct Delivery {
     pub updated_at: i64,
 }
 
+impl Delivery {
+    /// A new delivery of `event` to `webhook_id`, due now.
+    pub fn pending(event: &Event, webhook_id: &str, now: i64) -> Delivery {
+        Delivery {
+            id: super::new_id(),
+            event_id: event.id.clone(),
+            webhook_id: webhook_id.to_string(),
+            company_id: event.tenant.company_id.clone(),
+            event_type: event.event_type.clone(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+            last_status: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// How the body of a delivery is shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -138,6 +138,27 @@ impl Store {
         }
     }
 
+    /// Deletes row `id` of `table` if the tenant owns it; `NotFound` otherwise.
+    async fn delete_owned(
+        &self,
+        table: &'static str,
+        tenant: &crate::domain::tenant::Tenant,
+        id: &str,
+    ) -> Result<()> {
+        let sql = format!("DELETE FROM {table} WHERE id = $1 AND company_id = $2 AND user_id = $3");
+        let done = on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
     }
