@@ -11,3 +11,4 @@ mod incoming_webhooks;
 mod meta;
 mod outgoing_webhooks;
 mod receiver;
+mod receivers;
