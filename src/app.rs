@@ -1,21 +1,50 @@
 //! Builds a running node from a [`Config`]: store, HTTP server and background work. Tests build
 //! the same [`Application`] on port 0.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, watch},
+};
 
 use crate::{
     api::{self, AppState},
     config::Config,
+    delivery::{publish::Publisher, sender::Sender, worker::Worker},
+    housekeeping,
     ingest::Ingest,
     store::Store,
 };
 
+/// How long a stopping node waits for attempts in flight before abandoning them to their leases.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    wake: Arc<Notify>,
+}
+
+/// The process-wide metrics recorder (one per process, shared by every app a test builds).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may be installed already (only in tests); ours still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
 }
 
 impl Application {
@@ -32,13 +61,19 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
+        let config = Arc::new(config);
+        let wake = Arc::new(Notify::new());
         Ok(Application {
             listener,
             state: AppState {
+                publisher: Publisher::new(store.clone(), Arc::clone(&wake)),
+                sender: Arc::new(Sender::new(config.target_policy.clone())),
+                metrics: metrics_handle(),
                 store,
-                config: Arc::new(config),
+                config,
                 ingest: Arc::new(ingest),
             },
+            wake,
         })
     }
 
@@ -52,22 +87,47 @@ impl Application {
         &self.state.store
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves (and, unless disabled, delivers) until `shutdown` completes; then stops taking
+    /// requests and work, lets what is in flight finish (bounded), and returns.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let store = self.state.store.clone();
-        let router = api::router(self.state);
-        axum::serve(
+        let state = self.state;
+        let (stop, stopped) = watch::channel(false);
+        let mut background = Vec::new();
+        if state.config.workers {
+            state.store.release_stale_leases().await?;
+            let worker = Worker::new(
+                state.store.clone(),
+                Arc::clone(&state.sender),
+                Arc::clone(&state.config),
+                self.wake,
+            );
+            background.push(tokio::spawn(worker.run(stopped.clone(), SHUTDOWN_GRACE)));
+            background.push(tokio::spawn(housekeeping::run(
+                state.store.clone(),
+                Arc::clone(&state.config),
+                stopped,
+            )));
+        }
+        let store = state.store.clone();
+        let router = api::router(state);
+        let served = axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+        for task in background {
+            let _ = task.await;
+        }
         store.close().await;
-        Ok(())
+        served
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::domain::net::TargetPolicy;
+use crate::domain::{delivery::DeliveryPolicy, net::TargetPolicy};
 
 /// Every setting as it may be given: each is optional at each layer.
 #[derive(clap::Args, Deserialize, Debug, Clone, Default)]
@@ -39,6 +39,33 @@ pub struct Settings {
     /// Largest request body accepted, in bytes [default: 1048576]
     #[arg(long, global = true, env = "HOOKD_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Milliseconds per unit of a webhook's `retry_delay` [default: 1000, i.e. seconds]; lower
+    /// it only to watch retry schedules run fast in tests and demos
+    #[arg(long, global = true, env = "HOOKD_RETRY_UNIT_MS")]
+    pub retry_unit_ms: Option<i64>,
+    /// Consecutive failures that open a webhook's circuit [default: 5]
+    #[arg(long, global = true, env = "HOOKD_CIRCUIT_THRESHOLD")]
+    pub circuit_threshold: Option<i64>,
+    /// How long an open circuit waits before a trial attempt, in ms [default: 300000]
+    #[arg(long, global = true, env = "HOOKD_CIRCUIT_COOLDOWN_MS")]
+    pub circuit_cooldown_ms: Option<i64>,
+    /// Days log entries (and finished deliveries) are kept [default: 30]
+    #[arg(long, global = true, env = "HOOKD_LOG_RETENTION_DAYS")]
+    pub log_retention_days: Option<i64>,
+    /// Log entries kept per webhook at most [default: 10000]
+    #[arg(long, global = true, env = "HOOKD_MAX_LOGS_PER_WEBHOOK")]
+    pub max_logs_per_webhook: Option<i64>,
+    /// Deliveries in flight per node at most [default: 256]
+    #[arg(long, global = true, env = "HOOKD_DELIVERY_CONCURRENCY")]
+    pub delivery_concurrency: Option<usize>,
+    /// Deliveries in flight to one webhook at most, so a slow target holds up only itself
+    /// [default: 16]
+    #[arg(long, global = true, env = "HOOKD_PER_TARGET_CONCURRENCY")]
+    pub per_target_concurrency: Option<usize>,
+    /// Run no delivery workers on this node (API and incoming only)
+    #[arg(long, global = true, env = "HOOKD_NO_WORKERS")]
+    #[serde(default)]
+    pub no_workers: bool,
 }
 
 impl Settings {
@@ -53,6 +80,16 @@ impl Settings {
             trusted_proxies: self.trusted_proxies.or(fallback.trusted_proxies),
             public_url: self.public_url.or(fallback.public_url),
             max_body_bytes: self.max_body_bytes.or(fallback.max_body_bytes),
+            retry_unit_ms: self.retry_unit_ms.or(fallback.retry_unit_ms),
+            circuit_threshold: self.circuit_threshold.or(fallback.circuit_threshold),
+            circuit_cooldown_ms: self.circuit_cooldown_ms.or(fallback.circuit_cooldown_ms),
+            log_retention_days: self.log_retention_days.or(fallback.log_retention_days),
+            max_logs_per_webhook: self.max_logs_per_webhook.or(fallback.max_logs_per_webhook),
+            delivery_concurrency: self.delivery_concurrency.or(fallback.delivery_concurrency),
+            per_target_concurrency: self
+                .per_target_concurrency
+                .or(fallback.per_target_concurrency),
+            no_workers: self.no_workers || fallback.no_workers,
         }
     }
 }
@@ -68,6 +105,12 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub public_url: Option<String>,
     pub max_body_bytes: usize,
+    pub delivery: DeliveryPolicy,
+    pub log_retention_days: i64,
+    pub max_logs_per_webhook: i64,
+    pub delivery_concurrency: usize,
+    pub per_target_concurrency: usize,
+    pub workers: bool,
 }
 
 pub const DEFAULT_BIND: &str = "0.0.0.0:7437";
@@ -95,6 +138,7 @@ impl Config {
             TargetPolicy::parse_allowed(value.as_deref().unwrap_or(""))
                 .with_context(|| format!("{name} must be comma-separated CIDR ranges"))
         };
+        let defaults = DeliveryPolicy::default();
         let public_url = settings
             .public_url
             .map(|url| url.trim_end_matches('/').to_string())
@@ -115,7 +159,42 @@ impl Config {
             trusted_proxies: cidrs("HOOKD_TRUSTED_PROXIES", settings.trusted_proxies)?,
             public_url,
             max_body_bytes: settings.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+            delivery: DeliveryPolicy {
+                retry_unit_ms: positive(
+                    "retry_unit_ms",
+                    settings.retry_unit_ms,
+                    defaults.retry_unit_ms,
+                )?,
+                circuit_threshold: positive(
+                    "circuit_threshold",
+                    settings.circuit_threshold,
+                    defaults.circuit_threshold,
+                )?,
+                circuit_cooldown_ms: positive(
+                    "circuit_cooldown_ms",
+                    settings.circuit_cooldown_ms,
+                    defaults.circuit_cooldown_ms,
+                )?,
+                ..defaults
+            },
+            log_retention_days: positive("log_retention_days", settings.log_retention_days, 30)?,
+            max_logs_per_webhook: positive(
+                "max_logs_per_webhook",
+                settings.max_logs_per_webhook,
+                10_000,
+            )?,
+            delivery_concurrency: settings.delivery_concurrency.unwrap_or(256).max(1),
+            per_target_concurrency: settings.per_target_concurrency.unwrap_or(16).max(1),
+            workers: !settings.no_workers,
         })
+    }
+}
+
+fn positive(name: &str, value: Option<i64>, default: i64) -> anyhow::Result<i64> {
+    match value {
+        Some(v) if v < 1 => anyhow::bail!("{name} must be at least 1, got {v}"),
+        Some(v) => Ok(v),
+        None => Ok(default),
     }
 }
 

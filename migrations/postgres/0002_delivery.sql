@@ -6,6 +6,7 @@ CREATE TABLE events (
     company_id  TEXT NOT NULL,
     event_type  TEXT NOT NULL,
     agent_id    TEXT,
+    agent_name  TEXT,
     data        TEXT NOT NULL,
     metadata    TEXT,
     created_at  BIGINT NOT NULL
@@ -23,8 +24,9 @@ CREATE TABLE idempotency_keys (
 );
 
 -- One row per (event, target). The id is stable across retries: receivers dedupe on it.
--- status: pending (due at next_attempt_at, or leased while lease_until is in the future),
--- delivered, failed (retries exhausted: replayable), cancelled (target gone).
+-- status: pending, delivered, failed (retries exhausted: replayable), cancelled (target gone).
+-- A worker leases a due row by pushing next_attempt_at to the lease's end and stamping
+-- lease_token: if the worker dies, the row simply becomes due again when the lease runs out.
 CREATE TABLE deliveries (
     id              TEXT PRIMARY KEY,
     event_id        TEXT NOT NULL,
@@ -34,7 +36,7 @@ CREATE TABLE deliveries (
     status          TEXT NOT NULL,
     attempts        BIGINT NOT NULL,
     next_attempt_at BIGINT NOT NULL,
-    lease_until     BIGINT,
+    lease_token     TEXT,
     last_status     BIGINT,
     last_error      TEXT,
     created_at      BIGINT NOT NULL,

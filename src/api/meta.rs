@@ -66,3 +66,8 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<He
         }),
     ))
 }
+
+/// Prometheus metrics: delivery attempts by outcome, attempt latency, queue depth, open circuits.
+pub async fn metrics(State(state): State<AppState>) -> String {
+    state.metrics.render()
+}

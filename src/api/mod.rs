@@ -1,10 +1,13 @@
 //! HTTP only: extract the request, call the domain and the store, map errors. Each resource
 //! module owns its router and its DTOs; this module puts them together with the OpenAPI document.
 
+pub mod activity;
 pub mod admin;
 pub mod agents;
 pub mod auth;
+pub mod deliveries;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod incoming;
 pub mod meta;
@@ -22,7 +25,12 @@ use utoipa::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{config::Config, ingest::Ingest, store::Store};
+use crate::{
+    config::Config,
+    delivery::{publish::Publisher, sender::Sender},
+    ingest::Ingest,
+    store::Store,
+};
 use error::ApiError;
 
 /// Everything a handler needs; cheap to clone.
@@ -30,6 +38,10 @@ use error::ApiError;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
+    pub publisher: Publisher,
+    /// Shared with the workers: one connection pool to targets.
+    pub sender: Arc<Sender>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub ingest: Arc<Ingest>,
 }
 
@@ -42,7 +54,8 @@ pub struct AppState {
         (name = "incoming", description = "Incoming webhooks: URLs outside systems post to"),
         (name = "receiving", description = "The receiving URLs themselves (no API key: the token is the credential)"),
         (name = "agents", description = "Agents: where incoming data is routed, with their inboxes"),
-        (name = "events", description = "Event types"),
+        (name = "events", description = "Publishing events and the event catalogue"),
+        (name = "logs", description = "Logs and statistics of both directions"),
         (name = "admin", description = "API keys (operator only, HOOKD_ADMIN_KEY)"),
         (name = "health", description = "Probes"),
     )
@@ -68,13 +81,17 @@ pub fn router(state: AppState) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::router())
         .merge(outgoing::router())
+        .merge(deliveries::router())
+        .merge(events::router())
+        .merge(activity::router())
         .merge(incoming::router())
         .merge(receive::router())
         .merge(agents::router())
         .merge(meta::router())
         .split_for_parts();
     let api_limit = state.config.max_body_bytes;
-    api.with_state(state)
+    api.route("/metrics", axum::routing::get(meta::metrics))
+        .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound("route").into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })

@@ -16,9 +16,10 @@ use super::{
 };
 use crate::domain::{
     Invalid,
+    delivery::{CircuitState, DeliveryPolicy, PayloadFormat},
     log::{REDACTED, is_sensitive_header},
     new_id,
-    outgoing::{OutgoingChanges, OutgoingSettings, OutgoingWebhook},
+    outgoing::{Health, OutgoingChanges, OutgoingSettings, OutgoingWebhook},
     tenant::Scope,
     time::{iso8601, now_ms},
 };
@@ -75,6 +76,15 @@ pub struct OutgoingWebhookIn {
     /// values; a list means any of its values.
     #[schema(value_type = Option<Object>)]
     filters: Option<Map<String, Value>>,
+    /// A MiniJinja template for the delivered body (context: the standard payload's fields and
+    /// `event`); output that is JSON is sent as that JSON.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    payload_template: Option<Option<String>>,
+    /// `standard`, `slack` or `discord`; `null` (the default): chosen from the target's host.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<PayloadFormat>)]
+    payload_format: Option<Option<PayloadFormat>>,
 }
 
 impl From<OutgoingWebhookIn> for OutgoingChanges {
@@ -93,6 +103,8 @@ impl From<OutgoingWebhookIn> for OutgoingChanges {
             timeout: input.timeout,
             rate_limit: input.rate_limit,
             filters: input.filters,
+            payload_template: input.payload_template,
+            payload_format: input.payload_format,
         }
     }
 }
@@ -123,13 +135,22 @@ pub struct OutgoingWebhookOut {
     pub rate_limit: Option<i64>,
     #[schema(value_type = Object)]
     pub filters: Map<String, Value>,
+    pub payload_template: Option<String>,
+    /// As set; `null` means chosen from the target's host.
+    pub payload_format: Option<PayloadFormat>,
+    /// The circuit breaker's state for this target.
+    pub circuit_state: CircuitState,
+    pub consecutive_failures: i64,
+    /// Why hookd deactivated this webhook, if it did (e.g. the target answered 410 Gone).
+    pub deactivated_reason: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
 
 impl OutgoingWebhookOut {
     /// `reveal`: the answer to a create, which shows the secret and header values once.
-    fn new(hook: OutgoingWebhook, reveal: bool) -> Self {
+    pub(crate) fn new(hook: OutgoingWebhook, reveal: bool, policy: &DeliveryPolicy) -> Self {
+        let circuit_state = hook.health.circuit(policy, now_ms());
         let s = hook.settings;
         let headers = s
             .headers
@@ -161,6 +182,11 @@ impl OutgoingWebhookOut {
             timeout: s.timeout,
             rate_limit: s.rate_limit,
             filters: s.filters,
+            payload_template: s.payload_template,
+            payload_format: s.payload_format,
+            circuit_state,
+            consecutive_failures: hook.health.consecutive_failures,
+            deactivated_reason: hook.health.deactivated_reason,
             created_at: iso8601(hook.created_at),
             updated_at: iso8601(hook.updated_at),
         }
@@ -195,13 +221,14 @@ async fn create_outgoing_webhook(
         id: new_id(),
         tenant: tenant.clone(),
         settings,
+        health: Health::default(),
         created_at: now,
         updated_at: now,
     };
     state.store.insert_outgoing(&hook).await?;
     Ok((
         StatusCode::CREATED,
-        Json(OutgoingWebhookOut::new(hook, true)),
+        Json(OutgoingWebhookOut::new(hook, true, &state.config.delivery)),
     ))
 }
 
@@ -217,7 +244,7 @@ async fn list_outgoing_webhooks(
     Ok(Json(
         hooks
             .into_iter()
-            .map(|h| OutgoingWebhookOut::new(h, false))
+            .map(|h| OutgoingWebhookOut::new(h, false, &state.config.delivery))
             .collect(),
     ))
 }
@@ -237,7 +264,11 @@ async fn get_outgoing_webhook(
         .get_outgoing(tenant, &id)
         .await
         .or_not_found("outgoing webhook")?;
-    Ok(Json(OutgoingWebhookOut::new(hook, false)))
+    Ok(Json(OutgoingWebhookOut::new(
+        hook,
+        false,
+        &state.config.delivery,
+    )))
 }
 
 /// Change an outgoing webhook: only the fields sent change.
@@ -280,7 +311,11 @@ async fn update_outgoing_webhook(
         .update_outgoing(&hook)
         .await
         .or_not_found("outgoing webhook")?;
-    Ok(Json(OutgoingWebhookOut::new(hook, false)))
+    Ok(Json(OutgoingWebhookOut::new(
+        hook,
+        false,
+        &state.config.delivery,
+    )))
 }
 
 /// Delete an outgoing webhook.

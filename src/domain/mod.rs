@@ -2,6 +2,8 @@
 
 pub mod agent;
 pub mod api_key;
+pub mod delivery;
+pub mod event;
 pub mod event_types;
 pub mod incoming;
 pub mod log;

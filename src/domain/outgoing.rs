@@ -4,7 +4,14 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use super::{Invalid, event_types, net::TargetUrl, tenant::Tenant};
+use super::{
+    Invalid,
+    delivery::{CircuitState, DeliveryPolicy, PayloadFormat},
+    event_types,
+    net::TargetUrl,
+    template::Template,
+    tenant::Tenant,
+};
 
 pub const DEFAULT_RETRY_COUNT: i64 = 3;
 pub const DEFAULT_RETRY_DELAY_SECS: i64 = 60;
@@ -38,8 +45,25 @@ pub struct OutgoingWebhook {
     pub id: String,
     pub tenant: Tenant,
     pub settings: OutgoingSettings,
+    pub health: Health,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+/// What deliveries have taught about a webhook's target; written by the delivery engine only.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    pub consecutive_failures: i64,
+    /// Set while the circuit is open (until then) or half-open (in the past).
+    pub circuit_open_until: Option<i64>,
+    /// Why hookd switched the webhook off (e.g. the target answered 410 Gone).
+    pub deactivated_reason: Option<String>,
+}
+
+impl Health {
+    pub fn circuit(&self, policy: &DeliveryPolicy, now: i64) -> CircuitState {
+        policy.circuit(self.consecutive_failures, self.circuit_open_until, now)
+    }
 }
 
 /// Everything a user sets on an outgoing webhook. Only [`OutgoingSettings::create`] and
@@ -60,6 +84,10 @@ pub struct OutgoingSettings {
     /// Deliveries per minute; `None` is unlimited.
     pub rate_limit: Option<i64>,
     pub filters: Map<String, Value>,
+    /// A MiniJinja template for the body (context: the standard envelope's fields and `event`).
+    pub payload_template: Option<String>,
+    /// The body's shape when there is no template; `None`: chosen from the target's host.
+    pub payload_format: Option<PayloadFormat>,
 }
 
 /// A set of changes: `None` leaves a field as it is; for nullable fields `Some(None)` clears it.
@@ -78,6 +106,8 @@ pub struct OutgoingChanges {
     pub timeout: Option<i64>,
     pub rate_limit: Option<Option<i64>>,
     pub filters: Option<Map<String, Value>>,
+    pub payload_template: Option<Option<String>>,
+    pub payload_format: Option<Option<PayloadFormat>>,
 }
 
 impl OutgoingSettings {
@@ -105,6 +135,8 @@ impl OutgoingSettings {
             timeout: DEFAULT_TIMEOUT_SECS,
             rate_limit: None,
             filters: Map::new(),
+            payload_template: None,
+            payload_format: None,
         };
         defaults.apply(OutgoingChanges {
             url: None,
@@ -130,6 +162,8 @@ impl OutgoingSettings {
         set(&mut next.timeout, changes.timeout);
         set(&mut next.rate_limit, changes.rate_limit);
         set(&mut next.filters, changes.filters);
+        set(&mut next.payload_template, changes.payload_template);
+        set(&mut next.payload_format, changes.payload_format);
         next.validate()?;
         Ok(next)
     }
@@ -153,7 +187,25 @@ impl OutgoingSettings {
         if let Some(rate_limit) = self.rate_limit {
             check_range("rate_limit", rate_limit, 1, 1_000_000)?;
         }
-        check_filters(&self.filters)
+        check_filters(&self.filters)?;
+        self.compiled_template().map(drop)
+    }
+
+    /// The payload template, compiled (`None` without one).
+    pub fn compiled_template(&self) -> Result<Option<Template>, Invalid> {
+        self.payload_template
+            .as_deref()
+            .map(|source| {
+                Template::compile_text(source)
+                    .map_err(|e| Invalid::new("payload_template", e.to_string()))
+            })
+            .transpose()
+    }
+
+    /// The body format deliveries use.
+    pub fn effective_format(&self) -> PayloadFormat {
+        self.payload_format
+            .unwrap_or_else(|| PayloadFormat::for_target(&self.url))
     }
 }
 

@@ -188,18 +188,6 @@ impl Store {
     }
 
     pub async fn delete_incoming(&self, tenant: &Tenant, id: &str) -> Result<()> {
-        let done = on_pool!(self, pool => sqlx::query(
-            "DELETE FROM incoming_webhooks WHERE id = $1 AND company_id = $2 AND user_id = $3",
-        )
-        .bind(id)
-        .bind(&tenant.company_id)
-        .bind(&tenant.user_id)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        if done == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_owned("incoming_webhooks", tenant, id).await
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use super::{Result, Store, StoreError, from_json, on_pool};
 use crate::domain::log::{LogEntry, Totals, WebhookType};
 
 #[derive(sqlx::FromRow)]
@@ -88,7 +88,7 @@ macro_rules! write_log {
         .bind(&entry.event_type)
         .bind(&entry.status)
         .bind(&entry.request_payload)
-        .bind(to_json(&entry.request_headers))
+        .bind(crate::store::to_json(&entry.request_headers))
         .bind(entry.response_status)
         .bind(&entry.response_body)
         .bind(&entry.error_message)
@@ -121,7 +121,7 @@ macro_rules! write_log {
         .await?;
     }};
 }
-/// The inbox writes an accepted request's log entry in the same transaction as its message.
+
 pub(super) use write_log;
 
 /// How many recent entries the latency percentiles are computed over: bounded, and read
@@ -190,6 +190,49 @@ impl Store {
         .await?);
         times.sort_unstable();
         Ok(times)
+    }
+
+    /// Keeps at most `max` log entries for each webhook that has logged more than that.
+    pub async fn cap_logs_per_webhook(&self, max: i64) -> Result<u64> {
+        let crowded: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT webhook_id FROM webhook_stats WHERE total > $1",
+        )
+        .bind(max)
+        .fetch_all(pool)
+        .await?);
+        let mut removed = 0;
+        for webhook_id in crowded {
+            removed += on_pool!(self, pool => sqlx::query(
+                "DELETE FROM webhook_logs WHERE webhook_id = $1 AND created_at <
+                    (SELECT created_at FROM webhook_logs WHERE webhook_id = $1
+                     ORDER BY created_at DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(&webhook_id)
+            .bind(max)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        }
+        Ok(removed)
+    }
+
+    /// Deletes finished deliveries, events left without pending deliveries, and idempotency
+    /// keys, all older than `before` (ms).
+    pub async fn prune_finished_work(&self, before: i64) -> Result<u64> {
+        let mut removed = 0;
+        for sql in [
+            "DELETE FROM deliveries WHERE status <> 'pending' AND updated_at < $1",
+            "DELETE FROM events WHERE created_at < $1 AND NOT EXISTS
+                (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+            "DELETE FROM idempotency_keys WHERE created_at < $1",
+        ] {
+            removed += on_pool!(self, pool => sqlx::query(sql)
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected());
+        }
+        Ok(removed)
     }
 
     /// Deletes log entries older than `before` (ms), in batches so no statement runs long.

@@ -4,12 +4,16 @@
 //! Timestamps are unix milliseconds and JSON is text in both, so rows read back identically.
 
 mod agents;
+mod deliveries;
+mod events;
 mod inbox;
 mod incoming;
 mod keys;
 mod logs;
 mod outgoing;
 
+pub use deliveries::{AttemptRecord, HealthChange};
+pub use events::Idempotency;
 pub use inbox::DedupRecord;
 pub use logs::LogQuery;
 
@@ -135,6 +139,27 @@ impl Store {
             Db::Sqlite(_) => "sqlite",
             Db::Postgres(_) => "postgres",
         }
+    }
+
+    /// Deletes row `id` of `table` if the tenant owns it; `NotFound` otherwise.
+    async fn delete_owned(
+        &self,
+        table: &'static str,
+        tenant: &crate::domain::tenant::Tenant,
+        id: &str,
+    ) -> Result<()> {
+        let sql = format!("DELETE FROM {table} WHERE id = $1 AND company_id = $2 AND user_id = $3");
+        let done = on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     pub async fn close(&self) {

@@ -2,8 +2,9 @@
 
 use super::{Result, Store, StoreError, from_json, on_pool, to_json};
 use crate::domain::{
+    delivery::PayloadFormat,
     net::TargetUrl,
-    outgoing::{OutgoingSettings, OutgoingWebhook},
+    outgoing::{Health, OutgoingSettings, OutgoingWebhook},
     tenant::Tenant,
 };
 
@@ -25,6 +26,11 @@ struct OutgoingRow {
     timeout: i64,
     rate_limit: Option<i64>,
     filters: String,
+    payload_template: Option<String>,
+    payload_format: Option<String>,
+    consecutive_failures: i64,
+    circuit_open_until: Option<i64>,
+    deactivated_reason: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -54,6 +60,13 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
                 timeout: row.timeout,
                 rate_limit: row.rate_limit,
                 filters: from_json("filters", &row.filters)?,
+                payload_template: row.payload_template,
+                payload_format: row.payload_format.as_deref().and_then(PayloadFormat::parse),
+            },
+            health: Health {
+                consecutive_failures: row.consecutive_failures,
+                circuit_open_until: row.circuit_open_until,
+                deactivated_reason: row.deactivated_reason,
             },
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -61,10 +74,12 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
     }
 }
 
-const COLUMNS: &str = "id, user_id, company_id, name, url, event_types, is_active, secret, headers, \
-     description, agent_id, retry_count, retry_delay, timeout, rate_limit, filters, created_at, updated_at";
+pub(super) const COLUMNS: &str = "id, user_id, company_id, name, url, event_types, is_active, secret, \
+     headers, description, agent_id, retry_count, retry_delay, timeout, rate_limit, filters, \
+     payload_template, payload_format, consecutive_failures, circuit_open_until, deactivated_reason, \
+     created_at, updated_at";
 
-/// Binds `$1` id, `$2` user, `$3` company, `$4`..`$16` the settings, `$17` updated_at: the
+/// Binds `$1` id, `$2` user, `$3` company, `$4`..`$18` the settings, `$19` updated_at: the
 /// shared parameter order of the insert and the update.
 macro_rules! bind_outgoing {
     ($query:expr, $hook:expr) => {{
@@ -87,6 +102,8 @@ macro_rules! bind_outgoing {
             .bind(s.timeout)
             .bind(s.rate_limit)
             .bind(to_json(&s.filters))
+            .bind(&s.payload_template)
+            .bind(s.payload_format.map(PayloadFormat::as_str))
             .bind(hook.updated_at)
     }};
 }
@@ -96,8 +113,9 @@ impl Store {
         on_pool!(self, pool => bind_outgoing!(sqlx::query(
             "INSERT INTO outgoing_webhooks (id, user_id, company_id, name, url, event_types, is_active,
                 secret, headers, description, agent_id, retry_count, retry_delay, timeout, rate_limit,
-                filters, updated_at, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                filters, payload_template, payload_format, updated_at, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                $19, $20)",
         ), hook)
         .bind(hook.created_at)
         .execute(pool)
@@ -106,32 +124,55 @@ impl Store {
         Ok(())
     }
 
+    /// Outgoing webhooks matching `condition` (SQL over the columns, with `$n` for `params`).
+    pub(super) async fn select_outgoing(
+        &self,
+        condition: &str,
+        params: &[&str],
+    ) -> Result<Vec<OutgoingWebhook>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM outgoing_webhooks WHERE {condition} ORDER BY created_at, id"
+        );
+        let rows: Vec<OutgoingRow> = on_pool!(self, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for param in params {
+                query = query.bind(*param);
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter().map(OutgoingWebhook::try_from).collect()
+    }
+
+    /// Outgoing webhooks by id, whoever owns them (for the delivery engine).
+    pub async fn outgoing_by_id(&self, ids: &[&str]) -> Result<Vec<OutgoingWebhook>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.select_outgoing(
+            &format!("id IN ({})", super::events::in_list(ids.len())),
+            ids,
+        )
+        .await
+    }
+
     /// The tenant's outgoing webhooks, oldest first.
     pub async fn list_outgoing(&self, tenant: &Tenant) -> Result<Vec<OutgoingWebhook>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM outgoing_webhooks WHERE company_id = $1 AND user_id = $2
-             ORDER BY created_at, id"
-        );
-        let rows: Vec<OutgoingRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(&tenant.company_id)
-            .bind(&tenant.user_id)
-            .fetch_all(pool)
-            .await?);
-        rows.into_iter().map(OutgoingWebhook::try_from).collect()
+        self.select_outgoing(
+            "company_id = $1 AND user_id = $2",
+            &[&tenant.company_id, &tenant.user_id],
+        )
+        .await
     }
 
     /// One of the tenant's outgoing webhooks; another tenant's id is `NotFound`.
     pub async fn get_outgoing(&self, tenant: &Tenant, id: &str) -> Result<OutgoingWebhook> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM outgoing_webhooks WHERE id = $1 AND company_id = $2 AND user_id = $3"
-        );
-        let row: OutgoingRow = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .bind(&tenant.company_id)
-            .bind(&tenant.user_id)
-            .fetch_one(pool)
-            .await?);
-        row.try_into()
+        self.select_outgoing(
+            "id = $1 AND company_id = $2 AND user_id = $3",
+            &[id, &tenant.company_id, &tenant.user_id],
+        )
+        .await?
+        .pop()
+        .ok_or(StoreError::NotFound)
     }
 
     /// Writes the settings of an existing webhook (of the same tenant).
@@ -139,7 +180,8 @@ impl Store {
         let done = on_pool!(self, pool => bind_outgoing!(sqlx::query(
             "UPDATE outgoing_webhooks SET name = $4, url = $5, event_types = $6, is_active = $7,
                 secret = $8, headers = $9, description = $10, agent_id = $11, retry_count = $12,
-                retry_delay = $13, timeout = $14, rate_limit = $15, filters = $16, updated_at = $17
+                retry_delay = $13, timeout = $14, rate_limit = $15, filters = $16,
+                payload_template = $17, payload_format = $18, updated_at = $19
              WHERE id = $1 AND user_id = $2 AND company_id = $3",
         ), hook)
         .execute(pool)
@@ -152,18 +194,6 @@ impl Store {
     }
 
     pub async fn delete_outgoing(&self, tenant: &Tenant, id: &str) -> Result<()> {
-        let done = on_pool!(self, pool => sqlx::query(
-            "DELETE FROM outgoing_webhooks WHERE id = $1 AND company_id = $2 AND user_id = $3",
-        )
-        .bind(id)
-        .bind(&tenant.company_id)
-        .bind(&tenant.user_id)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        if done == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
+        self.delete_owned("outgoing_webhooks", tenant, id).await
     }
 }

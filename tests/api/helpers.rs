@@ -162,6 +162,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Store,
     pub database_url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     _db: TestDb,
 }
 
@@ -183,21 +184,34 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     hookd::telemetry::init();
     let (db, database_url) = create_database(backend).await;
-    let mut settings = test_settings(&database_url);
+    let (base, store, stop) = start_node(&database_url, adjust).await;
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        store,
+        database_url,
+        stop: Some(stop),
+        _db: db,
+    }
+}
+
+/// Starts a hookd node on `database_url`; the sender stops it (gracefully).
+async fn start_node(
+    database_url: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> (String, Store, tokio::sync::oneshot::Sender<()>) {
+    let mut settings = test_settings(database_url);
     adjust(&mut settings);
     let app = Application::build(Config::resolve(settings).expect("config"))
         .await
         .expect("build app");
     let base = format!("http://{}", app.local_addr());
     let store = app.store().clone();
-    tokio::spawn(app.run(std::future::pending()));
-    TestApp {
-        base,
-        client: reqwest::Client::new(),
-        store,
-        database_url,
-        _db: db,
-    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    (base, store, stop)
 }
 
 /// An answer: status and body as JSON (`Value::Null` when empty or not JSON).
@@ -245,6 +259,18 @@ pub async fn send(request: reqwest::RequestBuilder) -> Answer {
 }
 
 impl TestApp {
+    /// Stops this node gracefully and starts another on the same database, with `adjust`
+    /// applied to the settings (a restart, or a second node with other settings).
+    pub async fn restart(&mut self, adjust: impl FnOnce(&mut Settings)) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let (base, store, stop) = start_node(&self.database_url, adjust).await;
+        self.base = base;
+        self.store = store;
+        self.stop = Some(stop);
+    }
+
     pub async fn request(
         &self,
         method: Method,

@@ -1,0 +1,269 @@
+//! What webhooks of both directions did: logs and statistics.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    AppState,
+    auth::Caller,
+    deliveries::page,
+    error::{ApiError, ApiResult, ErrorBody},
+};
+use crate::{
+    domain::{
+        delivery::CircuitState,
+        log::{LogEntry, Totals, WebhookType, percentile},
+        tenant::{Scope, Tenant},
+        time::{iso8601, now_ms},
+    },
+    store::{LogQuery, StoreError},
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_webhook_logs))
+        .routes(routes!(get_webhook_statistics))
+        .routes(routes!(get_tenant_statistics))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct LogParams {
+    /// `outgoing` or `incoming`; when absent, whichever of the caller's webhooks has this id.
+    webhook_type: Option<WebhookType>,
+    /// Default 100, at most 1000.
+    limit: Option<i64>,
+    offset: Option<i64>,
+    /// Only entries with this status (`delivered`, `failed`, `accepted`, `rejected`).
+    status: Option<String>,
+    event_type: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LogOut {
+    pub id: String,
+    pub webhook_type: WebhookType,
+    pub webhook_id: String,
+    pub delivery_id: Option<String>,
+    pub event_type: Option<String>,
+    pub status: String,
+    /// The body sent or received: JSON when it parses, else text.
+    #[schema(value_type = Object)]
+    pub request_payload: Value,
+    /// With credentials shown as `********`.
+    pub request_headers: BTreeMap<String, String>,
+    pub response_status: Option<i64>,
+    pub response_body: Option<String>,
+    pub error_message: Option<String>,
+    pub retry_count: i64,
+    pub processing_time_ms: i64,
+    pub created_at: String,
+}
+
+impl From<LogEntry> for LogOut {
+    fn from(entry: LogEntry) -> Self {
+        let request_payload = entry.request_payload.map_or(Value::Null, |text| {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        });
+        LogOut {
+            id: entry.id,
+            webhook_type: entry.webhook_type,
+            webhook_id: entry.webhook_id,
+            delivery_id: entry.delivery_id,
+            event_type: entry.event_type,
+            status: entry.status,
+            request_payload,
+            request_headers: entry.request_headers,
+            response_status: entry.response_status,
+            response_body: entry.response_body,
+            error_message: entry.error_message,
+            retry_count: entry.retry_count,
+            processing_time_ms: entry.processing_time_ms,
+            created_at: iso8601(entry.created_at),
+        }
+    }
+}
+
+/// The caller's webhook with this id, and its direction. Another tenant's id is a 404.
+async fn owned(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &str,
+    kind: Option<WebhookType>,
+) -> ApiResult<Owned> {
+    let not_found = |result: Result<Owned, StoreError>| match result {
+        Err(StoreError::NotFound) => Ok(None),
+        other => other.map(Some),
+    };
+    if kind != Some(WebhookType::Incoming) {
+        let found = state
+            .store
+            .get_outgoing(tenant, id)
+            .await
+            .map(|h| Owned::Outgoing(Box::new(h)));
+        if let Some(owned) = not_found(found)? {
+            return Ok(owned);
+        }
+    }
+    if kind != Some(WebhookType::Outgoing) {
+        let found = state
+            .store
+            .get_incoming(tenant, id)
+            .await
+            .map(|_| Owned::Incoming);
+        if let Some(owned) = not_found(found)? {
+            return Ok(owned);
+        }
+    }
+    Err(ApiError::NotFound("webhook"))
+}
+
+enum Owned {
+    Outgoing(Box<crate::domain::outgoing::OutgoingWebhook>),
+    Incoming,
+}
+
+/// A webhook's log, newest first: every delivery attempt (outgoing) or received request
+/// (incoming).
+#[utoipa::path(get, path = "/api/webhooks/{id}/logs", tag = "logs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Webhook id"), LogParams),
+    responses((status = 200, body = Vec<LogOut>), (status = 404, body = ErrorBody)))]
+async fn list_webhook_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<LogParams>,
+) -> ApiResult<Json<Vec<LogOut>>> {
+    let tenant = caller.tenant(Scope::WebhooksRead)?;
+    owned(&state, tenant, &id, params.webhook_type).await?;
+    let (limit, offset) = page(params.limit, params.offset)?;
+    let query = LogQuery {
+        status: params.status,
+        event_type: params.event_type,
+        limit,
+        offset,
+    };
+    let entries = state.store.list_logs(&id, &query).await?;
+    Ok(Json(entries.into_iter().map(LogOut::from).collect()))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct StatsParams {
+    /// `outgoing` or `incoming`; when absent, whichever of the caller's webhooks has this id.
+    webhook_type: Option<WebhookType>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct StatisticsOut {
+    pub webhook_id: String,
+    pub webhook_type: WebhookType,
+    pub total_requests: i64,
+    pub successful_requests: i64,
+    pub failed_requests: i64,
+    /// Percent of requests that succeeded (0–100); 0 before the first.
+    pub success_rate: f64,
+    pub average_processing_time_ms: f64,
+    /// Percentiles over the most recent 1000 entries.
+    pub p50_processing_time_ms: Option<i64>,
+    pub p95_processing_time_ms: Option<i64>,
+    pub p99_processing_time_ms: Option<i64>,
+    /// Deliveries waiting (outgoing only).
+    pub pending: i64,
+    pub last_success_at: Option<String>,
+    pub last_failure_at: Option<String>,
+    /// Outgoing only.
+    pub circuit_state: Option<CircuitState>,
+}
+
+fn rate_and_average(totals: &Totals) -> (f64, f64) {
+    if totals.total == 0 {
+        return (0.0, 0.0);
+    }
+    let total = totals.total as f64;
+    let rate = (totals.succeeded as f64 / total * 10_000.0).round() / 100.0;
+    let average = (totals.total_ms as f64 / total * 100.0).round() / 100.0;
+    (rate, average)
+}
+
+/// A webhook's statistics, from running totals (no scan of its log).
+#[utoipa::path(get, path = "/api/webhooks/{id}/statistics", tag = "logs", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Webhook id"), StatsParams),
+    responses((status = 200, body = StatisticsOut), (status = 404, body = ErrorBody)))]
+async fn get_webhook_statistics(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(params): Query<StatsParams>,
+) -> ApiResult<Json<StatisticsOut>> {
+    let tenant = caller.tenant(Scope::WebhooksRead)?;
+    let owned = owned(&state, tenant, &id, params.webhook_type).await?;
+    let totals = state.store.webhook_totals(&id).await?;
+    let latencies = state.store.recent_latencies(&id).await?;
+    let (success_rate, average) = rate_and_average(&totals);
+    let (webhook_type, pending, circuit_state) = match owned {
+        Owned::Outgoing(hook) => (
+            WebhookType::Outgoing,
+            state.store.pending_count(&id).await?,
+            Some(hook.health.circuit(&state.config.delivery, now_ms())),
+        ),
+        Owned::Incoming => (WebhookType::Incoming, 0, None),
+    };
+    Ok(Json(StatisticsOut {
+        webhook_id: id,
+        webhook_type,
+        total_requests: totals.total,
+        successful_requests: totals.succeeded,
+        failed_requests: totals.failed,
+        success_rate,
+        average_processing_time_ms: average,
+        p50_processing_time_ms: percentile(&latencies, 0.50),
+        p95_processing_time_ms: percentile(&latencies, 0.95),
+        p99_processing_time_ms: percentile(&latencies, 0.99),
+        pending,
+        last_success_at: totals.last_success_at.map(iso8601),
+        last_failure_at: totals.last_failure_at.map(iso8601),
+        circuit_state,
+    }))
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct TenantStatisticsOut {
+    pub outgoing_webhooks: usize,
+    pub incoming_webhooks: usize,
+    pub total_requests: i64,
+    pub successful_requests: i64,
+    pub failed_requests: i64,
+    pub success_rate: f64,
+    pub average_processing_time_ms: f64,
+    pub last_success_at: Option<String>,
+    pub last_failure_at: Option<String>,
+}
+
+/// The caller's totals over all its webhooks, both directions.
+#[utoipa::path(get, path = "/api/webhooks/stats", tag = "logs", security(("bearer" = [])),
+    responses((status = 200, body = TenantStatisticsOut)))]
+async fn get_tenant_statistics(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<TenantStatisticsOut>> {
+    let tenant = caller.tenant(Scope::WebhooksRead)?;
+    let totals = state.store.tenant_totals(tenant).await?;
+    let (success_rate, average) = rate_and_average(&totals);
+    Ok(Json(TenantStatisticsOut {
+        outgoing_webhooks: state.store.list_outgoing(tenant).await?.len(),
+        incoming_webhooks: state.store.list_incoming(tenant).await?.len(),
+        total_requests: totals.total,
+        successful_requests: totals.succeeded,
+        failed_requests: totals.failed,
+        success_rate,
+        average_processing_time_ms: average,
+        last_success_at: totals.last_success_at.map(iso8601),
+        last_failure_at: totals.last_failure_at.map(iso8601),
+    }))
+}

@@ -1,0 +1,6 @@
+//! Outgoing delivery: publishing events ([`publish`]), sending one attempt ([`sender`]), and the
+//! loop that drives deliveries to completion ([`worker`]).
+
+pub mod publish;
+pub mod sender;
+pub mod worker;

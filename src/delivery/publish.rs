@@ -1,0 +1,127 @@
+//! Publishing: match an event against the company's webhooks and store it with its deliveries
+//! in one transaction, then wake the workers.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::{
+    domain::{
+        delivery::Delivery,
+        event::{Event, NewEvent},
+        new_id,
+        tenant::Tenant,
+        time::now_ms,
+    },
+    store::{Idempotency, Store, StoreError},
+};
+
+/// What a publish produced: per event, its id and how many deliveries it fanned out to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub events: Vec<PublishedEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedEvent {
+    pub event_id: String,
+    pub deliveries: usize,
+}
+
+/// Publishes events for a tenant; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    store: Store,
+    wake: Arc<Notify>,
+}
+
+impl Publisher {
+    pub fn new(store: Store, wake: Arc<Notify>) -> Publisher {
+        Publisher { store, wake }
+    }
+
+    /// Stores `events` (already validated) and their deliveries. With an idempotency key, a
+    /// repeated call answers what the first one did and writes nothing.
+    pub async fn publish(
+        &self,
+        tenant: &Tenant,
+        events: Vec<NewEvent>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, StoreError> {
+        if let Some(key) = idempotency_key
+            && let Some(earlier) = self.remembered(tenant, key).await?
+        {
+            return Ok(earlier);
+        }
+        let hooks = self
+            .store
+            .active_outgoing_for_company(&tenant.company_id)
+            .await?;
+        let now = now_ms();
+        let mut stored = Vec::with_capacity(events.len());
+        let mut deliveries = Vec::new();
+        let mut published = Published {
+            events: Vec::with_capacity(events.len()),
+        };
+        for new in events {
+            let event = Event::new(new_id(), tenant.clone(), new, now);
+            let before = deliveries.len();
+            deliveries.extend(
+                hooks
+                    .iter()
+                    .filter(|hook| event.is_wanted_by(&hook.settings))
+                    .map(|hook| Delivery::pending(&event, &hook.id, now)),
+            );
+            published.events.push(PublishedEvent {
+                event_id: event.id.clone(),
+                deliveries: deliveries.len() - before,
+            });
+            stored.push(event);
+        }
+        let idempotency = idempotency_key.map(|key| Idempotency {
+            key,
+            response: serde_json::to_string(&published).unwrap_or_default(),
+        });
+        match (
+            self.store
+                .publish(tenant, &stored, &deliveries, idempotency)
+                .await,
+            idempotency_key,
+        ) {
+            (Ok(()), _) => {}
+            // A concurrent publish with the same key won the race: answer what it answered.
+            (Err(StoreError::Conflict(_)), Some(key)) => {
+                return self
+                    .remembered(tenant, key)
+                    .await?
+                    .ok_or(StoreError::NotFound);
+            }
+            (Err(error), _) => return Err(error),
+        }
+        if !deliveries.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(published)
+    }
+
+    /// Tells the workers there is work now (e.g. a replayed delivery).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn remembered(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+    ) -> Result<Option<Published>, StoreError> {
+        self.store
+            .idempotent_response(tenant, key)
+            .await?
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("idempotency response: {e}")))
+            })
+            .transpose()
+    }
+}

@@ -1,0 +1,339 @@
+//! Rules of outgoing delivery: the retry schedule, the circuit breaker, and body formats.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{event::Event, net::TargetUrl, template::Template};
+
+/// Timing knobs. Production values are the defaults; tests shrink the units so that a schedule
+/// of 60, 120, 240 "seconds" runs in milliseconds without changing what is asserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// Milliseconds per unit of a webhook's `retry_delay` (1000: the setting is in seconds).
+    pub retry_unit_ms: i64,
+    /// Consecutive failures that open a webhook's circuit.
+    pub circuit_threshold: i64,
+    /// How long an open circuit stays open before one trial attempt.
+    pub circuit_cooldown_ms: i64,
+    /// The longest `Retry-After` honoured.
+    pub max_retry_after_ms: i64,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            retry_unit_ms: 1_000,
+            circuit_threshold: 5,
+            circuit_cooldown_ms: 5 * 60 * 1_000,
+            max_retry_after_ms: 60 * 60 * 1_000,
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// Delay before the next attempt after `attempts_made` attempts (the last one failed), or
+    /// `None` when the `retry_count` further attempts are spent. Exponential:
+    /// `retry_delay · 2^(n-1)`, so 60 s gives 60, 120, 240 s. A `Retry-After` from the target
+    /// (429/503) lengthens the wait, up to `max_retry_after_ms`, never shortens it.
+    pub fn retry_delay_ms(
+        &self,
+        attempts_made: i64,
+        retry_count: i64,
+        retry_delay: i64,
+        retry_after_ms: Option<i64>,
+    ) -> Option<i64> {
+        if attempts_made > retry_count {
+            return None;
+        }
+        let exponent = u32::try_from(attempts_made.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let backoff = retry_delay
+            .saturating_mul(self.retry_unit_ms)
+            .saturating_mul(1_i64 << exponent);
+        let asked = retry_after_ms.map_or(0, |ms| ms.clamp(0, self.max_retry_after_ms));
+        Some(backoff.max(asked))
+    }
+
+    pub fn circuit(
+        &self,
+        consecutive_failures: i64,
+        open_until: Option<i64>,
+        now: i64,
+    ) -> CircuitState {
+        match open_until {
+            Some(until) if until > now => CircuitState::Open,
+            Some(_) => CircuitState::HalfOpen,
+            None if consecutive_failures >= self.circuit_threshold => CircuitState::HalfOpen,
+            None => CircuitState::Closed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Deliveries flow.
+    Closed,
+    /// Too many consecutive failures: deliveries wait (without spending retries) until the
+    /// cool-down ends.
+    Open,
+    /// Cool-down over: the next attempt is a trial that closes or reopens the circuit.
+    HalfOpen,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt (or in flight).
+    Pending,
+    Delivered,
+    /// Retries exhausted; can be replayed.
+    Failed,
+    /// Its webhook was deleted or deactivated before it could be delivered.
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 4] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<DeliveryStatus> {
+        DeliveryStatus::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// One event on its way to one webhook. Its id is stable across attempts: receivers dedupe on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: String,
+    pub event_id: String,
+    pub webhook_id: String,
+    pub company_id: String,
+    pub event_type: String,
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl Delivery {
+    /// A new delivery of `event` to `webhook_id`, due now.
+    pub fn pending(event: &Event, webhook_id: &str, now: i64) -> Delivery {
+        Delivery {
+            id: super::new_id(),
+            event_id: event.id.clone(),
+            webhook_id: webhook_id.to_string(),
+            company_id: event.tenant.company_id.clone(),
+            event_type: event.event_type.clone(),
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+            last_status: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// How the body of a delivery is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// hookd's envelope: `{"event_id", "event_type", "timestamp", "webhook_id", …, "data"}`.
+    Standard,
+    /// `{"text": …}`, what Slack incoming webhooks accept.
+    Slack,
+    /// `{"content": …}`, what Discord webhooks accept (at most 2000 characters).
+    Discord,
+}
+
+impl PayloadFormat {
+    pub const ALL: [PayloadFormat; 3] = [
+        PayloadFormat::Standard,
+        PayloadFormat::Slack,
+        PayloadFormat::Discord,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadFormat::Standard => "standard",
+            PayloadFormat::Slack => "slack",
+            PayloadFormat::Discord => "discord",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<PayloadFormat> {
+        PayloadFormat::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// The format a target needs when none is set: Slack and Discord refuse anything but their
+    /// own shapes.
+    pub fn for_target(url: &TargetUrl) -> PayloadFormat {
+        let host = url.host().to_ascii_lowercase();
+        let path = url.url().path();
+        if host == "hooks.slack.com" {
+            PayloadFormat::Slack
+        } else if matches!(
+            host.as_str(),
+            "discord.com" | "discordapp.com" | "ptb.discord.com" | "canary.discord.com"
+        ) && path.starts_with("/api/webhooks/")
+        {
+            PayloadFormat::Discord
+        } else {
+            PayloadFormat::Standard
+        }
+    }
+}
+
+/// The bytes sent for `event` to `webhook_id`. A payload template wins over the format.
+pub fn render_body(
+    event: &Event,
+    webhook_id: &str,
+    format: PayloadFormat,
+    template: Option<&Template>,
+) -> Result<Vec<u8>, super::template::TemplateError> {
+    let envelope = event.envelope(webhook_id);
+    let body = match (template, format) {
+        (Some(template), _) => {
+            let mut context = envelope.clone();
+            if let Some(object) = context.as_object_mut() {
+                object.insert("event".into(), envelope);
+            }
+            template.render(&context)?
+        }
+        (None, PayloadFormat::Standard) => envelope,
+        (None, PayloadFormat::Slack) => json!({ "text": summary(event, 3_000) }),
+        (None, PayloadFormat::Discord) => json!({ "content": summary(event, 2_000) }),
+    };
+    // Serialising a JSON value cannot fail.
+    Ok(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// One line for chat targets: the event type and its message (or its data as JSON).
+fn summary(event: &Event, max_chars: usize) -> String {
+    let detail = match event.data.get("message").or_else(|| event.data.get("text")) {
+        Some(Value::String(message)) => message.clone(),
+        _ => event.data.to_string(),
+    };
+    let agent = event
+        .agent_name
+        .as_deref()
+        .or(event.agent_id.as_deref())
+        .map(|a| format!(" ({a})"))
+        .unwrap_or_default();
+    let line = format!("*{}*{agent}: {detail}", event.event_type);
+    if line.chars().count() <= max_chars {
+        line
+    } else {
+        let cut: String = line.chars().take(max_chars.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{event::NewEvent, tenant::Tenant};
+
+    #[test]
+    fn default_schedule_is_60_120_240_then_done() {
+        let p = DeliveryPolicy::default();
+        let delays: Vec<_> = (1..=4).map(|n| p.retry_delay_ms(n, 3, 60, None)).collect();
+        assert_eq!(delays, [Some(60_000), Some(120_000), Some(240_000), None]);
+        assert_eq!(p.retry_delay_ms(1, 0, 60, None), None);
+    }
+
+    #[test]
+    fn retry_after_lengthens_within_bounds() {
+        let p = DeliveryPolicy::default();
+        assert_eq!(p.retry_delay_ms(1, 3, 1, Some(30_000)), Some(30_000));
+        assert_eq!(p.retry_delay_ms(1, 3, 60, Some(1_000)), Some(60_000));
+        assert_eq!(p.retry_delay_ms(1, 3, 1, Some(i64::MAX)), Some(3_600_000));
+    }
+
+    #[test]
+    fn circuit_opens_at_threshold_and_half_opens_after_cooldown() {
+        let p = DeliveryPolicy::default();
+        assert_eq!(p.circuit(4, None, 0), CircuitState::Closed);
+        assert_eq!(p.circuit(5, Some(100), 50), CircuitState::Open);
+        assert_eq!(p.circuit(5, Some(100), 100), CircuitState::HalfOpen);
+    }
+
+    #[test]
+    fn slack_and_discord_targets_get_their_shapes() {
+        let slack = TargetUrl::parse("https://hooks.slack.com/services/T/B/X").unwrap();
+        let discord = TargetUrl::parse("https://discord.com/api/webhooks/1/abc").unwrap();
+        let other = TargetUrl::parse("https://example.com/api/webhooks/1").unwrap();
+        assert_eq!(PayloadFormat::for_target(&slack), PayloadFormat::Slack);
+        assert_eq!(PayloadFormat::for_target(&discord), PayloadFormat::Discord);
+        assert_eq!(PayloadFormat::for_target(&other), PayloadFormat::Standard);
+
+        let event = Event::new(
+            "e".into(),
+            Tenant {
+                user_id: "u".into(),
+                company_id: "c".into(),
+            },
+            NewEvent {
+                event_type: "chat.completed".into(),
+                data: json!({"message": "done"}),
+                ..Default::default()
+            },
+            0,
+        );
+        let body: Value =
+            serde_json::from_slice(&render_body(&event, "w", PayloadFormat::Slack, None).unwrap())
+                .unwrap();
+        assert_eq!(body, json!({"text": "*chat.completed*: done"}));
+        let long = Event {
+            data: json!({"message": "x".repeat(5000)}),
+            ..event
+        };
+        let body: Value =
+            serde_json::from_slice(&render_body(&long, "w", PayloadFormat::Discord, None).unwrap())
+                .unwrap();
+        assert_eq!(body["content"].as_str().unwrap().chars().count(), 2000);
+    }
+
+    #[test]
+    fn templates_see_the_envelope() {
+        let event = Event::new(
+            "e".into(),
+            Tenant {
+                user_id: "u".into(),
+                company_id: "c".into(),
+            },
+            NewEvent {
+                event_type: "task.failed".into(),
+                data: json!({"task": "t1"}),
+                ..Default::default()
+            },
+            0,
+        );
+        let template =
+            Template::compile_text(r#"{"text": "{{ event_type }} {{ data.task }}"}"#).unwrap();
+        let body = render_body(&event, "w", PayloadFormat::Standard, Some(&template)).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&body).unwrap(),
+            json!({"text": "task.failed t1"})
+        );
+    }
+}

@@ -1,0 +1,386 @@
+//! Deliveries: leasing due work, recording attempts, replays.
+
+use super::{Result, Store, StoreError, logs::write_log, on_pool};
+use crate::domain::{
+    delivery::{Delivery, DeliveryStatus},
+    log::{LogEntry, Totals},
+    tenant::Tenant,
+};
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: String,
+    event_id: String,
+    webhook_id: String,
+    company_id: String,
+    event_type: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: i64,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = StoreError;
+
+    fn try_from(row: DeliveryRow) -> Result<Delivery> {
+        Ok(Delivery {
+            status: DeliveryStatus::parse(&row.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("delivery status {:?}", row.status)))?,
+            id: row.id,
+            event_id: row.event_id,
+            webhook_id: row.webhook_id,
+            company_id: row.company_id,
+            event_type: row.event_type,
+            attempts: row.attempts,
+            next_attempt_at: row.next_attempt_at,
+            last_status: row.last_status,
+            last_error: row.last_error,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// Sums over several webhooks' totals (NULL when there are none).
+#[derive(sqlx::FromRow)]
+struct Sums {
+    total: Option<i64>,
+    succeeded: Option<i64>,
+    failed: Option<i64>,
+    total_ms: Option<i64>,
+    last_success_at: Option<i64>,
+    last_failure_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, event_id, webhook_id, company_id, event_type, status, attempts, \
+     next_attempt_at, last_status, last_error, created_at, updated_at";
+
+/// What an attempt teaches about its webhook's target.
+#[derive(Debug, Clone, Copy)]
+pub enum HealthChange<'a> {
+    /// Closes the circuit.
+    Success,
+    /// Counts a failure; at `threshold` consecutive ones the circuit opens until `open_until`.
+    Failure { threshold: i64, open_until: i64 },
+    /// The target is gone for good (410): the webhook is switched off.
+    Gone { reason: &'a str },
+}
+
+/// The outcome of one attempt, recorded atomically with its log entry.
+pub struct AttemptRecord<'a> {
+    pub delivery_id: &'a str,
+    pub webhook_id: &'a str,
+    pub lease_token: &'a str,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<&'a str>,
+    pub now: i64,
+    pub log: &'a LogEntry,
+    pub health: HealthChange<'a>,
+}
+
+impl Store {
+    /// Leases up to `limit` due deliveries until `lease_until`: their `next_attempt_at` moves to
+    /// the lease's end, so a worker that dies leaves them due again then. PostgreSQL skips rows
+    /// other nodes are leasing at the same moment; SQLite has one writer anyway.
+    pub async fn claim_due(
+        &self,
+        now: i64,
+        lease_until: i64,
+        token: &str,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let lock = match self.backend() {
+            "postgres" => "FOR UPDATE SKIP LOCKED",
+            _ => "",
+        };
+        let sql = format!(
+            "UPDATE deliveries SET next_attempt_at = $1, lease_token = $2, updated_at = $3
+             WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3
+                          ORDER BY next_attempt_at LIMIT $4 {lock})
+             RETURNING {COLUMNS}"
+        );
+        let rows: Vec<DeliveryRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(lease_until)
+            .bind(token)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(Delivery::try_from).collect()
+    }
+
+    /// When the next pending delivery falls due, if any.
+    pub async fn next_due_at(&self) -> Result<Option<i64>> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// On SQLite one process owns the store, so leases found at start were held by an earlier
+    /// run of this process, which is gone: they are due again now instead of when they expire.
+    /// (On PostgreSQL another node may hold them; they expire by themselves.)
+    pub async fn release_stale_leases(&self) -> Result<u64> {
+        if self.backend() != "sqlite" {
+            return Ok(0);
+        }
+        Ok(on_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $1, lease_token = NULL
+             WHERE status = 'pending' AND lease_token IS NOT NULL",
+        )
+        .bind(crate::domain::time::now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected()))
+    }
+
+    /// Records an attempt: the delivery's new state (only if this lease still holds), its log
+    /// entry and what it says about the target, in one transaction. `false`: the lease was lost
+    /// (another node took the delivery over); the attempt is logged all the same.
+    pub async fn record_attempt(&self, record: &AttemptRecord<'_>) -> Result<bool> {
+        let held = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let held = sqlx::query(
+                "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5, last_status = $6,
+                    last_error = $7, lease_token = NULL, updated_at = $8
+                 WHERE id = $1 AND lease_token = $2",
+            )
+            .bind(record.delivery_id)
+            .bind(record.lease_token)
+            .bind(record.status.as_str())
+            .bind(record.attempts)
+            .bind(record.next_attempt_at)
+            .bind(record.last_status)
+            .bind(record.last_error)
+            .bind(record.now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            write_log!(tx, record.log);
+            match record.health {
+                HealthChange::Success => sqlx::query(
+                    "UPDATE outgoing_webhooks SET consecutive_failures = 0, circuit_open_until = NULL
+                     WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)",
+                )
+                .bind(record.webhook_id)
+                .execute(&mut *tx)
+                .await?,
+                HealthChange::Failure { threshold, open_until } => sqlx::query(
+                    "UPDATE outgoing_webhooks SET consecutive_failures = consecutive_failures + 1,
+                        circuit_open_until = CASE WHEN consecutive_failures + 1 >= $2 THEN $3
+                                                  ELSE circuit_open_until END
+                     WHERE id = $1",
+                )
+                .bind(record.webhook_id)
+                .bind(threshold)
+                .bind(open_until)
+                .execute(&mut *tx)
+                .await?,
+                HealthChange::Gone { reason } => sqlx::query(
+                    "UPDATE outgoing_webhooks SET is_active = FALSE, deactivated_reason = $2 WHERE id = $1",
+                )
+                .bind(record.webhook_id)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?,
+            };
+            tx.commit().await?;
+            held
+        });
+        Ok(held)
+    }
+
+    /// Puts a leased delivery back without spending an attempt (circuit open, rate limit, target
+    /// busy), due again at `until`.
+    pub async fn defer_delivery(&self, id: &str, token: &str, until: i64) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $3, lease_token = NULL WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(until)
+        .execute(pool)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    /// Lengthens a lease held with `token` (for attempts whose timeout outlasts it).
+    pub async fn extend_lease(&self, id: &str, token: &str, until: i64) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $3 WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(until)
+        .execute(pool)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    /// Ends a leased delivery whose webhook is gone or inactive.
+    pub async fn cancel_delivery(
+        &self,
+        id: &str,
+        token: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<()> {
+        on_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET status = 'cancelled', last_error = $3, lease_token = NULL, updated_at = $4
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(id)
+        .bind(token)
+        .bind(reason)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(drop)?);
+        Ok(())
+    }
+
+    /// Takes the single trial attempt of a half-open circuit: true for exactly one caller, which
+    /// holds the trial until `trial_until`; others keep waiting.
+    pub async fn claim_circuit_trial(
+        &self,
+        webhook_id: &str,
+        now: i64,
+        trial_until: i64,
+    ) -> Result<bool> {
+        let won = on_pool!(self, pool => sqlx::query(
+            "UPDATE outgoing_webhooks SET circuit_open_until = $3
+             WHERE id = $1 AND (circuit_open_until IS NULL OR circuit_open_until <= $2)",
+        )
+        .bind(webhook_id)
+        .bind(now)
+        .bind(trial_until)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(won == 1)
+    }
+
+    /// Queues a finished delivery again with a fresh retry budget. `NotFound` unless it belongs
+    /// to `webhook_id` and is not pending already.
+    pub async fn retry_delivery(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        now: i64,
+    ) -> Result<()> {
+        let done = on_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3, updated_at = $3
+             WHERE id = $1 AND webhook_id = $2 AND status <> 'pending'",
+        )
+        .bind(delivery_id)
+        .bind(webhook_id)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Queues again every failed delivery of a webhook created at or after `since`.
+    pub async fn replay_failed(&self, webhook_id: &str, since: i64, now: i64) -> Result<u64> {
+        Ok(on_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3, updated_at = $3
+             WHERE webhook_id = $1 AND status = 'failed' AND created_at >= $2",
+        )
+        .bind(webhook_id)
+        .bind(since)
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected()))
+    }
+
+    /// A webhook's deliveries, newest first.
+    pub async fn list_deliveries(
+        &self,
+        webhook_id: &str,
+        status: Option<DeliveryStatus>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Delivery>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM deliveries WHERE webhook_id = $1 AND ($2 IS NULL OR status = $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
+        );
+        let rows: Vec<DeliveryRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(webhook_id)
+            .bind(status.map(DeliveryStatus::as_str))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(Delivery::try_from).collect()
+    }
+
+    /// Deliveries of a webhook still to be made.
+    pub async fn pending_count(&self, webhook_id: &str) -> Result<i64> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE webhook_id = $1 AND status = 'pending'",
+        )
+        .bind(webhook_id)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// All pending deliveries (the queue depth, for metrics).
+    pub async fn queue_depth(&self) -> Result<i64> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// Webhooks whose circuit is open now.
+    pub async fn open_circuits(&self, now: i64) -> Result<i64> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outgoing_webhooks WHERE circuit_open_until > $1",
+        )
+        .bind(now)
+        .fetch_one(pool)
+        .await?))
+    }
+
+    /// The tenant's totals over all its webhooks of both directions.
+    pub async fn tenant_totals(&self, tenant: &Tenant) -> Result<Totals> {
+        let sums: Sums = on_pool!(self, pool => sqlx::query_as(
+            "SELECT CAST(SUM(total) AS BIGINT) AS total, CAST(SUM(succeeded) AS BIGINT) AS succeeded,
+                    CAST(SUM(failed) AS BIGINT) AS failed, CAST(SUM(total_ms) AS BIGINT) AS total_ms,
+                    MAX(last_success_at) AS last_success_at, MAX(last_failure_at) AS last_failure_at
+             FROM webhook_stats WHERE webhook_id IN (
+                SELECT id FROM outgoing_webhooks WHERE company_id = $1 AND user_id = $2
+                UNION ALL SELECT id FROM incoming_webhooks WHERE company_id = $1 AND user_id = $2)",
+        )
+        .bind(&tenant.company_id)
+        .bind(&tenant.user_id)
+        .fetch_one(pool)
+        .await?);
+        Ok(Totals {
+            total: sums.total.unwrap_or(0),
+            succeeded: sums.succeeded.unwrap_or(0),
+            failed: sums.failed.unwrap_or(0),
+            total_ms: sums.total_ms.unwrap_or(0),
+            last_success_at: sums.last_success_at,
+            last_failure_at: sums.last_failure_at,
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! Publishing: an event and its deliveries are written in one transaction, so an accepted
+//! event is never lost and never half-fanned-out.
+
+use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use crate::domain::{delivery::Delivery, event::Event, outgoing::OutgoingWebhook, tenant::Tenant};
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: String,
+    user_id: String,
+    company_id: String,
+    event_type: String,
+    agent_id: Option<String>,
+    agent_name: Option<String>,
+    data: String,
+    metadata: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<EventRow> for Event {
+    type Error = StoreError;
+
+    fn try_from(row: EventRow) -> Result<Event> {
+        Ok(Event {
+            id: row.id,
+            tenant: Tenant {
+                user_id: row.user_id,
+                company_id: row.company_id,
+            },
+            event_type: row.event_type,
+            agent_id: row.agent_id,
+            agent_name: row.agent_name,
+            data: from_json("data", &row.data)?,
+            metadata: row
+                .metadata
+                .map(|m| from_json("metadata", &m))
+                .transpose()?,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// An `Idempotency-Key` and the answer to remember for it.
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    pub response: String,
+}
+
+/// Rows per multi-row INSERT: well under both engines' bound-parameter limits.
+const CHUNK: usize = 500;
+
+/// `SELECT … WHERE column IN ($1, …)` for `count` values.
+pub(super) fn in_list(count: usize) -> String {
+    (1..=count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// The company's active outgoing webhooks: the candidates for its events.
+    pub async fn active_outgoing_for_company(
+        &self,
+        company_id: &str,
+    ) -> Result<Vec<OutgoingWebhook>> {
+        self.select_outgoing("company_id = $1 AND is_active", &[company_id])
+            .await
+    }
+
+    /// What an earlier publish with this key answered, if there was one.
+    pub async fn idempotent_response(&self, tenant: &Tenant, key: &str) -> Result<Option<String>> {
+        Ok(on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT response FROM idempotency_keys WHERE company_id = $1 AND user_id = $2 AND key = $3",
+        )
+        .bind(&tenant.company_id)
+        .bind(&tenant.user_id)
+        .bind(key)
+        .fetch_optional(pool)
+        .await?))
+    }
+
+    /// Writes events and their deliveries atomically. With an idempotency key, a key already
+    /// used (by a concurrent publish) is a `Conflict` and nothing is written.
+    pub async fn publish(
+        &self,
+        tenant: &Tenant,
+        events: &[Event],
+        deliveries: &[Delivery],
+        idempotency: Option<Idempotency<'_>>,
+    ) -> Result<()> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(idem) = &idempotency {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (company_id, user_id, key, response, created_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&tenant.company_id)
+                .bind(&tenant.user_id)
+                .bind(idem.key)
+                .bind(&idem.response)
+                .bind(events.first().map_or(0, |e| e.created_at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for chunk in events.chunks(CHUNK) {
+                sqlx::QueryBuilder::new(
+                    "INSERT INTO events (id, user_id, company_id, event_type, agent_id, agent_name, data, metadata, created_at) ",
+                )
+                .push_values(chunk, |mut row, event| {
+                    row.push_bind(&event.id)
+                        .push_bind(&event.tenant.user_id)
+                        .push_bind(&event.tenant.company_id)
+                        .push_bind(&event.event_type)
+                        .push_bind(&event.agent_id)
+                        .push_bind(&event.agent_name)
+                        .push_bind(to_json(&event.data))
+                        .push_bind(event.metadata.as_ref().map(to_json))
+                        .push_bind(event.created_at);
+                })
+                .build()
+                .execute(&mut *tx)
+                .await?;
+            }
+            for chunk in deliveries.chunks(CHUNK) {
+                sqlx::QueryBuilder::new(
+                    "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status, attempts,
+                        next_attempt_at, created_at, updated_at) ",
+                )
+                .push_values(chunk, |mut row, delivery| {
+                    row.push_bind(&delivery.id)
+                        .push_bind(&delivery.event_id)
+                        .push_bind(&delivery.webhook_id)
+                        .push_bind(&delivery.company_id)
+                        .push_bind(&delivery.event_type)
+                        .push_bind(delivery.status.as_str())
+                        .push_bind(delivery.attempts)
+                        .push_bind(delivery.next_attempt_at)
+                        .push_bind(delivery.created_at)
+                        .push_bind(delivery.updated_at);
+                })
+                .build()
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Events by id (any order; missing ids are skipped).
+    pub async fn events_by_id(&self, ids: &[&str]) -> Result<Vec<Event>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, user_id, company_id, event_type, agent_id, agent_name, data, metadata, created_at
+             FROM events WHERE id IN ({})",
+            in_list(ids.len())
+        );
+        let rows: Vec<EventRow> = on_pool!(self, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter().map(Event::try_from).collect()
+    }
+}
