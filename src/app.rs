@@ -55,18 +55,19 @@ impl Application {
         let store = Store::connect(&config.database_url)
             .await
             .with_context(|| format!("opening store {}", redact_url(&config.database_url)))?;
-        let ingest = Ingest::new(&config)
-            .await
-            .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
         let config = Arc::new(config);
         let wake = Arc::new(Notify::new());
+        let publisher = Publisher::new(store.clone(), Arc::clone(&wake));
+        let ingest = Ingest::new(&config, publisher.clone())
+            .await
+            .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
         Ok(Application {
             listener,
             state: AppState {
-                publisher: Publisher::new(store.clone(), Arc::clone(&wake)),
+                publisher,
                 sender: Arc::new(Sender::new(config.target_policy.clone())),
                 metrics: metrics_handle(),
                 store,

@@ -33,6 +33,7 @@ use crate::{
         tenant::{Scope, Tenant},
         time::{iso8601, now_ms},
     },
+    ingest::announce,
     store::Store,
 };
 
@@ -203,7 +204,7 @@ async fn find_agent(store: &Store, tenant: &Tenant, id: &str) -> ApiResult<Agent
     store.get_agent(tenant, id).await.or_not_found("agent")
 }
 
-/// Create an agent.
+/// Create an agent. Emits `agent.created`.
 #[utoipa::path(post, path = "/api/agents", tag = "agents", request_body = AgentIn,
     security(("bearer" = [])),
     responses((status = 201, body = AgentOut), (status = 401, body = ErrorBody),
@@ -226,6 +227,7 @@ async fn create_agent(
         updated_at: now,
     };
     state.store.insert_agent(&agent).await.map_err(name_taken)?;
+    announce(&state.publisher, tenant, vec![agent.event("agent.created")]).await;
     Ok((StatusCode::CREATED, Json(AgentOut::new(agent, true))))
 }
 
@@ -269,7 +271,7 @@ async fn get_agent(
     Ok(Json(AgentOut::new(agent, false)))
 }
 
-/// Change an agent: only the fields sent change.
+/// Change an agent: only the fields sent change. Emits `agent.updated`.
 #[utoipa::path(put, path = "/api/agents/{id}", tag = "agents", request_body = AgentIn,
     security(("bearer" = [])),
     params(("id" = String, Path, description = "Agent id or name")),
@@ -292,10 +294,11 @@ async fn update_agent(
     }
     agent.updated_at = now_ms();
     state.store.update_agent(&agent).await.map_err(name_taken)?;
+    announce(&state.publisher, tenant, vec![agent.event("agent.updated")]).await;
     Ok(Json(AgentOut::new(agent, false)))
 }
 
-/// Delete an agent and its inbox. Incoming webhooks that name it create it afresh on their next
+/// Delete an agent and its inbox; emits `agent.deleted`. Incoming webhooks that name it create it afresh on their next
 /// message.
 #[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents", security(("bearer" = [])),
     params(("id" = String, Path, description = "Agent id or name")),
@@ -308,6 +311,7 @@ async fn delete_agent(
     let tenant = caller.tenant(Scope::AgentsWrite)?;
     let agent = find_agent(&state.store, tenant, &id).await?;
     state.store.delete_agent(&agent).await?;
+    announce(&state.publisher, tenant, vec![agent.event("agent.deleted")]).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

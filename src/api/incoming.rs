@@ -275,15 +275,25 @@ fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-/// Creates the agents the settings name that do not exist yet, so the spec's examples (which
+/// Creates the agents the settings name that do not exist yet (emitting `agent.created`), so the spec's examples (which
 /// name agents without creating them) work as written.
 async fn ensure_agents(
     state: &AppState,
     tenant: &crate::domain::tenant::Tenant,
     settings: &IncomingSettings,
 ) -> ApiResult<()> {
-    for agent in settings.agents() {
-        state.store.ensure_agent(tenant, agent, now_ms()).await?;
+    let mut created = Vec::new();
+    for reference in settings.agents() {
+        let (agent, new) = state
+            .store
+            .ensure_agent(tenant, reference, now_ms())
+            .await?;
+        if new {
+            created.push(agent.event("agent.created"));
+        }
+    }
+    if !created.is_empty() {
+        ingest::announce(&state.publisher, tenant, created).await;
     }
     Ok(())
 }

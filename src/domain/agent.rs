@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{
     Invalid,
+    event::NewEvent,
     net::TargetUrl,
     outgoing::{check_headers, check_text},
     tenant::Tenant,
@@ -67,6 +68,20 @@ pub struct EndpointChanges {
 pub struct AgentChanges {
     pub name: Option<String>,
     pub endpoint: Option<Option<EndpointChanges>>,
+}
+
+impl Agent {
+    /// The event announcing a change to this agent: `agent.created`, `agent.updated` or
+    /// `agent.deleted`, carrying its id and name (what the spec's receivers read).
+    pub fn event(&self, event_type: &str) -> NewEvent {
+        NewEvent {
+            event_type: event_type.to_string(),
+            data: json!({"agent_id": self.id, "agent_name": self.settings.name}),
+            agent_id: Some(self.id.clone()),
+            agent_name: Some(self.settings.name.clone()),
+            metadata: None,
+        }
+    }
 }
 
 impl AgentSettings {
@@ -156,6 +171,25 @@ pub struct AgentMessage {
     /// The transformed payload.
     pub content: Value,
     pub created_at: i64,
+}
+
+impl AgentMessage {
+    /// `chat.message.received`: a message reached `agent`'s inbox.
+    pub fn received_event(&self, agent: &Agent) -> NewEvent {
+        NewEvent {
+            event_type: "chat.message.received".to_string(),
+            data: json!({
+                "message_id": self.id,
+                "agent_id": agent.id,
+                "agent_name": agent.settings.name,
+                "incoming_webhook_id": self.incoming_webhook_id,
+                "content": self.content,
+            }),
+            agent_id: Some(agent.id.clone()),
+            agent_name: Some(agent.settings.name.clone()),
+            metadata: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -28,15 +28,18 @@ use tokio::sync::broadcast;
 
 use crate::{
     config::Config,
+    delivery::publish::Publisher,
     domain::{
         Invalid,
         agent::{AgentMessage, MessageKind},
+        event::NewEvent,
         incoming::{CompiledIncoming, IncomingWebhook, Transform},
         log::{LogEntry, MAX_LOGGED_BODY, WebhookType, redact_headers, truncate},
         net::client_ip,
         new_id,
         signature::VerifyError,
         template,
+        tenant::Tenant,
         time::now_ms,
     },
     store::{DedupRecord, Store, StoreError},
@@ -151,11 +154,13 @@ pub struct Ingest {
     /// Compiled template and rules per webhook, with the `updated_at` they were compiled from.
     compiled: Mutex<HashMap<String, (i64, Arc<CompiledIncoming>)>>,
     inbox: broadcast::Sender<AgentMessage>,
+    publisher: Publisher,
 }
 
 impl Ingest {
-    pub async fn new(config: &Config) -> anyhow::Result<Ingest> {
+    pub async fn new(config: &Config, publisher: Publisher) -> anyhow::Result<Ingest> {
         Ok(Ingest {
+            publisher,
             limiter: RateLimiter::new(config.redis_url.as_deref()).await?,
             refusals: RefusalSampler::default(),
             unknown_tokens: AtomicU64::new(0),
@@ -285,7 +290,7 @@ impl Ingest {
             }
         }
         let now = now_ms();
-        let (agent, _created) = store
+        let (agent, created) = store
             .ensure_agent(&hook.tenant, agent_ref, now)
             .await
             .map_err(Refusal::Store)?;
@@ -308,6 +313,12 @@ impl Ingest {
             .accept_message(&message, dedup, &log)
             .await
             .map_err(Refusal::Store)?;
+        let mut events = Vec::with_capacity(2);
+        if created {
+            events.push(agent.event("agent.created"));
+        }
+        events.push(message.received_event(&agent));
+        announce(&self.publisher, &hook.tenant, events).await;
         // Nobody listening is fine: streams catch up from the store.
         let _ = self.inbox.send(message);
         Ok(Receipt::Accepted(answer))
@@ -377,6 +388,14 @@ impl Ingest {
                 tracing::warn!(%error, "could not log a refused incoming request");
             }
         });
+    }
+}
+
+/// Publishes events to the tenant's outgoing webhooks. A failure is logged, not returned: what
+/// they announce has already happened (and is durable), so its caller's answer stands.
+pub async fn announce(publisher: &Publisher, tenant: &Tenant, events: Vec<NewEvent>) {
+    if let Err(error) = publisher.publish(tenant, events, None).await {
+        tracing::warn!(%error, "could not publish events");
     }
 }
 

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app};
+use crate::receiver::Receiver;
 use crate::receiving::{create_hook, post_json};
 
 both_backends!(
@@ -14,6 +15,8 @@ both_backends!(
     agent_endpoints_are_checked_and_credentials_hidden,
     inbox_pages_oldest_first_by_cursor,
     inbox_stream_catches_up_then_follows_live,
+    agent_changes_and_received_messages_reach_outgoing_subscribers,
+    incoming_logs_and_statistics_are_served_by_the_logs_api,
 );
 
 async fn agents_are_managed_per_tenant(backend: Backend) {
@@ -291,4 +294,104 @@ async fn inbox_stream_catches_up_then_follows_live(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+}
+
+async fn agent_changes_and_received_messages_reach_outgoing_subscribers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let receiver = Receiver::start().await;
+    let key = app.tenant_key().await;
+    app.post(
+        "/api/webhooks/outgoing",
+        &key,
+        &json!({"url": format!("{}/events", receiver.url),
+                "event_types": ["agent.*", "chat.message.received"]}),
+    )
+    .await
+    .expect(201);
+    app.post("/api/agents", &key, &json!({"name": "made"}))
+        .await
+        .expect(201);
+    app.put("/api/agents/made", &key, &json!({"name": "renamed"}))
+        .await
+        .expect(200);
+    app.delete("/api/agents/renamed", &key).await.expect(204);
+    // Saving a webhook that names a new agent creates it; receiving emits the message event.
+    let hook = create_hook(&app, &key, json!({"agent_id": "sales_agent"})).await;
+    let accepted = post_json(&app, &hook, &json!({"lead": "Ada"}))
+        .await
+        .expect(202);
+
+    let received = receiver.wait_for(5, Duration::from_secs(10)).await;
+    let mut seen: Vec<(String, Value)> = received
+        .iter()
+        .map(|r| {
+            let body = r.json();
+            (body["event_type"].as_str().unwrap().to_string(), body)
+        })
+        .collect();
+    seen.sort_by_key(|(_, body)| body["timestamp"].as_str().unwrap_or_default().to_string());
+    let types: Vec<_> = seen.iter().map(|(t, _)| t.as_str()).collect();
+    for expected in [
+        "agent.created",
+        "agent.updated",
+        "agent.deleted",
+        "chat.message.received",
+    ] {
+        assert!(types.contains(&expected), "{types:?}");
+    }
+    let created: Vec<_> = seen
+        .iter()
+        .filter(|(t, _)| t == "agent.created")
+        .map(|(_, b)| b["data"]["agent_name"].clone())
+        .collect();
+    assert_eq!(created, [json!("made"), json!("sales_agent")]);
+    let (_, message) = seen
+        .iter()
+        .find(|(t, _)| t == "chat.message.received")
+        .unwrap();
+    assert_eq!(message["data"]["message_id"], accepted["id"]);
+    assert_eq!(message["data"]["agent_name"], "sales_agent");
+    assert_eq!(message["data"]["content"], json!({"lead": "Ada"}));
+}
+
+async fn incoming_logs_and_statistics_are_served_by_the_logs_api(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let hook = create_hook(&app, &key, json!({"agent_id": "a", "rate_limit": 1})).await;
+    post_json(&app, &hook, &json!({"n": 1})).await.expect(202);
+    post_json(&app, &hook, &json!({"n": 2})).await.expect(429);
+    let logs = crate::receiving::logs_settled(&app, &hook, 2).await;
+    assert_eq!(logs.len(), 2);
+    let listed = app
+        .get(
+            &format!("/api/webhooks/{}/logs?webhook_type=incoming", hook.id),
+            &key,
+        )
+        .await
+        .expect(200);
+    let statuses: Vec<_> = listed
+        .as_array()
+        .or(listed["logs"].as_array())
+        .expect("a list of entries")
+        .iter()
+        .map(|e| (e["webhook_type"].clone(), e["response_status"].clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (json!("incoming"), json!(429)),
+            (json!("incoming"), json!(202))
+        ],
+        "newest first"
+    );
+    let stats = app
+        .get(
+            &format!("/api/webhooks/{}/statistics?webhook_type=incoming", hook.id),
+            &key,
+        )
+        .await
+        .expect(200);
+    assert_eq!(stats["total_requests"], 2);
+    assert_eq!(stats["successful_requests"], 1);
+    assert_eq!(stats["failed_requests"], 1);
 }
