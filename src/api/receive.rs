@@ -1,7 +1,7 @@
 //! The receiving URLs: `POST /webhook/{token}`, and the aliases `/api/webhook/{token}` and
 //! `/v1/webhook/{token}`. HTTP framing only; the pipeline is `crate::ingest`.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Instant};
 
 use axum::{
     Json,
@@ -44,6 +44,7 @@ async fn receive_webhook(
     Path(token): Path<String>,
     request: Request,
 ) -> Response {
+    let started = Instant::now();
     let query = request.uri().query().map(str::to_string);
     let (parts, body) = request.into_parts();
     let request = ingest::Request {
@@ -53,7 +54,7 @@ async fn receive_webhook(
         query,
         body,
     };
-    match state
+    let response = match state
         .ingest
         .receive(&state.store, &state.config, request)
         .await
@@ -69,5 +70,10 @@ async fn receive_webhook(
                 .log_refusal(&state.store, trail, response.status().as_u16(), detail);
             response
         }
-    }
+    };
+    // Every request counts here, including those to unknown tokens, which have no log entry.
+    metrics::counter!("hookd_incoming_requests_total", "status" => response.status().as_str().to_string())
+        .increment(1);
+    metrics::histogram!("hookd_incoming_request_seconds").record(started.elapsed().as_secs_f64());
+    response
 }

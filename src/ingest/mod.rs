@@ -7,6 +7,7 @@
 mod body;
 mod limit;
 mod refusals;
+mod writer;
 
 pub use body::{BodyError, form_fields};
 pub use limit::{Decision, RateLimiter};
@@ -14,10 +15,7 @@ pub use limit::{Decision, RateLimiter};
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Instant,
 };
 
@@ -42,9 +40,10 @@ use crate::{
         tenant::Tenant,
         time::now_ms,
     },
-    store::{DedupRecord, Store, StoreError},
+    store::{Acceptance, Store, StoreError},
 };
 use refusals::RefusalSampler;
+use writer::{Job, Writer};
 
 /// How many inbox notifications may wait for a slow stream reader before it falls back to
 /// reading the store.
@@ -150,20 +149,22 @@ impl Trail {
 pub struct Ingest {
     limiter: RateLimiter,
     refusals: RefusalSampler,
-    unknown_tokens: AtomicU64,
     /// Compiled template and rules per webhook, with the `updated_at` they were compiled from.
     compiled: Mutex<HashMap<String, (i64, Arc<CompiledIncoming>)>>,
     inbox: broadcast::Sender<AgentMessage>,
-    publisher: Publisher,
+    writer: Writer,
 }
 
 impl Ingest {
-    pub async fn new(config: &Config, publisher: Publisher) -> anyhow::Result<Ingest> {
+    pub async fn new(
+        config: &Config,
+        store: Store,
+        publisher: Publisher,
+    ) -> anyhow::Result<Ingest> {
         Ok(Ingest {
-            publisher,
+            writer: Writer::spawn(store, publisher),
             limiter: RateLimiter::new(config.redis_url.as_deref()).await?,
             refusals: RefusalSampler::default(),
-            unknown_tokens: AtomicU64::new(0),
             compiled: Mutex::new(HashMap::new()),
             inbox: broadcast::channel(INBOX_CHANNEL).0,
         })
@@ -242,8 +243,8 @@ impl Ingest {
             )
             .await
         {
-            Ok(receipt) => Ok(receipt),
-            Err(Refusal::Store(StoreError::Conflict(_))) if dedup_key.is_some() => {
+            Ok(Some(answer)) => Ok(Receipt::Accepted(answer)),
+            Ok(None) => {
                 // The same delivery id was accepted meanwhile by a concurrent request.
                 let key = dedup_key.unwrap_or_default();
                 match store.find_dedup(&hook.id, &key).await {
@@ -256,7 +257,8 @@ impl Ingest {
         }
     }
 
-    /// Parse, transform, route and make durable.
+    /// Parse, transform, route and make durable (with the other requests of its batch), then
+    /// publish the events. `None`: a concurrent request with the same delivery id won.
     async fn route(
         &self,
         store: &Store,
@@ -265,7 +267,7 @@ impl Ingest {
         body: &[u8],
         query: Option<&str>,
         dedup_key: Option<&str>,
-    ) -> Result<Receipt, Refusal> {
+    ) -> Result<Option<Value>, Refusal> {
         let content_type = trail
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -304,24 +306,26 @@ impl Ingest {
             created_at: now,
         };
         let answer = json!({"status": "accepted", "id": message.id, "agent_id": agent.id});
-        let log = trail.entry("accepted", 202, Some(answer.to_string()));
-        let dedup = dedup_key.map(|key| DedupRecord {
-            key,
-            response: &answer,
-        });
-        store
-            .accept_message(&message, dedup, &log)
-            .await
-            .map_err(Refusal::Store)?;
         let mut events = Vec::with_capacity(2);
         if created {
             events.push(agent.event("agent.created"));
         }
         events.push(message.received_event(&agent));
-        announce(&self.publisher, &hook.tenant, events).await;
+        let job = Job {
+            acceptance: Acceptance {
+                message: message.clone(),
+                dedup: dedup_key.map(|key| (key.to_string(), answer.clone())),
+                log: trail.entry("accepted", 202, Some(answer.to_string())),
+            },
+            tenant: hook.tenant.clone(),
+            events,
+        };
+        if !self.writer.write(job).await.map_err(Refusal::Store)? {
+            return Ok(None);
+        }
         // Nobody listening is fine: streams catch up from the store.
         let _ = self.inbox.send(message);
-        Ok(Receipt::Accepted(answer))
+        Ok(Some(answer))
     }
 
     /// Answers a repeated delivery id with the first answer, logged as accepted (200).
@@ -363,10 +367,10 @@ impl Ingest {
     pub fn log_refusal(&self, store: &Store, trail: Trail, status: u16, detail: String) {
         let now = now_ms();
         let Some(webhook_id) = &trail.webhook_id else {
-            // No webhook to log against: counted, and reported at most once a second.
-            let count = self.unknown_tokens.fetch_add(1, Ordering::Relaxed) + 1;
-            if self.refusals.admit("", status, now).is_some() {
-                tracing::info!(total = count, "request to an unknown receiving URL");
+            // No webhook to log against: counted in the metrics (by the API), and mentioned in
+            // the process log at most once a second.
+            if let Some(suppressed) = self.refusals.admit("", status, now) {
+                tracing::info!(suppressed, "request to an unknown receiving URL");
             }
             return;
         };

@@ -41,54 +41,62 @@ impl TryFrom<MessageRow> for AgentMessage {
     }
 }
 
-/// A provider delivery id and the answer given to its first request.
-pub struct DedupRecord<'a> {
-    pub key: &'a str,
-    pub response: &'a Value,
+/// An accepted request as the store writes it.
+pub struct Acceptance {
+    pub message: AgentMessage,
+    /// The sender's delivery id and the answer to remember for it.
+    pub dedup: Option<(String, Value)>,
+    pub log: LogEntry,
 }
 
 impl Store {
-    /// Makes an accepted request durable in one transaction: the inbox message, the dedup record
-    /// (a delivery id seen meanwhile is a [`StoreError::Conflict`]) and the request's log entry.
-    pub async fn accept_message(
-        &self,
-        message: &AgentMessage,
-        dedup: Option<DedupRecord<'_>>,
-        log: &LogEntry,
-    ) -> Result<()> {
+    /// Makes accepted requests durable in one transaction (one commit for the batch): per
+    /// request its inbox message, its dedup record and its log entry. A request whose delivery
+    /// id is already recorded writes nothing and reports `false`.
+    pub async fn accept_batch(&self, batch: &[&Acceptance]) -> Result<Vec<bool>> {
+        let mut written = Vec::with_capacity(batch.len());
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO agent_messages (id, agent_id, user_id, company_id,
-                    incoming_webhook_id, kind, content, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&message.id)
-            .bind(&message.agent_id)
-            .bind(&message.tenant.user_id)
-            .bind(&message.tenant.company_id)
-            .bind(&message.incoming_webhook_id)
-            .bind(message.kind.as_str())
-            .bind(to_json(&message.content))
-            .bind(message.created_at)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(dedup) = dedup {
+            for accepted in batch {
+                let (message, log) = (&accepted.message, &accepted.log);
+                if let Some((key, response)) = &accepted.dedup {
+                    let fresh = sqlx::query(
+                        "INSERT INTO incoming_dedup (webhook_id, dedup_key, response, created_at)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id, dedup_key) DO NOTHING",
+                    )
+                    .bind(&log.webhook_id)
+                    .bind(key)
+                    .bind(to_json(response))
+                    .bind(message.created_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if fresh == 0 {
+                        written.push(false);
+                        continue;
+                    }
+                }
                 sqlx::query(
-                    "INSERT INTO incoming_dedup (webhook_id, dedup_key, response, created_at)
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO agent_messages (id, agent_id, user_id, company_id,
+                        incoming_webhook_id, kind, content, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
-                .bind(&log.webhook_id)
-                .bind(dedup.key)
-                .bind(to_json(dedup.response))
+                .bind(&message.id)
+                .bind(&message.agent_id)
+                .bind(&message.tenant.user_id)
+                .bind(&message.tenant.company_id)
+                .bind(&message.incoming_webhook_id)
+                .bind(message.kind.as_str())
+                .bind(to_json(&message.content))
                 .bind(message.created_at)
                 .execute(&mut *tx)
                 .await?;
+                write_log!(tx, log);
+                written.push(true);
             }
-            write_log!(tx, log);
             tx.commit().await?;
         });
-        Ok(())
+        Ok(written)
     }
 
     /// The answer given to the first request that carried delivery id `key`, if any.

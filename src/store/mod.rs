@@ -14,7 +14,7 @@ mod outgoing;
 
 pub use deliveries::{AttemptRecord, HealthChange};
 pub use events::Idempotency;
-pub use inbox::DedupRecord;
+pub use inbox::Acceptance;
 pub use logs::LogQuery;
 
 use std::{str::FromStr, time::Duration};
