@@ -14,7 +14,7 @@ use crate::{
         tenant::Tenant,
         time::now_ms,
     },
-    store::{Idempotency, Store, StoreError},
+    store::{Idempotency, Publication, Store, StoreError},
 };
 
 /// What a publish produced: per event, its id and how many deliveries it fanned out to.
@@ -80,15 +80,17 @@ impl Publisher {
             stored.push(event);
         }
         let idempotency = idempotency_key.map(|key| Idempotency {
-            key,
+            key: key.to_string(),
             response: serde_json::to_string(&published).unwrap_or_default(),
         });
-        match (
-            self.store
-                .publish(tenant, &stored, &deliveries, idempotency)
-                .await,
-            idempotency_key,
-        ) {
+        let fanned_out = !deliveries.is_empty();
+        let publication = Publication {
+            tenant: tenant.clone(),
+            events: stored,
+            deliveries,
+            idempotency,
+        };
+        match (self.store.publish(publication).await, idempotency_key) {
             (Ok(()), _) => {}
             // A concurrent publish with the same key won the race: answer what it answered.
             (Err(StoreError::Conflict(_)), Some(key)) => {
@@ -99,7 +101,7 @@ impl Publisher {
             }
             (Err(error), _) => return Err(error),
         }
-        if !deliveries.is_empty() {
+        if fanned_out {
             self.wake.notify_one();
         }
         Ok(published)
