@@ -46,6 +46,11 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         webhooks: usize,
     },
+    /// 64 senders POST a 1 KiB JSON body to an incoming webhook with a template and routing
+    Ingest {
+        #[arg(long, default_value_t = 50_000)]
+        requests: usize,
+    },
     /// A steady 1,000 events/s for 30 s to one webhook: publish→receive latency
     Steady {
         #[arg(long, default_value_t = 1_000)]
@@ -372,6 +377,97 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
     }))
 }
 
+/// A 1 KiB JSON body like a CRM would send.
+fn ingest_body() -> Vec<u8> {
+    let filler = "x".repeat(820);
+    serde_json::to_vec(&json!({"lead_name": "Ada Lovelace", "company": "Analytical Engines", "email": "ada@example.com",
+        "phone": "+44 20 0000 0000", "priority": "high", "notes": filler}))
+    .unwrap_or_default()
+}
+
+/// Sends `requests` POSTs of `body` to `url` at `concurrency`; returns (elapsed, sorted latencies ms).
+async fn hammer(
+    url: String,
+    body: Vec<u8>,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Duration, Vec<i64>)> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
+    let recorded = Arc::clone(&latencies);
+    let elapsed = drive(requests, concurrency, move |_| {
+        let (client, url, body, recorded) = (
+            client.clone(),
+            url.clone(),
+            body.clone(),
+            Arc::clone(&recorded),
+        );
+        async move {
+            let started = Instant::now();
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            if response.status() != reqwest::StatusCode::ACCEPTED {
+                bail!("{url}: {}", response.status());
+            }
+            let _ = response.bytes().await?;
+            recorded
+                .lock()
+                .unwrap()
+                .push(i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX));
+            Ok(())
+        }
+    })
+    .await?;
+    let mut all = std::mem::take(&mut *latencies.lock().unwrap());
+    all.sort_unstable();
+    Ok((elapsed, all))
+}
+
+async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
+    // Baseline: a bare axum handler answering 202 to the same requests.
+    let app =
+        Router::new().fallback(|| async { (StatusCode::ACCEPTED, "{\"status\":\"accepted\"}") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bare = format!("http://{}/webhook/token", listener.local_addr()?);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (baseline, baseline_latencies) =
+        hammer(bare, ingest_body(), requests, cli.concurrency).await?;
+    server.abort();
+
+    let hookd = Hookd::start(&cli.store).await?;
+    let created = hookd
+        .post(
+            "/api/webhooks/incoming",
+            &json!({"name": "bench", "agent_id": "bench_agent", "rate_limit": 1_000_000,
+                    "transform_template": "{\"message\": \"New lead: {{ lead_name }} from {{ company }}\", \"priority\": \"{{ priority | default('medium') }}\"}"}),
+        )
+        .await?;
+    let url = created["url"]
+        .as_str()
+        .context("no receiving url")?
+        .to_string();
+    let (elapsed, latencies) = hammer(url, ingest_body(), requests, cli.concurrency).await?;
+    let rate = requests as f64 / elapsed.as_secs_f64();
+    let baseline_rate = requests as f64 / baseline.as_secs_f64();
+    let ms = |us: i64| round2(us as f64 / 1_000.0);
+    Ok(json!({
+        "scenario": "ingest", "store": store_name(&cli.store), "requests": requests, "concurrency": cli.concurrency,
+        "body_bytes": ingest_body().len(),
+        "accepted_per_s": round(rate),
+        "baseline_per_s": round(baseline_rate),
+        "ratio_to_baseline": round2(rate / baseline_rate),
+        "latency_ms": {"p50": ms(percentile(&latencies, 0.5)), "p99": ms(percentile(&latencies, 0.99))},
+        "baseline_latency_ms": {"p50": ms(percentile(&baseline_latencies, 0.5)), "p99": ms(percentile(&baseline_latencies, 0.99))},
+        "peak_rss_mib": round(hookd.peak_rss_mib()),
+    }))
+}
+
 async fn steady(cli: &Cli, rate: u64, seconds: u64) -> anyhow::Result<Value> {
     let (addr, counter) = start_receiver().await?;
     let hookd = Arc::new(Hookd::start(&cli.store).await?);
@@ -450,6 +546,7 @@ async fn main() -> anyhow::Result<()> {
     let result = match cli.scenario {
         Scenario::Fanout { events, webhooks } => fanout(&cli, events, webhooks).await?,
         Scenario::Steady { rate, seconds } => steady(&cli, rate, seconds).await?,
+        Scenario::Ingest { requests } => ingest(&cli, requests).await?,
     };
     print_table(&result, "");
     if let Some(path) = &cli.json {

@@ -138,6 +138,18 @@ impl Store {
             .await
     }
 
+    /// A number that changes whenever the company's outgoing webhooks (or their subscriptions)
+    /// change; kept by triggers (migration 0004).
+    pub async fn company_version(&self, company_id: &str) -> Result<i64> {
+        let version: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT version FROM company_versions WHERE company_id = $1",
+        )
+        .bind(company_id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(version.unwrap_or(0))
+    }
+
     /// What an earlier publish with this key answered, if there was one.
     pub async fn idempotent_response(&self, tenant: &Tenant, key: &str) -> Result<Option<String>> {
         Ok(on_pool!(self, pool => sqlx::query_scalar(
