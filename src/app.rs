@@ -61,7 +61,7 @@ impl Application {
         let config = Arc::new(config);
         let wake = Arc::new(Notify::new());
         let publisher = Publisher::new(store.clone(), Arc::clone(&wake));
-        let ingest = Ingest::new(&config, store.clone(), publisher.clone())
+        let ingest = Ingest::new(&config, publisher.clone())
             .await
             .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
         Ok(Application {

@@ -7,7 +7,6 @@
 mod body;
 mod limit;
 mod refusals;
-mod writer;
 
 pub use body::{BodyError, form_fields};
 pub use limit::{Decision, RateLimiter};
@@ -43,7 +42,6 @@ use crate::{
     store::{Acceptance, Store, StoreError},
 };
 use refusals::RefusalSampler;
-use writer::{Job, Writer};
 
 /// How many inbox notifications may wait for a slow stream reader before it falls back to
 /// reading the store.
@@ -152,17 +150,13 @@ pub struct Ingest {
     /// Compiled template and rules per webhook, with the `updated_at` they were compiled from.
     compiled: Mutex<HashMap<String, (i64, Arc<CompiledIncoming>)>>,
     inbox: broadcast::Sender<AgentMessage>,
-    writer: Writer,
+    publisher: Publisher,
 }
 
 impl Ingest {
-    pub async fn new(
-        config: &Config,
-        store: Store,
-        publisher: Publisher,
-    ) -> anyhow::Result<Ingest> {
+    pub async fn new(config: &Config, publisher: Publisher) -> anyhow::Result<Ingest> {
         Ok(Ingest {
-            writer: Writer::spawn(store, publisher),
+            publisher,
             limiter: RateLimiter::new(config.redis_url.as_deref()).await?,
             refusals: RefusalSampler::default(),
             compiled: Mutex::new(HashMap::new()),
@@ -257,8 +251,8 @@ impl Ingest {
         }
     }
 
-    /// Parse, transform, route and make durable (with the other requests of its batch), then
-    /// publish the events. `None`: a concurrent request with the same delivery id won.
+    /// Parse, transform, route and make durable (in the node's group commit), then publish the
+    /// events. `None`: a concurrent request with the same delivery id won.
     async fn route(
         &self,
         store: &Store,
@@ -311,18 +305,15 @@ impl Ingest {
             events.push(agent.event("agent.created"));
         }
         events.push(message.received_event(&agent));
-        let job = Job {
-            acceptance: Acceptance {
-                message: message.clone(),
-                dedup: dedup_key.map(|key| (key.to_string(), answer.clone())),
-                log: trail.entry("accepted", 202, Some(answer.to_string())),
-            },
-            tenant: hook.tenant.clone(),
-            events,
+        let acceptance = Acceptance {
+            message: message.clone(),
+            dedup: dedup_key.map(|key| (key.to_string(), answer.clone())),
+            log: trail.entry("accepted", 202, Some(answer.to_string())),
         };
-        if !self.writer.write(job).await.map_err(Refusal::Store)? {
+        if !store.accept(acceptance).await.map_err(Refusal::Store)? {
             return Ok(None);
         }
+        announce(&self.publisher, &hook.tenant, events).await;
         // Nobody listening is fine: streams catch up from the store.
         let _ = self.inbox.send(message);
         Ok(Some(answer))
@@ -337,7 +328,7 @@ impl Ingest {
     ) -> Result<Receipt, Rejected> {
         let mut log = trail.entry("accepted", 200, Some(first.to_string()));
         log.error_message = Some("duplicate delivery id: answered with the first answer".into());
-        match store.record_log(&log).await {
+        match store.record_log(log).await {
             Ok(()) => Ok(Receipt::Duplicate(first)),
             Err(e) => Err(trail.refuse(Refusal::Store(e))),
         }
@@ -388,7 +379,7 @@ impl Ingest {
         });
         let store = store.clone();
         tokio::spawn(async move {
-            if let Err(error) = store.record_log(&entry).await {
+            if let Err(error) = store.record_log(entry).await {
                 tracing::warn!(%error, "could not log a refused incoming request");
             }
         });

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{Result, Store, StoreError, from_json, logs::write_log, on_pool, to_json};
+use super::{Result, Store, StoreError, from_json, on_pool};
 use crate::domain::{
     agent::{AgentMessage, MessageKind},
     log::LogEntry,
@@ -42,6 +42,7 @@ impl TryFrom<MessageRow> for AgentMessage {
 }
 
 /// An accepted request as the store writes it.
+#[derive(Debug)]
 pub struct Acceptance {
     pub message: AgentMessage,
     /// The sender's delivery id and the answer to remember for it.
@@ -49,54 +50,59 @@ pub struct Acceptance {
     pub log: LogEntry,
 }
 
-impl Store {
-    /// Makes accepted requests durable in one transaction (one commit for the batch): per
-    /// request its inbox message, its dedup record and its log entry. A request whose delivery
-    /// id is already recorded writes nothing and reports `false`.
-    pub async fn accept_batch(&self, batch: &[&Acceptance]) -> Result<Vec<bool>> {
-        let mut written = Vec::with_capacity(batch.len());
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for accepted in batch {
-                let (message, log) = (&accepted.message, &accepted.log);
-                if let Some((key, response)) = &accepted.dedup {
-                    let fresh = sqlx::query(
-                        "INSERT INTO incoming_dedup (webhook_id, dedup_key, response, created_at)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id, dedup_key) DO NOTHING",
-                    )
-                    .bind(&log.webhook_id)
-                    .bind(key)
-                    .bind(to_json(response))
-                    .bind(message.created_at)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if fresh == 0 {
-                        written.push(false);
-                        continue;
-                    }
-                }
+/// Writes one accepted request on `$conn` (inside the group commit's transaction): its dedup
+/// record, inbox message and log entry. Evaluates to `false`, writing nothing, when its delivery
+/// id is already recorded.
+macro_rules! write_acceptance {
+    ($conn:expr, $accepted:expr) => {{
+        let accepted: &Acceptance = $accepted;
+        let (message, log) = (&accepted.message, &accepted.log);
+        let fresh = match &accepted.dedup {
+            Some((key, response)) => {
                 sqlx::query(
-                    "INSERT INTO agent_messages (id, agent_id, user_id, company_id,
-                        incoming_webhook_id, kind, content, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO incoming_dedup (webhook_id, dedup_key, response, created_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id, dedup_key) DO NOTHING",
                 )
-                .bind(&message.id)
-                .bind(&message.agent_id)
-                .bind(&message.tenant.user_id)
-                .bind(&message.tenant.company_id)
-                .bind(&message.incoming_webhook_id)
-                .bind(message.kind.as_str())
-                .bind(to_json(&message.content))
+                .bind(&log.webhook_id)
+                .bind(key)
+                .bind(crate::store::to_json(response))
                 .bind(message.created_at)
-                .execute(&mut *tx)
-                .await?;
-                write_log!(tx, log);
-                written.push(true);
+                .execute(&mut *$conn)
+                .await?
+                .rows_affected()
+                    == 1
             }
-            tx.commit().await?;
-        });
-        Ok(written)
+            None => true,
+        };
+        if fresh {
+            sqlx::query(
+                "INSERT INTO agent_messages (id, agent_id, user_id, company_id,
+                    incoming_webhook_id, kind, content, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&message.id)
+            .bind(&message.agent_id)
+            .bind(&message.tenant.user_id)
+            .bind(&message.tenant.company_id)
+            .bind(&message.incoming_webhook_id)
+            .bind(message.kind.as_str())
+            .bind(crate::store::to_json(&message.content))
+            .bind(message.created_at)
+            .execute(&mut *$conn)
+            .await?;
+            crate::store::logs::write_log!($conn, log);
+        }
+        fresh
+    }};
+}
+pub(super) use write_acceptance;
+
+impl Store {
+    /// Makes an accepted request durable (in the node's next group commit). `false`: its
+    /// delivery id was recorded meanwhile, and nothing was written.
+    pub async fn accept(&self, acceptance: Acceptance) -> Result<bool> {
+        self.write(super::batch::Op::Accept(Box::new(acceptance)))
+            .await
     }
 
     /// The answer given to the first request that carried delivery id `key`, if any.
