@@ -120,7 +120,7 @@ async fn send_test(
     let attempt = state.sender.send(&hook, &event, &delivery.id).await;
     state
         .store
-        .record_log(&attempt_log(&hook, &delivery, &attempt, now_ms()))
+        .record_log(attempt_log(&hook, &delivery, &attempt, now_ms()))
         .await?;
     Ok(Json(TestOut {
         success: attempt.succeeded(),

@@ -1,7 +1,10 @@
 //! Publishing: match an event against the company's webhooks and store it with its deliveries
 //! in one transaction, then wake the workers.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -11,10 +14,11 @@ use crate::{
         delivery::Delivery,
         event::{Event, NewEvent},
         new_id,
+        outgoing::OutgoingWebhook,
         tenant::Tenant,
         time::now_ms,
     },
-    store::{Idempotency, Store, StoreError},
+    store::{Idempotency, Publication, Store, StoreError},
 };
 
 /// What a publish produced: per event, its id and how many deliveries it fanned out to.
@@ -29,16 +33,42 @@ pub struct PublishedEvent {
     pub deliveries: usize,
 }
 
+/// A company's active webhooks and the company version they were read at.
+type Candidates = (i64, Arc<Vec<OutgoingWebhook>>);
+
 /// Publishes events for a tenant; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
     store: Store,
     wake: Arc<Notify>,
+    /// Each company's active webhooks, with the company version they were read at.
+    candidates: Arc<Mutex<HashMap<String, Candidates>>>,
 }
 
 impl Publisher {
     pub fn new(store: Store, wake: Arc<Notify>) -> Publisher {
-        Publisher { store, wake }
+        Publisher {
+            store,
+            wake,
+            candidates: Arc::default(),
+        }
+    }
+
+    /// The company's active webhooks: from the cache while the company's version is unchanged
+    /// (one primary-key read), else read afresh. Another node's change moves the version too.
+    async fn candidates(&self, company_id: &str) -> Result<Arc<Vec<OutgoingWebhook>>, StoreError> {
+        let version = self.store.company_version(company_id).await?;
+        if let Some((cached, hooks)) = self.candidates.lock().expect("cache lock").get(company_id)
+            && *cached == version
+        {
+            return Ok(Arc::clone(hooks));
+        }
+        let hooks = Arc::new(self.store.active_outgoing_for_company(company_id).await?);
+        self.candidates
+            .lock()
+            .expect("cache lock")
+            .insert(company_id.to_string(), (version, Arc::clone(&hooks)));
+        Ok(hooks)
     }
 
     /// Stores `events` (already validated) and their deliveries. With an idempotency key, a
@@ -54,10 +84,7 @@ impl Publisher {
         {
             return Ok(earlier);
         }
-        let hooks = self
-            .store
-            .active_outgoing_for_company(&tenant.company_id)
-            .await?;
+        let hooks = self.candidates(&tenant.company_id).await?;
         let now = now_ms();
         let mut stored = Vec::with_capacity(events.len());
         let mut deliveries = Vec::new();
@@ -80,15 +107,17 @@ impl Publisher {
             stored.push(event);
         }
         let idempotency = idempotency_key.map(|key| Idempotency {
-            key,
+            key: key.to_string(),
             response: serde_json::to_string(&published).unwrap_or_default(),
         });
-        match (
-            self.store
-                .publish(tenant, &stored, &deliveries, idempotency)
-                .await,
-            idempotency_key,
-        ) {
+        let fanned_out = !deliveries.is_empty();
+        let publication = Publication {
+            tenant: tenant.clone(),
+            events: stored,
+            deliveries,
+            idempotency,
+        };
+        match (self.store.publish(publication).await, idempotency_key) {
             (Ok(()), _) => {}
             // A concurrent publish with the same key won the race: answer what it answered.
             (Err(StoreError::Conflict(_)), Some(key)) => {
@@ -99,7 +128,7 @@ impl Publisher {
             }
             (Err(error), _) => return Err(error),
         }
-        if !deliveries.is_empty() {
+        if fanned_out {
             self.wake.notify_one();
         }
         Ok(published)

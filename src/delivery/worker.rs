@@ -279,17 +279,17 @@ impl Worker {
         metrics::histogram!("hookd_delivery_attempt_seconds")
             .record(attempt.elapsed_ms as f64 / 1_000.0);
         self.store
-            .record_attempt(&AttemptRecord {
-                delivery_id: &delivery.id,
-                webhook_id: &hook.id,
-                lease_token: token,
+            .record_attempt(AttemptRecord {
+                delivery_id: delivery.id.clone(),
+                webhook_id: hook.id.clone(),
+                lease_token: token.to_string(),
                 status,
                 attempts,
                 next_attempt_at,
                 last_status: attempt.response_status.map(i64::from),
-                last_error: failure.as_deref(),
+                last_error: failure,
                 now,
-                log: &log,
+                log,
                 health,
             })
             .await?;

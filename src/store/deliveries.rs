@@ -1,6 +1,6 @@
 //! Deliveries: leasing due work, recording attempts, replays.
 
-use super::{Result, Store, StoreError, logs::write_log, on_pool};
+use super::{Result, Store, StoreError, on_pool};
 use crate::domain::{
     delivery::{Delivery, DeliveryStatus},
     log::{LogEntry, Totals},
@@ -61,29 +61,84 @@ const COLUMNS: &str = "id, event_id, webhook_id, company_id, event_type, status,
 
 /// What an attempt teaches about its webhook's target.
 #[derive(Debug, Clone, Copy)]
-pub enum HealthChange<'a> {
+pub enum HealthChange {
     /// Closes the circuit.
     Success,
     /// Counts a failure; at `threshold` consecutive ones the circuit opens until `open_until`.
     Failure { threshold: i64, open_until: i64 },
     /// The target is gone for good (410): the webhook is switched off.
-    Gone { reason: &'a str },
+    Gone { reason: &'static str },
 }
 
 /// The outcome of one attempt, recorded atomically with its log entry.
-pub struct AttemptRecord<'a> {
-    pub delivery_id: &'a str,
-    pub webhook_id: &'a str,
-    pub lease_token: &'a str,
+#[derive(Debug)]
+pub struct AttemptRecord {
+    pub delivery_id: String,
+    pub webhook_id: String,
+    pub lease_token: String,
     pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_status: Option<i64>,
-    pub last_error: Option<&'a str>,
+    pub last_error: Option<String>,
     pub now: i64,
-    pub log: &'a LogEntry,
-    pub health: HealthChange<'a>,
+    pub log: LogEntry,
+    pub health: HealthChange,
 }
+
+/// Writes an [`AttemptRecord`] on `$conn`; evaluates to whether the lease still held.
+macro_rules! write_attempt {
+    ($conn:expr, $record:expr) => {{
+        let record = $record;
+        let held = sqlx::query(
+            "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5, last_status = $6,
+                last_error = $7, lease_token = NULL, updated_at = $8
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(&record.delivery_id)
+        .bind(&record.lease_token)
+        .bind(record.status.as_str())
+        .bind(record.attempts)
+        .bind(record.next_attempt_at)
+        .bind(record.last_status)
+        .bind(&record.last_error)
+        .bind(record.now)
+        .execute(&mut *$conn)
+        .await?
+        .rows_affected()
+            == 1;
+        write_log!($conn, &record.log);
+        match record.health {
+            HealthChange::Success => sqlx::query(
+                "UPDATE outgoing_webhooks SET consecutive_failures = 0, circuit_open_until = NULL
+                 WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)",
+            )
+            .bind(&record.webhook_id)
+            .execute(&mut *$conn)
+            .await?,
+            HealthChange::Failure { threshold, open_until } => sqlx::query(
+                "UPDATE outgoing_webhooks SET consecutive_failures = consecutive_failures + 1,
+                    circuit_open_until = CASE WHEN consecutive_failures + 1 >= $2 THEN $3
+                                              ELSE circuit_open_until END
+                 WHERE id = $1",
+            )
+            .bind(&record.webhook_id)
+            .bind(threshold)
+            .bind(open_until)
+            .execute(&mut *$conn)
+            .await?,
+            HealthChange::Gone { reason } => sqlx::query(
+                "UPDATE outgoing_webhooks SET is_active = FALSE, deactivated_reason = $2 WHERE id = $1",
+            )
+            .bind(&record.webhook_id)
+            .bind(reason)
+            .execute(&mut *$conn)
+            .await?,
+        };
+        held
+    }};
+}
+pub(super) use write_attempt;
 
 impl Store {
     /// Leases up to `limit` due deliveries until `lease_until`: their `next_attempt_at` moves to
@@ -143,60 +198,12 @@ impl Store {
     }
 
     /// Records an attempt: the delivery's new state (only if this lease still holds), its log
-    /// entry and what it says about the target, in one transaction. `false`: the lease was lost
-    /// (another node took the delivery over); the attempt is logged all the same.
-    pub async fn record_attempt(&self, record: &AttemptRecord<'_>) -> Result<bool> {
-        let held = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let held = sqlx::query(
-                "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5, last_status = $6,
-                    last_error = $7, lease_token = NULL, updated_at = $8
-                 WHERE id = $1 AND lease_token = $2",
-            )
-            .bind(record.delivery_id)
-            .bind(record.lease_token)
-            .bind(record.status.as_str())
-            .bind(record.attempts)
-            .bind(record.next_attempt_at)
-            .bind(record.last_status)
-            .bind(record.last_error)
-            .bind(record.now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            write_log!(tx, record.log);
-            match record.health {
-                HealthChange::Success => sqlx::query(
-                    "UPDATE outgoing_webhooks SET consecutive_failures = 0, circuit_open_until = NULL
-                     WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)",
-                )
-                .bind(record.webhook_id)
-                .execute(&mut *tx)
-                .await?,
-                HealthChange::Failure { threshold, open_until } => sqlx::query(
-                    "UPDATE outgoing_webhooks SET consecutive_failures = consecutive_failures + 1,
-                        circuit_open_until = CASE WHEN consecutive_failures + 1 >= $2 THEN $3
-                                                  ELSE circuit_open_until END
-                     WHERE id = $1",
-                )
-                .bind(record.webhook_id)
-                .bind(threshold)
-                .bind(open_until)
-                .execute(&mut *tx)
-                .await?,
-                HealthChange::Gone { reason } => sqlx::query(
-                    "UPDATE outgoing_webhooks SET is_active = FALSE, deactivated_reason = $2 WHERE id = $1",
-                )
-                .bind(record.webhook_id)
-                .bind(reason)
-                .execute(&mut *tx)
-                .await?,
-            };
-            tx.commit().await?;
-            held
-        });
-        Ok(held)
+    /// entry and what it says about the target, in one transaction (group-committed with
+    /// concurrent writes). `false`: the lease was lost (another node took the delivery over);
+    /// the attempt is logged all the same.
+    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<bool> {
+        self.write(super::batch::Op::Attempt(Box::new(record)))
+            .await
     }
 
     /// Puts a leased delivery back without spending an attempt (circuit open, rate limit, target

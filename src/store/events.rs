@@ -1,7 +1,7 @@
 //! Publishing: an event and its deliveries are written in one transaction, so an accepted
 //! event is never lost and never half-fanned-out.
 
-use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use super::{Result, Store, StoreError, from_json, on_pool};
 use crate::domain::{delivery::Delivery, event::Event, outgoing::OutgoingWebhook, tenant::Tenant};
 
 #[derive(sqlx::FromRow)]
@@ -41,13 +41,84 @@ impl TryFrom<EventRow> for Event {
 }
 
 /// An `Idempotency-Key` and the answer to remember for it.
-pub struct Idempotency<'a> {
-    pub key: &'a str,
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
     pub response: String,
 }
 
+/// Events and their deliveries, written together.
+#[derive(Debug)]
+pub struct Publication {
+    pub tenant: Tenant,
+    pub events: Vec<Event>,
+    pub deliveries: Vec<Delivery>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// Writes a [`Publication`] on `$conn` (inside the caller's transaction).
+macro_rules! write_publication {
+    ($conn:expr, $publication:expr) => {{
+        let Publication { tenant, events, deliveries, idempotency } = $publication;
+        if let Some(idem) = idempotency {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (company_id, user_id, key, response, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .bind(&idem.key)
+            .bind(&idem.response)
+            .bind(events.first().map_or(0, |e| e.created_at))
+            .execute(&mut *$conn)
+            .await?;
+        }
+        for chunk in events.chunks(CHUNK) {
+            sqlx::QueryBuilder::new(
+                "INSERT INTO events (id, user_id, company_id, event_type, agent_id, agent_name, data, metadata, created_at) ",
+            )
+            .push_values(chunk, |mut row, event| {
+                row.push_bind(&event.id)
+                    .push_bind(&event.tenant.user_id)
+                    .push_bind(&event.tenant.company_id)
+                    .push_bind(&event.event_type)
+                    .push_bind(&event.agent_id)
+                    .push_bind(&event.agent_name)
+                    .push_bind(to_json(&event.data))
+                    .push_bind(event.metadata.as_ref().map(to_json))
+                    .push_bind(event.created_at);
+            })
+            .build()
+            .execute(&mut *$conn)
+            .await?;
+        }
+        for chunk in deliveries.chunks(CHUNK) {
+            sqlx::QueryBuilder::new(
+                "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status, attempts,
+                    next_attempt_at, created_at, updated_at) ",
+            )
+            .push_values(chunk, |mut row, delivery| {
+                row.push_bind(&delivery.id)
+                    .push_bind(&delivery.event_id)
+                    .push_bind(&delivery.webhook_id)
+                    .push_bind(&delivery.company_id)
+                    .push_bind(&delivery.event_type)
+                    .push_bind(delivery.status.as_str())
+                    .push_bind(delivery.attempts)
+                    .push_bind(delivery.next_attempt_at)
+                    .push_bind(delivery.created_at)
+                    .push_bind(delivery.updated_at);
+            })
+            .build()
+            .execute(&mut *$conn)
+            .await?;
+        }
+    }};
+}
+pub(super) use write_publication;
+
 /// Rows per multi-row INSERT: well under both engines' bound-parameter limits.
-const CHUNK: usize = 500;
+pub(super) const CHUNK: usize = 500;
 
 /// `SELECT … WHERE column IN ($1, …)` for `count` values.
 pub(super) fn in_list(count: usize) -> String {
@@ -67,6 +138,18 @@ impl Store {
             .await
     }
 
+    /// A number that changes whenever the company's outgoing webhooks (or their subscriptions)
+    /// change; kept by triggers (migration 0004).
+    pub async fn company_version(&self, company_id: &str) -> Result<i64> {
+        let version: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT version FROM company_versions WHERE company_id = $1",
+        )
+        .bind(company_id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(version.unwrap_or(0))
+    }
+
     /// What an earlier publish with this key answered, if there was one.
     pub async fn idempotent_response(&self, tenant: &Tenant, key: &str) -> Result<Option<String>> {
         Ok(on_pool!(self, pool => sqlx::query_scalar(
@@ -79,73 +162,13 @@ impl Store {
         .await?))
     }
 
-    /// Writes events and their deliveries atomically. With an idempotency key, a key already
-    /// used (by a concurrent publish) is a `Conflict` and nothing is written.
-    pub async fn publish(
-        &self,
-        tenant: &Tenant,
-        events: &[Event],
-        deliveries: &[Delivery],
-        idempotency: Option<Idempotency<'_>>,
-    ) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            if let Some(idem) = &idempotency {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (company_id, user_id, key, response, created_at)
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&tenant.company_id)
-                .bind(&tenant.user_id)
-                .bind(idem.key)
-                .bind(&idem.response)
-                .bind(events.first().map_or(0, |e| e.created_at))
-                .execute(&mut *tx)
-                .await?;
-            }
-            for chunk in events.chunks(CHUNK) {
-                sqlx::QueryBuilder::new(
-                    "INSERT INTO events (id, user_id, company_id, event_type, agent_id, agent_name, data, metadata, created_at) ",
-                )
-                .push_values(chunk, |mut row, event| {
-                    row.push_bind(&event.id)
-                        .push_bind(&event.tenant.user_id)
-                        .push_bind(&event.tenant.company_id)
-                        .push_bind(&event.event_type)
-                        .push_bind(&event.agent_id)
-                        .push_bind(&event.agent_name)
-                        .push_bind(to_json(&event.data))
-                        .push_bind(event.metadata.as_ref().map(to_json))
-                        .push_bind(event.created_at);
-                })
-                .build()
-                .execute(&mut *tx)
-                .await?;
-            }
-            for chunk in deliveries.chunks(CHUNK) {
-                sqlx::QueryBuilder::new(
-                    "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status, attempts,
-                        next_attempt_at, created_at, updated_at) ",
-                )
-                .push_values(chunk, |mut row, delivery| {
-                    row.push_bind(&delivery.id)
-                        .push_bind(&delivery.event_id)
-                        .push_bind(&delivery.webhook_id)
-                        .push_bind(&delivery.company_id)
-                        .push_bind(&delivery.event_type)
-                        .push_bind(delivery.status.as_str())
-                        .push_bind(delivery.attempts)
-                        .push_bind(delivery.next_attempt_at)
-                        .push_bind(delivery.created_at)
-                        .push_bind(delivery.updated_at);
-                })
-                .build()
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+    /// Writes events and their deliveries atomically (group-committed with concurrent writes).
+    /// With an idempotency key, a key already used (by a concurrent publish) is a `Conflict`
+    /// and nothing is written.
+    pub async fn publish(&self, publication: Publication) -> Result<()> {
+        self.write(super::batch::Op::Publish(publication))
+            .await
+            .map(drop)
     }
 
     /// Events by id (any order; missing ids are skipped).

@@ -129,14 +129,12 @@ pub(super) use write_log;
 const PERCENTILE_WINDOW: i64 = 1_000;
 
 impl Store {
-    /// Appends a log entry and counts it in the webhook's totals, atomically.
-    pub async fn record_log(&self, entry: &LogEntry) -> Result<()> {
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            write_log!(tx, entry);
-            tx.commit().await?;
-        });
-        Ok(())
+    /// Appends a log entry and counts it in the webhook's totals, atomically (group-committed
+    /// with concurrent writes).
+    pub async fn record_log(&self, entry: LogEntry) -> Result<()> {
+        self.write(super::batch::Op::Log(Box::new(entry)))
+            .await
+            .map(drop)
     }
 
     /// Log entries of one webhook, newest first. The caller has checked ownership.

@@ -3,6 +3,7 @@
 //! [`on_pool!`]; the schema lives in versioned migrations per backend (`migrations/`).
 //! Timestamps are unix milliseconds and JSON is text in both, so rows read back identically.
 
+mod batch;
 mod deliveries;
 mod events;
 mod incoming;
@@ -11,7 +12,7 @@ mod logs;
 mod outgoing;
 
 pub use deliveries::{AttemptRecord, HealthChange};
-pub use events::Idempotency;
+pub use events::{Idempotency, Publication};
 pub use logs::LogQuery;
 
 use std::{str::FromStr, time::Duration};
@@ -95,6 +96,8 @@ pub(crate) use on_pool;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    /// The group-commit writer of this node (see [`batch`]).
+    writer: tokio::sync::mpsc::Sender<batch::Job>,
 }
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
@@ -104,7 +107,7 @@ impl Store {
     /// Connects to `url` (`sqlite://hookd.db`, `sqlite::memory:`, `postgres://…`) and applies
     /// pending migrations.
     pub async fn connect(url: &str) -> Result<Store> {
-        let store = if url.starts_with("sqlite:") {
+        let db = if url.starts_with("sqlite:") {
             // WAL lets readers run beside the writer; synchronous=FULL makes a commit survive
             // power loss, which is what a 2xx promises.
             let options = SqliteConnectOptions::from_str(url)?
@@ -119,9 +122,7 @@ impl Store {
                 .connect_with(options)
                 .await?;
             sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-            Store {
-                db: Db::Sqlite(pool),
-            }
+            Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -130,13 +131,14 @@ impl Store {
                 .connect_with(options)
                 .await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            Store {
-                db: Db::Postgres(pool),
-            }
+            Db::Postgres(pool)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
-        Ok(store)
+        Ok(Store {
+            writer: batch::start(db.clone()),
+            db,
+        })
     }
 
     /// Whether the database answers a trivial query.

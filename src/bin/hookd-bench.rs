@@ -1,0 +1,556 @@
+//! hookd's benchmark harness. Each scenario starts what it needs on loopback — a counting
+//! receiver, and `hookd serve` as a child process on a fresh store — runs a fixed workload, and
+//! prints one table whose figures are set against a baseline measured in the same run (these
+//! machines are noisy, so only same-run ratios mean anything). `docs/benchmarks.md` has the
+//! commands and the results.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use axum::{Router, body::Bytes, extract::State, http::StatusCode};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+#[derive(Parser)]
+#[command(about = "hookd benchmarks: same-run baselines, ratios, JSON results")]
+struct Cli {
+    /// `sqlite` (a fresh temp file) or a PostgreSQL server URL (a fresh database is created on it)
+    #[arg(long, default_value = "sqlite", global = true)]
+    store: String,
+    /// Also write the results here as JSON
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// Concurrent clients
+    #[arg(long, default_value_t = 64, global = true)]
+    concurrency: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Scenario {
+    /// 10 webhooks subscribed, 20,000 events published → 200,000 deliveries
+    Fanout {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10)]
+        webhooks: usize,
+    },
+    /// 64 senders POST a 1 KiB JSON body to an incoming webhook with a template and routing
+    Ingest {
+        #[arg(long, default_value_t = 50_000)]
+        requests: usize,
+    },
+    /// A steady 1,000 events/s for 30 s to one webhook: publish→receive latency
+    Steady {
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+/// Counts what arrives and how long after its event was published.
+#[derive(Default)]
+struct Counter {
+    received: AtomicU64,
+    latencies_ms: Mutex<Vec<i64>>,
+}
+
+async fn count(State(counter): State<Arc<Counter>>, body: Bytes) -> StatusCode {
+    let now = chrono::Utc::now().timestamp_millis();
+    // The envelope's "timestamp" is the event's publish time; find it without parsing the body.
+    let text = String::from_utf8_lossy(&body);
+    if let Some(start) = text.find("\"timestamp\":\"") {
+        let rest = &text[start + 13..];
+        if let Some(stamp) = rest.split('"').next()
+            && let Ok(at) = chrono::DateTime::parse_from_rfc3339(stamp)
+        {
+            counter
+                .latencies_ms
+                .lock()
+                .unwrap()
+                .push(now - at.timestamp_millis());
+        }
+    }
+    counter.received.fetch_add(1, Ordering::Relaxed);
+    StatusCode::OK
+}
+
+async fn start_receiver() -> anyhow::Result<(SocketAddr, Arc<Counter>)> {
+    let counter = Arc::new(Counter::default());
+    let app = Router::new()
+        .fallback(count)
+        .with_state(Arc::clone(&counter));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((addr, counter))
+}
+
+/// A `hookd serve` child process on a fresh store; killed (and its store dropped) on drop.
+struct Hookd {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+    key: String,
+    drop_database: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+const ADMIN_KEY: &str = "bench-admin-key";
+
+impl Hookd {
+    async fn start(store: &str) -> anyhow::Result<Hookd> {
+        let dir = tempfile::tempdir()?;
+        let (database_url, drop_database) = if store == "sqlite" {
+            (
+                format!("sqlite://{}", dir.path().join("bench.db").display()),
+                None,
+            )
+        } else {
+            let name = format!("hookd_bench_{}", uuid::Uuid::now_v7().simple());
+            let admin = sqlx::PgPool::connect(store)
+                .await
+                .context("connecting to --store")?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                .execute(&admin)
+                .await?;
+            admin.close().await;
+            let mut url = reqwest::Url::parse(store)?;
+            url.set_path(&name);
+            (url.to_string(), Some((store.to_string(), name)))
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let binary = std::env::current_exe()?.with_file_name("hookd");
+        let child = Command::new(&binary)
+            .arg("serve")
+            .env("HOOKD_BIND", format!("127.0.0.1:{port}"))
+            .env("HOOKD_DATABASE_URL", &database_url)
+            .env("HOOKD_ADMIN_KEY", ADMIN_KEY)
+            .env("HOOKD_ALLOWED_TARGET_CIDRS", "127.0.0.0/8")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with --release first)",
+                    binary.display()
+                )
+            })?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let mut hookd = Hookd {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client,
+            key: String::new(),
+            drop_database,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while hookd
+            .client
+            .get(format!("{}/readyz", hookd.base))
+            .send()
+            .await
+            .map(|r| r.status())
+            .ok()
+            != Some(reqwest::StatusCode::OK)
+        {
+            if Instant::now() > deadline {
+                bail!("hookd did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let key: Value = hookd
+            .client
+            .post(format!("{}/api/admin/keys", hookd.base))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"user_id": "bench", "company_id": "bench"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        hookd.key = key["key"].as_str().context("no key")?.to_string();
+        Ok(hookd)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{path}: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// Peak resident memory of the hookd process so far, in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| {
+                        l.split_whitespace()
+                            .nth(1)
+                            .and_then(|kb| kb.parse::<f64>().ok())
+                    })
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Hookd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some((server, name)) = self.drop_database.take() {
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    let admin = sqlx::PgPool::connect(&server).await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await?;
+                    Ok::<_, anyhow::Error>(())
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// Runs `total` calls of `call(i)` with `concurrency` in flight; returns the elapsed time.
+async fn drive<F, Fut>(total: usize, concurrency: usize, call: F) -> anyhow::Result<Duration>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (call, next) = (Arc::clone(&call), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(usize::MAX);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                call(i).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed())
+}
+
+async fn wait_for(counter: &Counter, count: u64, within: Duration) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    while counter.received.load(Ordering::Relaxed) < count {
+        if started.elapsed() > within {
+            bail!(
+                "only {} of {count} arrived within {within:?}",
+                counter.received.load(Ordering::Relaxed)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(started.elapsed())
+}
+
+fn percentile(sorted: &[i64], q: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn latencies(counter: &Counter) -> (i64, i64, i64) {
+    let mut all = std::mem::take(&mut *counter.latencies_ms.lock().unwrap());
+    all.sort_unstable();
+    (
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        all.last().copied().unwrap_or(0),
+    )
+}
+
+fn event_body(i: usize) -> Value {
+    json!({"event_type": "chat.completed", "agent_name": "bench",
+           "data": {"message": "benchmark event", "conversation_id": format!("conv-{i}"), "n": i}})
+}
+
+async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Value> {
+    let concurrency = cli.concurrency;
+    let total = (events * webhooks) as u64;
+
+    // Baseline: the same receiver driven directly by a pooled client with bodies of the same
+    // size, at the same concurrency: the most this machine can deliver.
+    let (addr, counter) = start_receiver().await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let sample = serde_json::to_vec(
+        &json!({"event_id": uuid::Uuid::now_v7().to_string(), "event_type": "chat.completed",
+        "timestamp": chrono::Utc::now().to_rfc3339(), "webhook_id": uuid::Uuid::now_v7().to_string(), "user_id": "bench",
+        "company_id": "bench", "agent_id": null, "agent_name": "bench", "data": event_body(0)["data"]}),
+    )?;
+    let url = format!("http://{addr}/");
+    let baseline = drive(total as usize, concurrency, move |_| {
+        let (client, url, body) = (client.clone(), url.clone(), sample.clone());
+        async move {
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(())
+        }
+    })
+    .await?;
+    let baseline_rate = total as f64 / baseline.as_secs_f64();
+
+    // hookd: the same number of deliveries, fanned out from published events.
+    let (addr, counter_hookd) = start_receiver().await?;
+    drop(counter);
+    let hookd = Arc::new(Hookd::start(&cli.store).await?);
+    for i in 0..webhooks {
+        hookd
+            .post("/api/webhooks/outgoing", &json!({"url": format!("http://{addr}/hook/{i}"), "event_types": ["chat.*"], "secret": "bench-secret"}))
+            .await?;
+    }
+    let started = Instant::now();
+    let publisher = Arc::clone(&hookd);
+    let publish = drive(events, concurrency, move |i| {
+        let hookd = Arc::clone(&publisher);
+        async move { hookd.post("/api/events", &event_body(i)).await.map(drop) }
+    })
+    .await?;
+    wait_for(&counter_hookd, total, Duration::from_secs(600)).await?;
+    let all_in = started.elapsed();
+    let delivery_rate = total as f64 / all_in.as_secs_f64();
+    let (p50, p99, max) = latencies(&counter_hookd);
+    let rss = hookd.peak_rss_mib();
+    Ok(json!({
+        "scenario": "fanout", "store": store_name(&cli.store), "events": events, "webhooks": webhooks,
+        "deliveries": total, "concurrency": concurrency,
+        "publish_per_s": round(events as f64 / publish.as_secs_f64()),
+        "deliveries_per_s": round(delivery_rate),
+        "baseline_deliveries_per_s": round(baseline_rate),
+        "ratio_to_baseline": round2(delivery_rate / baseline_rate),
+        "latency_ms": {"p50": p50, "p99": p99, "max": max},
+        "peak_rss_mib": round(rss),
+    }))
+}
+
+/// A 1 KiB JSON body like a CRM would send.
+fn ingest_body() -> Vec<u8> {
+    let filler = "x".repeat(820);
+    serde_json::to_vec(&json!({"lead_name": "Ada Lovelace", "company": "Analytical Engines", "email": "ada@example.com",
+        "phone": "+44 20 0000 0000", "priority": "high", "notes": filler}))
+    .unwrap_or_default()
+}
+
+/// Sends `requests` POSTs of `body` to `url` at `concurrency`; returns (elapsed, sorted latencies ms).
+async fn hammer(
+    url: String,
+    body: Vec<u8>,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Duration, Vec<i64>)> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
+    let recorded = Arc::clone(&latencies);
+    let elapsed = drive(requests, concurrency, move |_| {
+        let (client, url, body, recorded) = (
+            client.clone(),
+            url.clone(),
+            body.clone(),
+            Arc::clone(&recorded),
+        );
+        async move {
+            let started = Instant::now();
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            if response.status() != reqwest::StatusCode::ACCEPTED {
+                bail!("{url}: {}", response.status());
+            }
+            let _ = response.bytes().await?;
+            recorded
+                .lock()
+                .unwrap()
+                .push(i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX));
+            Ok(())
+        }
+    })
+    .await?;
+    let mut all = std::mem::take(&mut *latencies.lock().unwrap());
+    all.sort_unstable();
+    Ok((elapsed, all))
+}
+
+async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
+    // Baseline: a bare axum handler answering 202 to the same requests.
+    let app =
+        Router::new().fallback(|| async { (StatusCode::ACCEPTED, "{\"status\":\"accepted\"}") });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bare = format!("http://{}/webhook/token", listener.local_addr()?);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (baseline, baseline_latencies) =
+        hammer(bare, ingest_body(), requests, cli.concurrency).await?;
+    server.abort();
+
+    let hookd = Hookd::start(&cli.store).await?;
+    let created = hookd
+        .post(
+            "/api/webhooks/incoming",
+            &json!({"name": "bench", "agent_id": "bench_agent", "rate_limit": 1_000_000,
+                    "transform_template": "{\"message\": \"New lead: {{ lead_name }} from {{ company }}\", \"priority\": \"{{ priority | default('medium') }}\"}"}),
+        )
+        .await?;
+    let url = created["url"]
+        .as_str()
+        .context("no receiving url")?
+        .to_string();
+    let (elapsed, latencies) = hammer(url, ingest_body(), requests, cli.concurrency).await?;
+    let rate = requests as f64 / elapsed.as_secs_f64();
+    let baseline_rate = requests as f64 / baseline.as_secs_f64();
+    let ms = |us: i64| round2(us as f64 / 1_000.0);
+    Ok(json!({
+        "scenario": "ingest", "store": store_name(&cli.store), "requests": requests, "concurrency": cli.concurrency,
+        "body_bytes": ingest_body().len(),
+        "accepted_per_s": round(rate),
+        "baseline_per_s": round(baseline_rate),
+        "ratio_to_baseline": round2(rate / baseline_rate),
+        "latency_ms": {"p50": ms(percentile(&latencies, 0.5)), "p99": ms(percentile(&latencies, 0.99))},
+        "baseline_latency_ms": {"p50": ms(percentile(&baseline_latencies, 0.5)), "p99": ms(percentile(&baseline_latencies, 0.99))},
+        "peak_rss_mib": round(hookd.peak_rss_mib()),
+    }))
+}
+
+async fn steady(cli: &Cli, rate: u64, seconds: u64) -> anyhow::Result<Value> {
+    let (addr, counter) = start_receiver().await?;
+    let hookd = Arc::new(Hookd::start(&cli.store).await?);
+    hookd
+        .post(
+            "/api/webhooks/outgoing",
+            &json!({"url": format!("http://{addr}/steady"), "event_types": ["*"]}),
+        )
+        .await?;
+    let total = rate * seconds;
+    let gate = Arc::new(Semaphore::new(cli.concurrency));
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut late = 0_u64;
+    for i in 0..total {
+        tick.tick().await;
+        let Ok(permit) = Arc::clone(&gate).try_acquire_owned() else {
+            late += 1;
+            continue;
+        };
+        let hookd = Arc::clone(&hookd);
+        tokio::spawn(async move {
+            let _ = hookd.post("/api/events", &event_body(i as usize)).await;
+            drop(permit);
+        });
+    }
+    let sent = total - late;
+    wait_for(&counter, sent, Duration::from_secs(120)).await?;
+    let (p50, p99, max) = latencies(&counter);
+    Ok(json!({
+        "scenario": "steady", "store": store_name(&cli.store), "target_rate": rate, "seconds": seconds,
+        "published": sent, "skipped_because_publishers_were_busy": late,
+        "achieved_rate": round(sent as f64 / started.elapsed().as_secs_f64()),
+        "latency_ms": {"p50": p50, "p99": p99, "max": max},
+        "peak_rss_mib": round(hookd.peak_rss_mib()),
+    }))
+}
+
+fn store_name(store: &str) -> &str {
+    if store == "sqlite" {
+        "sqlite"
+    } else {
+        "postgres"
+    }
+}
+
+fn round(x: f64) -> f64 {
+    x.round()
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// One row per figure, nested figures with dotted names.
+fn print_table(value: &Value, prefix: &str) {
+    if let Value::Object(map) = value {
+        for (key, value) in map {
+            let name = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                Value::Object(_) => print_table(value, &name),
+                other => println!("{name:<40} {other}"),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let result = match cli.scenario {
+        Scenario::Fanout { events, webhooks } => fanout(&cli, events, webhooks).await?,
+        Scenario::Steady { rate, seconds } => steady(&cli, rate, seconds).await?,
+        Scenario::Ingest { requests } => ingest(&cli, requests).await?,
+    };
+    print_table(&result, "");
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&result)?)?;
+    }
+    Ok(())
+}
