@@ -62,6 +62,10 @@ pub struct Settings {
     /// [default: 16]
     #[arg(long, global = true, env = "HOOKD_PER_TARGET_CONCURRENCY")]
     pub per_target_concurrency: Option<usize>,
+    /// How long a node holds a claimed delivery before other nodes may take it over, in ms: a
+    /// crashed node's deliveries are retried this long after it died [default: 60000]
+    #[arg(long, global = true, env = "HOOKD_LEASE_MS")]
+    pub lease_ms: Option<i64>,
     /// Run no delivery workers on this node (API and incoming only)
     #[arg(long, global = true, env = "HOOKD_NO_WORKERS")]
     #[serde(default)]
@@ -89,6 +93,7 @@ impl Settings {
             per_target_concurrency: self
                 .per_target_concurrency
                 .or(fallback.per_target_concurrency),
+            lease_ms: self.lease_ms.or(fallback.lease_ms),
             no_workers: self.no_workers || fallback.no_workers,
         }
     }
@@ -110,6 +115,8 @@ pub struct Config {
     pub max_logs_per_webhook: i64,
     pub delivery_concurrency: usize,
     pub per_target_concurrency: usize,
+    /// How long a claimed delivery is held, in ms (see [`Settings::lease_ms`]).
+    pub lease_ms: i64,
     pub workers: bool,
 }
 
@@ -185,6 +192,7 @@ impl Config {
             )?,
             delivery_concurrency: settings.delivery_concurrency.unwrap_or(256).max(1),
             per_target_concurrency: settings.per_target_concurrency.unwrap_or(16).max(1),
+            lease_ms: positive("lease_ms", settings.lease_ms, 60_000)?,
             workers: !settings.no_workers,
         })
     }

@@ -25,8 +25,6 @@ use crate::{
     store::{AttemptRecord, HealthChange, Store},
 };
 
-/// How long a lease lasts by default; a send that may take longer extends its own lease.
-const LEASE_MS: i64 = 60_000;
 /// How often a node looks for due work when nothing wakes it (other nodes' publishes, retries
 /// coming due).
 const POLL: Duration = Duration::from_millis(500);
@@ -120,7 +118,7 @@ impl Worker {
             .store
             .claim_due(
                 now,
-                now + LEASE_MS,
+                now + self.config.lease_ms,
                 &token,
                 i64::try_from(free).unwrap_or(1),
             )
@@ -226,8 +224,11 @@ impl Worker {
                 .await?;
             return Ok(());
         };
-        let longest = hook.settings.timeout * 1_000 + 15_000;
-        if longest > LEASE_MS {
+        // The lease must outlast the send plus recording it (a quarter of the lease is kept for
+        // that), or another node could take the delivery over while it is still being made.
+        let lease_ms = self.config.lease_ms;
+        let longest = hook.settings.timeout * 1_000 + lease_ms / 4;
+        if longest > lease_ms {
             self.store
                 .extend_lease(&delivery.id, token, now_ms() + longest)
                 .await?;

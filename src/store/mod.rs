@@ -50,7 +50,13 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            sqlx::Error::Database(db) if db.code().as_deref().is_some_and(unreachable_code) => {
                 StoreError::Unavailable(error)
             }
             sqlx::Error::Database(db) if db.is_unique_violation() => {
@@ -59,6 +65,14 @@ impl From<sqlx::Error> for StoreError {
             _ => StoreError::Database(error),
         }
     }
+}
+
+/// SQLSTATEs that say the database cannot be reached now rather than that the statement is wrong:
+/// connection exceptions (class 08), too many connections, an administrator ending the session
+/// or the server (57P01–57P03), and a database not accepting connections (55000, as after
+/// `ALTER DATABASE … ALLOW_CONNECTIONS false` or while it is being dropped).
+fn unreachable_code(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "53300" | "57P01" | "57P02" | "57P03" | "55000")
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

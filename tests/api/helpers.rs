@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 pub const ADMIN_KEY: &str = "test-admin-key";
 
 /// Where the PostgreSQL half of the suite creates its databases.
-fn postgres_admin_url() -> String {
+pub fn postgres_admin_url() -> String {
     std::env::var("HOOKD_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -102,7 +102,7 @@ pub async fn postgres_available() -> bool {
 }
 
 /// A database that exists for one test and is dropped with it, even when the test panics.
-enum TestDb {
+pub enum TestDb {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
     Postgres { name: String },
 }
@@ -133,7 +133,7 @@ impl Drop for TestDb {
     }
 }
 
-async fn create_database(backend: Backend) -> (TestDb, String) {
+pub async fn create_database(backend: Backend) -> (TestDb, String) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");

@@ -1,0 +1,103 @@
+//! Three nodes on one PostgreSQL database: the work is shared, nothing is lost or doubled, and a
+//! node killed mid-run costs at most what it had in flight.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::Backend;
+use crate::node::{Node, database, duplicates, publish, wait_for_deliveries};
+use crate::receiver::{Receiver, Reply};
+
+const WEBHOOKS: usize = 10;
+
+async fn three_nodes(database_url: &str, env: &[(&str, &str)]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Node::start(database_url, env).await);
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_the_work_and_deliver_each_delivery_exactly_once() {
+    // 6,000 deliveries: enough for every node to take a real share, short enough for a debug
+    // build on two shared cores (2,000 events took 70 s there).
+    const EVENTS: usize = 600;
+    let Some((_db, url)) = database(Backend::Postgres).await else {
+        return;
+    };
+    let nodes = three_nodes(&url, &[]).await;
+    let receiver = Receiver::start().await;
+    let key = nodes[0].tenant_key().await;
+    nodes[0]
+        .webhooks(&key, &receiver, WEBHOOKS, json!({}))
+        .await;
+
+    let started = Instant::now();
+    let all: Vec<&Node> = nodes.iter().collect();
+    publish(&all, &key, EVENTS, 100).await;
+    let tally = wait_for_deliveries(&receiver, EVENTS * WEBHOOKS, Duration::from_secs(90)).await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(duplicates(&tally), 0, "no delivery may arrive twice");
+    let mut shares = Vec::new();
+    for node in &nodes {
+        shares.push(node.delivered().await);
+    }
+    eprintln!(
+        "scale-out: {} deliveries in {elapsed:.1?} by 3 nodes, shares {shares:?}",
+        tally.len()
+    );
+    assert_eq!(shares.iter().sum::<u64>(), (EVENTS * WEBHOOKS) as u64);
+    for share in shares {
+        assert!(
+            share * 10 >= (EVENTS * WEBHOOKS) as u64,
+            "each node delivers at least 10%: {share}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_loses_nothing_and_duplicates_at_most_its_in_flight_work() {
+    const EVENTS: usize = 300;
+    // The bound on what one node has in flight, and so on the duplicates its death may cause.
+    const CONCURRENCY: usize = 32;
+    let Some((_db, url)) = database(Backend::Postgres).await else {
+        return;
+    };
+    let concurrency = CONCURRENCY.to_string();
+    // A short lease so the dead node's deliveries are taken over within the test.
+    let env = [
+        ("HOOKD_LEASE_MS", "3000"),
+        ("HOOKD_DELIVERY_CONCURRENCY", concurrency.as_str()),
+    ];
+    let mut nodes = three_nodes(&url, &env).await;
+    let receiver = Receiver::start().await;
+    // Slow enough that each node has attempts in flight when one is killed.
+    receiver.always(Reply::Stall(Duration::from_millis(20)));
+    let key = nodes[0].tenant_key().await;
+    // timeout 1 s: the attempt and its recording fit in the 3 s lease without extending it.
+    nodes[0]
+        .webhooks(&key, &receiver, WEBHOOKS, json!({"timeout": 1}))
+        .await;
+
+    let all: Vec<&Node> = nodes.iter().collect();
+    publish(&all, &key, EVENTS, 50).await;
+    let total = EVENTS * WEBHOOKS;
+    receiver.wait_for(total / 4, Duration::from_secs(60)).await;
+    nodes[1].kill();
+    let killed_at = Instant::now();
+
+    let tally = wait_for_deliveries(&receiver, total, Duration::from_secs(60)).await;
+    let duplicates = duplicates(&tally);
+    eprintln!(
+        "SIGKILL of one of 3 nodes: all {total} deliveries arrived {:.1?} after the kill, \
+         {duplicates} duplicates",
+        killed_at.elapsed()
+    );
+    assert!(
+        duplicates <= CONCURRENCY,
+        "{duplicates} duplicates, more than the {CONCURRENCY} the killed node could have had in flight"
+    );
+}

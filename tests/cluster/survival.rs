@@ -1,0 +1,231 @@
+//! Survival: a crash, a failing receiver, an unreachable store and a graceful stop each leave
+//! every accepted event delivered.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{Backend, postgres_admin_url};
+use crate::node::{
+    Node, assert_all_events_arrived, database, duplicates, publish, wait_for_deliveries, wait_until,
+};
+use crate::receiver::{Receiver, Reply};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_node_killed_mid_delivery_delivers_every_accepted_event_after_restart() {
+    const EVENTS: usize = 10_000;
+    let (_db, url) = database(Backend::Sqlite).await.expect("sqlite");
+    let mut node = Node::start(&url, &[]).await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::Stall(Duration::from_millis(5)));
+    let key = node.tenant_key().await;
+    node.webhooks(&key, &receiver, 1, json!({})).await;
+
+    let accepted = publish(&[&node], &key, EVENTS, 1_000).await;
+    receiver.wait_for(EVENTS / 5, Duration::from_secs(60)).await;
+    node.kill();
+    let before_restart = receiver.count();
+    let _restarted = Node::start(&url, &[]).await;
+
+    let tally = wait_for_deliveries(&receiver, EVENTS, Duration::from_secs(90)).await;
+    assert_all_events_arrived(&receiver, &accepted);
+    eprintln!(
+        "crash: killed after {before_restart} requests; all {EVENTS} delivered after restart, \
+         {} duplicates",
+        duplicates(&tally)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_outage_opens_the_circuit_slows_to_trials_and_loses_nothing() {
+    const EVENTS: usize = 20;
+    const COOLDOWN: Duration = Duration::from_secs(1);
+    let (_db, url) = database(Backend::Sqlite).await.expect("sqlite");
+    let cooldown = COOLDOWN.as_millis().to_string();
+    let node = Node::start(
+        &url,
+        &[
+            ("HOOKD_CIRCUIT_COOLDOWN_MS", cooldown.as_str()),
+            ("HOOKD_RETRY_UNIT_MS", "100"),
+        ],
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::Status(500));
+    let key = node.tenant_key().await;
+    let hook = node
+        .webhooks(
+            &key,
+            &receiver,
+            1,
+            json!({"retry_count": 20, "retry_delay": 1, "timeout": 1}),
+        )
+        .await
+        .remove(0);
+    let accepted = publish(&[&node], &key, EVENTS, EVENTS).await;
+
+    let path = format!("/api/webhooks/outgoing/{hook}");
+    wait_until("the circuit opens", Duration::from_secs(10), async || {
+        node.get(&path, &key).await.expect(200)["circuit_state"] == "open"
+    })
+    .await;
+    // Now the receiver hangs past the webhook's 1 s timeout. The window is a span of time by
+    // nature: what is measured is how many attempts it lets through.
+    receiver.always(Reply::Stall(Duration::from_millis(1_500)));
+    const WINDOW: Duration = Duration::from_secs(4);
+    let before = receiver.count();
+    tokio::time::sleep(WINDOW).await;
+    let attempts = receiver.count() - before;
+    let trials = (WINDOW.as_millis() / COOLDOWN.as_millis()) as usize;
+    eprintln!("receiver outage: {attempts} attempts in {WINDOW:?} with the circuit open");
+    assert!(
+        attempts <= trials + 1,
+        "an open circuit lets one trial per cool-down through, got {attempts} in {WINDOW:?}"
+    );
+
+    receiver.always(Reply::Status(200));
+    let delivered_path = format!("{path}/deliveries?status=delivered&limit=100");
+    wait_until(
+        "every delivery is delivered after recovery",
+        Duration::from_secs(20),
+        async || {
+            node.get(&delivered_path, &key)
+                .await
+                .expect(200)
+                .as_array()
+                .map_or(0, Vec::len)
+                == EVENTS
+        },
+    )
+    .await;
+    assert_all_events_arrived(&receiver, &accepted);
+    assert_eq!(
+        node.get(&path, &key).await.expect(200)["circuit_state"],
+        "closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_postgres_gets_503_never_a_false_202_and_the_node_recovers_by_itself() {
+    let Some((_db, url)) = database(Backend::Postgres).await else {
+        return;
+    };
+    let name = url.rsplit('/').next().expect("database name").to_string();
+    let node = Node::start(&url, &[]).await;
+    let receiver = Receiver::start().await;
+    let key = node.tenant_key().await;
+    node.webhooks(&key, &receiver, 1, json!({})).await;
+    let mut accepted = publish(&[&node], &key, 1, 1).await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+
+    let admin = sqlx::PgPool::connect(&postgres_admin_url())
+        .await
+        .expect("admin connection");
+    let allow = async |allowed: bool| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {allowed}"
+        )))
+        .execute(&admin)
+        .await
+        .expect("alter database");
+    };
+    allow(false).await;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .expect("terminate backends");
+
+    // Writes while the store is out: each must be refused, none accepted.
+    let event = json!({"events": [{"event_type": "task.completed", "data": {}}]});
+    let outage = Instant::now();
+    let mut refused = 0;
+    while outage.elapsed() < Duration::from_secs(3) {
+        let answer = node.post("/api/events/batch", &key, &event).await;
+        answer.expect_error(503, "unavailable");
+        refused += 1;
+    }
+    let ready = node
+        .client
+        .get(format!("{}/readyz", node.base))
+        .send()
+        .await;
+    assert_eq!(ready.expect("readyz answers").status(), 503);
+    allow(true).await;
+
+    let recovered = Instant::now();
+    let mut published = None;
+    wait_until(
+        "a publish is accepted again",
+        Duration::from_secs(15),
+        async || {
+            let answer = node.post("/api/events/batch", &key, &event).await;
+            if answer.status == 503 {
+                return false;
+            }
+            published = Some(answer.expect(202));
+            true
+        },
+    )
+    .await;
+    let published = published.expect("accepted");
+    accepted.push(
+        published["events"][0]["event_id"]
+            .as_str()
+            .expect("id")
+            .to_string(),
+    );
+    wait_for_deliveries(&receiver, accepted.len(), Duration::from_secs(15)).await;
+    assert_all_events_arrived(&receiver, &accepted);
+    eprintln!(
+        "store outage: {refused} publishes refused with 503 in 3 s; accepted again {:.1?} after \
+         the database came back",
+        recovered.elapsed()
+    );
+    assert_eq!(
+        receiver.count(),
+        accepted.len(),
+        "refused events must not be delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_taking_requests_finishes_in_flight_work_and_exits_in_time() {
+    const EVENTS: usize = 200;
+    let (_db, url) = database(Backend::Sqlite).await.expect("sqlite");
+    let mut node = Node::start(&url, &[]).await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::Stall(Duration::from_millis(300)));
+    let key = node.tenant_key().await;
+    node.webhooks(&key, &receiver, 1, json!({})).await;
+    let accepted = publish(&[&node], &key, EVENTS, EVENTS).await;
+    receiver.wait_for(16, Duration::from_secs(10)).await;
+
+    let base = node.base.clone();
+    let took = tokio::join!(node.terminate(Duration::from_secs(15)), async {
+        // A fresh connection during the stop is refused: the listener closed at once.
+        let client = reqwest::Client::new();
+        wait_until(
+            "new requests are refused",
+            Duration::from_secs(2),
+            async || client.get(format!("{base}/healthz")).send().await.is_err(),
+        )
+        .await;
+    })
+    .0;
+    assert!(!node.is_running());
+    let before_restart = receiver.count();
+    let _node = Node::start(&url, &[]).await;
+    let tally = wait_for_deliveries(&receiver, EVENTS, Duration::from_secs(30)).await;
+    assert_all_events_arrived(&receiver, &accepted);
+    eprintln!(
+        "SIGTERM: exited in {took:.1?} with {before_restart} of {EVENTS} delivered; the rest \
+         after restart, {} duplicates",
+        duplicates(&tally)
+    );
+    assert_eq!(
+        duplicates(&tally),
+        0,
+        "in-flight attempts are finished, not repeated"
+    );
+}
