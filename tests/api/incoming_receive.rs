@@ -798,7 +798,9 @@ async fn a_flood_of_refusals_is_logged_sampled(backend: Backend) {
     let started = Instant::now();
     let statuses = burst(&app, &hook, 50).await;
     assert!(statuses.iter().all(|s| *s == 429));
-    let seconds = started.elapsed().as_secs() as usize + 1;
+    // The sampler buckets by wall-clock second, so a burst lasting under d seconds can touch
+    // floor(d) + 2 buckets when it straddles a boundary.
+    let buckets = started.elapsed().as_secs() as usize + 2;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // One more refusal, in a later second, carries the count of those left out.
     post_json(&app, &hook, &json!({})).await.expect(429);
@@ -822,7 +824,7 @@ async fn a_flood_of_refusals_is_logged_sampled(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(accounted, 51, "every refusal accounted for");
-    assert!(written <= seconds + 1, "{written} entries for 51 refusals");
+    assert!(written <= buckets + 1, "{written} entries for 51 refusals");
 }
 
 async fn inactive_unknown_and_oversized(backend: Backend) {
