@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::{
     domain::{
-        delivery::Delivery,
+        delivery::{Delivery, TargetKind},
         event::{Event, NewEvent},
         new_id,
         outgoing::OutgoingWebhook,
@@ -71,19 +71,14 @@ impl Publisher {
         Ok(hooks)
     }
 
-    /// Stores `events` (already validated) and their deliveries. With an idempotency key, a
-    /// repeated call answers what the first one did and writes nothing.
-    pub async fn publish(
+    /// Matches `events` (already validated) against the company's webhooks: the events and
+    /// deliveries to write, and what to answer. Nothing is written yet, so the caller can write
+    /// them in the same transaction as what caused them.
+    pub async fn prepare(
         &self,
         tenant: &Tenant,
         events: Vec<NewEvent>,
-        idempotency_key: Option<&str>,
-    ) -> Result<Published, StoreError> {
-        if let Some(key) = idempotency_key
-            && let Some(earlier) = self.remembered(tenant, key).await?
-        {
-            return Ok(earlier);
-        }
+    ) -> Result<(Publication, Published), StoreError> {
         let hooks = self.candidates(&tenant.company_id).await?;
         let now = now_ms();
         let mut stored = Vec::with_capacity(events.len());
@@ -98,7 +93,7 @@ impl Publisher {
                 hooks
                     .iter()
                     .filter(|hook| event.is_wanted_by(&hook.settings))
-                    .map(|hook| Delivery::pending(&event, &hook.id, now)),
+                    .map(|hook| Delivery::pending(&event, TargetKind::Webhook, &hook.id, now)),
             );
             published.events.push(PublishedEvent {
                 event_id: event.id.clone(),
@@ -106,17 +101,34 @@ impl Publisher {
             });
             stored.push(event);
         }
-        let idempotency = idempotency_key.map(|key| Idempotency {
-            key: key.to_string(),
-            response: serde_json::to_string(&published).unwrap_or_default(),
-        });
-        let fanned_out = !deliveries.is_empty();
         let publication = Publication {
             tenant: tenant.clone(),
             events: stored,
             deliveries,
-            idempotency,
+            idempotency: None,
         };
+        Ok((publication, published))
+    }
+
+    /// Stores `events` (already validated) and their deliveries. With an idempotency key, a
+    /// repeated call answers what the first one did and writes nothing.
+    pub async fn publish(
+        &self,
+        tenant: &Tenant,
+        events: Vec<NewEvent>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, StoreError> {
+        if let Some(key) = idempotency_key
+            && let Some(earlier) = self.remembered(tenant, key).await?
+        {
+            return Ok(earlier);
+        }
+        let (mut publication, published) = self.prepare(tenant, events).await?;
+        publication.idempotency = idempotency_key.map(|key| Idempotency {
+            key: key.to_string(),
+            response: serde_json::to_string(&published).unwrap_or_default(),
+        });
+        let fanned_out = !publication.deliveries.is_empty();
         match (self.store.publish(publication).await, idempotency_key) {
             (Ok(()), _) => {}
             // A concurrent publish with the same key won the race: answer what it answered.

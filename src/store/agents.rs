@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{Result, Store, StoreError, from_json, on_pool, to_json};
 use crate::domain::{
-    agent::{Agent, AgentSettings, Endpoint, EndpointFormat},
+    agent::{Agent, AgentSettings, DEFAULT_ENDPOINT_TIMEOUT_SECS, Endpoint, EndpointFormat},
+    delivery::Health,
     net::TargetUrl,
     new_id,
+    outgoing::{DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY_SECS},
     tenant::Tenant,
 };
 
@@ -19,17 +21,38 @@ struct AgentRow {
     company_id: String,
     name: String,
     endpoint: Option<String>,
+    consecutive_failures: i64,
+    circuit_open_until: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
 
-/// The stored JSON form of an [`Endpoint`].
+/// The stored JSON form of an [`Endpoint`]. Fields added later have defaults, so rows written
+/// before them still read.
 #[derive(Serialize, Deserialize)]
 struct EndpointJson {
     url: String,
     format: EndpointFormat,
     model: Option<String>,
     headers: BTreeMap<String, String>,
+    #[serde(default = "default_retry_count")]
+    retry_count: i64,
+    #[serde(default = "default_retry_delay")]
+    retry_delay: i64,
+    #[serde(default = "default_timeout")]
+    timeout: i64,
+}
+
+fn default_retry_count() -> i64 {
+    DEFAULT_RETRY_COUNT
+}
+
+fn default_retry_delay() -> i64 {
+    DEFAULT_RETRY_DELAY_SECS
+}
+
+fn default_timeout() -> i64 {
+    DEFAULT_ENDPOINT_TIMEOUT_SECS
 }
 
 impl TryFrom<AgentRow> for Agent {
@@ -45,6 +68,9 @@ impl TryFrom<AgentRow> for Agent {
                     format: e.format,
                     model: e.model,
                     headers: e.headers,
+                    retry_count: e.retry_count,
+                    retry_delay: e.retry_delay,
+                    timeout: e.timeout,
                 })
             }
             None => None,
@@ -59,6 +85,11 @@ impl TryFrom<AgentRow> for Agent {
                 name: row.name,
                 endpoint,
             },
+            health: Health {
+                consecutive_failures: row.consecutive_failures,
+                circuit_open_until: row.circuit_open_until,
+                deactivated_reason: None,
+            },
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -72,11 +103,15 @@ fn endpoint_json(settings: &AgentSettings) -> Option<String> {
             format: e.format,
             model: e.model.clone(),
             headers: e.headers.clone(),
+            retry_count: e.retry_count,
+            retry_delay: e.retry_delay,
+            timeout: e.timeout,
         })
     })
 }
 
-const COLUMNS: &str = "id, user_id, company_id, name, endpoint, created_at, updated_at";
+const COLUMNS: &str = "id, user_id, company_id, name, endpoint, consecutive_failures, \
+     circuit_open_until, created_at, updated_at";
 
 impl Store {
     /// Inserts an agent; a name the tenant already uses is a conflict.
@@ -155,6 +190,25 @@ impl Store {
         // Whoever lost a race to create the same name reads the winner's row.
         let agent = self.get_agent(tenant, reference).await?;
         Ok((agent, created == 1))
+    }
+
+    /// Agents by id, whatever their tenant (for the delivery workers).
+    pub async fn agents_by_id(&self, ids: &[&str]) -> Result<Vec<Agent>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM agents WHERE id IN ({})",
+            super::events::in_list(ids.len())
+        );
+        let rows: Vec<AgentRow> = on_pool!(self, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter().map(Agent::try_from).collect()
     }
 
     pub async fn update_agent(&self, agent: &Agent) -> Result<()> {

@@ -112,7 +112,7 @@ async fn write_all(db: &Db, ops: Vec<Op>) -> Result<Vec<Result<bool>>> {
             let outcome: Result<bool> = async {
                 Ok(match op {
                     Op::Publish(publication) => {
-                        write_publication!(savepoint, publication);
+                        write_publication!(savepoint, &publication);
                         true
                     }
                     Op::Accept(accepted) => write_acceptance!(savepoint, &*accepted),

@@ -1,8 +1,9 @@
 //! Deliveries: leasing due work, recording attempts, replays.
 
-use super::{Result, Store, StoreError, on_pool};
+use super::{Publication, Result, Store, StoreError, on_pool};
 use crate::domain::{
-    delivery::{Delivery, DeliveryStatus},
+    agent::AgentMessage,
+    delivery::{Delivery, DeliveryStatus, TargetKind},
     log::{LogEntry, Totals},
     tenant::Tenant,
 };
@@ -11,6 +12,7 @@ use crate::domain::{
 struct DeliveryRow {
     id: String,
     event_id: String,
+    target: String,
     webhook_id: String,
     company_id: String,
     event_type: String,
@@ -30,6 +32,8 @@ impl TryFrom<DeliveryRow> for Delivery {
         Ok(Delivery {
             status: DeliveryStatus::parse(&row.status)
                 .ok_or_else(|| StoreError::Corrupt(format!("delivery status {:?}", row.status)))?,
+            target: TargetKind::parse(&row.target)
+                .ok_or_else(|| StoreError::Corrupt(format!("delivery target {:?}", row.target)))?,
             id: row.id,
             event_id: row.event_id,
             webhook_id: row.webhook_id,
@@ -56,7 +60,7 @@ struct Sums {
     last_failure_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, event_id, webhook_id, company_id, event_type, status, attempts, \
+const COLUMNS: &str = "id, event_id, target, webhook_id, company_id, event_type, status, attempts, \
      next_attempt_at, last_status, last_error, created_at, updated_at";
 
 /// What an attempt teaches about its webhook's target.
@@ -70,10 +74,19 @@ pub enum HealthChange {
     Gone { reason: &'static str },
 }
 
+/// What a successful push to an agent's chat endpoint leaves behind, written with the attempt:
+/// the reply in the agent's inbox, and the `chat.completed` event with its deliveries.
+#[derive(Debug)]
+pub struct Reply {
+    pub message: AgentMessage,
+    pub publication: Publication,
+}
+
 /// The outcome of one attempt, recorded atomically with its log entry.
 #[derive(Debug)]
 pub struct AttemptRecord {
     pub delivery_id: String,
+    pub target: TargetKind,
     pub webhook_id: String,
     pub lease_token: String,
     pub status: DeliveryStatus,
@@ -84,6 +97,40 @@ pub struct AttemptRecord {
     pub now: i64,
     pub log: LogEntry,
     pub health: HealthChange,
+    /// Written only if the lease still held: otherwise the node that took the delivery over
+    /// records its own.
+    pub reply: Option<Reply>,
+}
+
+/// The table holding targets of this kind, and their circuit state.
+fn target_table(target: TargetKind) -> &'static str {
+    match target {
+        TargetKind::Webhook => "outgoing_webhooks",
+        TargetKind::Agent => "agents",
+    }
+}
+
+/// The statement recording `change` on the row of `target` (bound: `$1` its id, then the
+/// change's values); `None` when the change means nothing for that kind of target.
+pub(super) fn health_sql(change: HealthChange, target: TargetKind) -> Option<String> {
+    let table = target_table(target);
+    Some(match change {
+        HealthChange::Success => format!(
+            "UPDATE {table} SET consecutive_failures = 0, circuit_open_until = NULL
+             WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)"
+        ),
+        HealthChange::Failure { .. } => format!(
+            "UPDATE {table} SET consecutive_failures = consecutive_failures + 1,
+                circuit_open_until = CASE WHEN consecutive_failures + 1 >= $2 THEN $3
+                                          ELSE circuit_open_until END
+             WHERE id = $1"
+        ),
+        // An agent has no switch: its pushes just end (the worker never sends this for one).
+        HealthChange::Gone { .. } if target == TargetKind::Agent => return None,
+        HealthChange::Gone { .. } => {
+            format!("UPDATE {table} SET is_active = FALSE, deactivated_reason = $2 WHERE id = $1")
+        }
+    })
 }
 
 /// Writes an [`AttemptRecord`] on `$conn`; evaluates to whether the lease still held.
@@ -108,33 +155,19 @@ macro_rules! write_attempt {
         .rows_affected()
             == 1;
         write_log!($conn, &record.log);
-        match record.health {
-            HealthChange::Success => sqlx::query(
-                "UPDATE outgoing_webhooks SET consecutive_failures = 0, circuit_open_until = NULL
-                 WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)",
-            )
-            .bind(&record.webhook_id)
-            .execute(&mut *$conn)
-            .await?,
-            HealthChange::Failure { threshold, open_until } => sqlx::query(
-                "UPDATE outgoing_webhooks SET consecutive_failures = consecutive_failures + 1,
-                    circuit_open_until = CASE WHEN consecutive_failures + 1 >= $2 THEN $3
-                                              ELSE circuit_open_until END
-                 WHERE id = $1",
-            )
-            .bind(&record.webhook_id)
-            .bind(threshold)
-            .bind(open_until)
-            .execute(&mut *$conn)
-            .await?,
-            HealthChange::Gone { reason } => sqlx::query(
-                "UPDATE outgoing_webhooks SET is_active = FALSE, deactivated_reason = $2 WHERE id = $1",
-            )
-            .bind(&record.webhook_id)
-            .bind(reason)
-            .execute(&mut *$conn)
-            .await?,
-        };
+        if let Some(sql) = crate::store::deliveries::health_sql(record.health, record.target) {
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&record.webhook_id);
+            let query = match record.health {
+                HealthChange::Success => query,
+                HealthChange::Failure { threshold, open_until } => query.bind(threshold).bind(open_until),
+                HealthChange::Gone { reason } => query.bind(reason),
+            };
+            query.execute(&mut *$conn).await?;
+        }
+        if held && let Some(reply) = record.reply {
+            crate::store::inbox::insert_message!($conn, &reply.message);
+            crate::store::events::write_publication!($conn, &reply.publication);
+        }
         held
     }};
 }
@@ -261,15 +294,18 @@ impl Store {
     /// holds the trial until `trial_until`; others keep waiting.
     pub async fn claim_circuit_trial(
         &self,
-        webhook_id: &str,
+        target: TargetKind,
+        id: &str,
         now: i64,
         trial_until: i64,
     ) -> Result<bool> {
-        let won = on_pool!(self, pool => sqlx::query(
-            "UPDATE outgoing_webhooks SET circuit_open_until = $3
-             WHERE id = $1 AND (circuit_open_until IS NULL OR circuit_open_until <= $2)",
-        )
-        .bind(webhook_id)
+        let table = target_table(target);
+        let sql = format!(
+            "UPDATE {table} SET circuit_open_until = $3
+             WHERE id = $1 AND (circuit_open_until IS NULL OR circuit_open_until <= $2)"
+        );
+        let won = on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
         .bind(now)
         .bind(trial_until)
         .execute(pool)

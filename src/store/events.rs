@@ -94,12 +94,13 @@ macro_rules! write_publication {
         }
         for chunk in deliveries.chunks(CHUNK) {
             sqlx::QueryBuilder::new(
-                "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status, attempts,
-                    next_attempt_at, created_at, updated_at) ",
+                "INSERT INTO deliveries (id, event_id, target, webhook_id, company_id, event_type, status,
+                    attempts, next_attempt_at, created_at, updated_at) ",
             )
             .push_values(chunk, |mut row, delivery| {
                 row.push_bind(&delivery.id)
                     .push_bind(&delivery.event_id)
+                    .push_bind(delivery.target.as_str())
                     .push_bind(&delivery.webhook_id)
                     .push_bind(&delivery.company_id)
                     .push_bind(&delivery.event_type)

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{Result, Store, StoreError, from_json, on_pool};
+use super::{Publication, Result, Store, StoreError, from_json, on_pool};
 use crate::domain::{
     agent::{AgentMessage, MessageKind},
     log::LogEntry,
@@ -48,10 +48,13 @@ pub struct Acceptance {
     /// The sender's delivery id and the answer to remember for it.
     pub dedup: Option<(String, Value)>,
     pub log: LogEntry,
+    /// The events the request causes (`chat.message.received`, perhaps `agent.created`) with
+    /// their deliveries, including the push to the agent's endpoint: durable with the message.
+    pub publication: Publication,
 }
 
 /// Writes one accepted request on `$conn` (inside the group commit's transaction): its dedup
-/// record, inbox message and log entry. Evaluates to `false`, writing nothing, when its delivery
+/// record, inbox message, log entry and events. Evaluates to `false`, writing nothing, when its delivery
 /// id is already recorded.
 macro_rules! write_acceptance {
     ($conn:expr, $accepted:expr) => {{
@@ -75,27 +78,37 @@ macro_rules! write_acceptance {
             None => true,
         };
         if fresh {
-            sqlx::query(
-                "INSERT INTO agent_messages (id, agent_id, user_id, company_id,
-                    incoming_webhook_id, kind, content, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&message.id)
-            .bind(&message.agent_id)
-            .bind(&message.tenant.user_id)
-            .bind(&message.tenant.company_id)
-            .bind(&message.incoming_webhook_id)
-            .bind(message.kind.as_str())
-            .bind(crate::store::to_json(&message.content))
-            .bind(message.created_at)
-            .execute(&mut *$conn)
-            .await?;
+            crate::store::inbox::insert_message!($conn, message);
             crate::store::logs::write_log!($conn, log);
+            crate::store::events::write_publication!($conn, &accepted.publication);
         }
         fresh
     }};
 }
 pub(super) use write_acceptance;
+
+/// Inserts an inbox message on `$conn`.
+macro_rules! insert_message {
+    ($conn:expr, $message:expr) => {{
+        let message: &crate::domain::agent::AgentMessage = $message;
+        sqlx::query(
+            "INSERT INTO agent_messages (id, agent_id, user_id, company_id,
+                incoming_webhook_id, kind, content, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&message.id)
+        .bind(&message.agent_id)
+        .bind(&message.tenant.user_id)
+        .bind(&message.tenant.company_id)
+        .bind(&message.incoming_webhook_id)
+        .bind(message.kind.as_str())
+        .bind(crate::store::to_json(&message.content))
+        .bind(message.created_at)
+        .execute(&mut *$conn)
+        .await?;
+    }};
+}
+pub(super) use insert_message;
 
 impl Store {
     /// Makes an accepted request durable (in the node's next group commit). `false`: its

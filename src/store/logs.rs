@@ -29,6 +29,7 @@ impl TryFrom<LogRow> for LogEntry {
     fn try_from(row: LogRow) -> Result<LogEntry> {
         let webhook_type = match row.webhook_type.as_str() {
             "incoming" => WebhookType::Incoming,
+            "agent" => WebhookType::Agent,
             _ => WebhookType::Outgoing,
         };
         let headers: BTreeMap<String, String> = from_json("request_headers", &row.request_headers)?;
@@ -214,8 +215,8 @@ impl Store {
         Ok(removed)
     }
 
-    /// Deletes finished deliveries, events left without pending deliveries, and idempotency
-    /// keys, all older than `before` (ms).
+    /// Deletes finished deliveries, events left without pending deliveries, idempotency keys
+    /// and incoming dedup records, all older than `before` (ms).
     pub async fn prune_finished_work(&self, before: i64) -> Result<u64> {
         let mut removed = 0;
         for sql in [
@@ -223,6 +224,9 @@ impl Store {
             "DELETE FROM events WHERE created_at < $1 AND NOT EXISTS
                 (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
             "DELETE FROM idempotency_keys WHERE created_at < $1",
+            // A provider's delivery id is remembered as long as logs are: far longer than any
+            // provider keeps retrying one delivery.
+            "DELETE FROM incoming_dedup WHERE created_at < $1",
         ] {
             removed += on_pool!(self, pool => sqlx::query(sql)
                 .bind(before)

@@ -13,7 +13,7 @@ mod keys;
 mod logs;
 mod outgoing;
 
-pub use deliveries::{AttemptRecord, HealthChange};
+pub use deliveries::{AttemptRecord, HealthChange, Reply};
 pub use events::{Idempotency, Publication};
 pub use inbox::Acceptance;
 pub use logs::LogQuery;

@@ -2,9 +2,9 @@
 
 use super::{Result, Store, StoreError, from_json, on_pool, to_json};
 use crate::domain::{
-    delivery::PayloadFormat,
+    delivery::{Health, PayloadFormat},
     net::TargetUrl,
-    outgoing::{Health, OutgoingSettings, OutgoingWebhook},
+    outgoing::{OutgoingSettings, OutgoingWebhook},
     tenant::Tenant,
 };
 
