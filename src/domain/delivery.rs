@@ -99,7 +99,19 @@ impl Health {
 }
 
 /// What a delivery goes to; its `webhook_id` names a row of the matching table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetKind {
     /// An outgoing webhook (`outgoing_webhooks`).

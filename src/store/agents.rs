@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
     agent::{Agent, AgentSettings, DEFAULT_ENDPOINT_TIMEOUT_SECS, Endpoint, EndpointFormat},
     delivery::Health,
@@ -116,7 +116,7 @@ const COLUMNS: &str = "id, user_id, company_id, name, endpoint, consecutive_fail
 impl Store {
     /// Inserts an agent; a name the tenant already uses is a conflict.
     pub async fn insert_agent(&self, agent: &Agent) -> Result<()> {
-        on_pool!(self, pool => sqlx::query(
+        on_writer!(self, pool => sqlx::query(
             "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -174,7 +174,7 @@ impl Store {
             Err(StoreError::NotFound) => {}
             found => return found.map(|agent| (agent, false)),
         }
-        let created = on_pool!(self, pool => sqlx::query(
+        let created = on_writer!(self, pool => sqlx::query(
             "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
              VALUES ($1, $2, $3, $4, NULL, $5, $5)
              ON CONFLICT (company_id, user_id, name) DO NOTHING",
@@ -212,7 +212,7 @@ impl Store {
     }
 
     pub async fn update_agent(&self, agent: &Agent) -> Result<()> {
-        let done = on_pool!(self, pool => sqlx::query(
+        let done = on_writer!(self, pool => sqlx::query(
             "UPDATE agents SET name = $4, endpoint = $5, updated_at = $6
              WHERE id = $1 AND company_id = $2 AND user_id = $3",
         )
@@ -233,7 +233,7 @@ impl Store {
 
     /// Deletes an agent and its inbox.
     pub async fn delete_agent(&self, agent: &Agent) -> Result<()> {
-        on_pool!(self, pool => {
+        on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM agent_messages WHERE agent_id = $1")
                 .bind(&agent.id)
