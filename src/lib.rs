@@ -13,3 +13,6 @@ pub mod housekeeping;
 pub mod ingest;
 pub mod store;
 pub mod telemetry;
+
+#[cfg(test)]
+mod properties;

@@ -4,7 +4,7 @@
 //! 202. Cheap checks come first so a flood of bad requests costs little. HTTP framing and the
 //! mapping of refusals to statuses are the API's (`api::receive`); the rules are here.
 
-mod body;
+pub(crate) mod body;
 mod limit;
 mod refusals;
 
