@@ -13,3 +13,4 @@ pub mod housekeeping;
 pub mod ingest;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
