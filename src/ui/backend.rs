@@ -136,3 +136,42 @@ pub fn encode(value: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(status: StatusCode, detail: &str) -> ApiFailure {
+        ApiFailure {
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    #[test]
+    fn a_validation_message_belongs_to_the_top_level_field_it_names() {
+        let nested = failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "event_types[0]: unknown type",
+        );
+        assert_eq!(nested.field(), Some("event_types"));
+        assert_eq!(nested.message(), "unknown type");
+        let dotted = failure(StatusCode::UNPROCESSABLE_ENTITY, "endpoint.url: refused");
+        assert_eq!(dotted.field(), Some("endpoint"));
+    }
+
+    #[test]
+    fn other_failures_name_no_field_and_keep_their_whole_detail() {
+        let missing = failure(StatusCode::NOT_FOUND, "outgoing webhook not found");
+        assert_eq!(missing.field(), None);
+        assert_eq!(missing.message(), "outgoing webhook not found");
+        let scope = failure(StatusCode::FORBIDDEN, "scope: webhooks:write");
+        assert_eq!(scope.field(), None, "only validation errors name fields");
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(encode("sales agent/1"), "sales%20agent%2F1");
+        assert_eq!(encode("01936c1e-ab_c.~"), "01936c1e-ab_c.~");
+    }
+}

@@ -7,6 +7,7 @@ mod admin_keys;
 mod agents;
 mod auth;
 mod cli;
+mod dashboard;
 mod delivery;
 mod incoming_receive;
 mod incoming_webhooks;

@@ -172,15 +172,44 @@ impl Browser {
     }
 
     /// Signs in through the form with `key`.
+    /// Sets the window's size, e.g. a phone's width.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("resize");
+    }
+
     pub async fn sign_in(&self, key: &str) {
         self.goto("/ui/signin").await;
         self.fill("#key", key).await;
         self.click("button[type=submit]").await;
     }
 
-    /// Saves the page as `target/ui-screenshots/<scenario>-<page>.png`.
+    /// Saves the whole page as `target/ui-screenshots/<scenario>-<page>.png`: the window grows
+    /// to the page's height for the shot (WebDriver captures only the window), then shrinks back.
     pub async fn screenshot(&self, page: &str) {
+        let (width, height) = self.client.get_window_size().await.expect("window size");
+        let (width, height) = (width as u32, height as u32);
+        let full = self
+            .client
+            .execute(
+                "window.scrollTo(0, 0); return document.documentElement.scrollHeight;",
+                vec![],
+            )
+            .await
+            .ok()
+            .and_then(|h| h.as_u64())
+            .map_or(height, |h| (h as u32).clamp(height, 5_000));
+        self.client
+            .set_window_size(width, full)
+            .await
+            .expect("resize");
         let png = self.client.screenshot().await.expect("screenshot");
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("resize back");
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).expect("screenshot dir");
         std::fs::write(dir.join(format!("{}-{page}.png", self.scenario)), png)

@@ -53,6 +53,26 @@ async fn an_outgoing_webhook_is_created_through_the_form_and_its_test_shows_in_t
     browser.click("#settings button[type=submit]").await;
     browser.wait_for_text("#settings", "Saved.").await;
     browser.screenshot("settings-saved").await;
+
+    // A test event published from the event types page reaches the webhook.
+    browser.click("a[href='/ui/events']").await;
+    browser
+        .wait_for_text("#event-types", "chat.completed")
+        .await;
+    browser
+        .find("#event_type")
+        .await
+        .select_by_value("chat.completed")
+        .await
+        .unwrap();
+    browser.click("main form button[type=submit]").await;
+    browser
+        .wait_for_text("#publish-result", "to 1 webhook(s)")
+        .await;
+    receiver
+        .wait_for(2, std::time::Duration::from_secs(10))
+        .await;
+    browser.screenshot("events").await;
     browser.close().await;
 }
 
@@ -93,6 +113,9 @@ async fn a_failing_receiver_opens_the_circuit_shown_on_the_overview() {
     browser.wait_for_text("[data-circuit]", "open").await;
     browser.wait_for_text("#webhooks", "HTTP 500").await;
     browser.screenshot("overview-open").await;
+    browser.resize(390, 844).await;
+    browser.screenshot("overview-open-phone").await;
+    browser.resize(1280, 900).await;
 
     browser.click("#webhooks a").await;
     browser.wait_for_text("main", "circuit open").await;
