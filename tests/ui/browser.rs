@@ -194,7 +194,8 @@ impl Browser {
         let full = self
             .client
             .execute(
-                "window.scrollTo(0, 0); return document.documentElement.scrollHeight;",
+                "window.scrollTo(0, 0); return document.documentElement.scrollHeight \
+                 + window.outerHeight - window.innerHeight;",
                 vec![],
             )
             .await
