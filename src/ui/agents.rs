@@ -2,7 +2,7 @@
 //! the API's Server-Sent Events stream, passed through under the session cookie.
 
 use axum::{
-    Form, Router,
+    Router,
     extract::Path,
     http::{HeaderMap, Method, header::HeaderName},
     response::{IntoResponse, Response},
@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use super::{
     UiState,
     backend::{ApiFailure, encode},
-    layout::{Nav, failure_page, field, form_error, notice, page, text_or_dash},
+    forms::{self, InPlaceForm, field, form_error, input, save_button},
+    layout::{Nav, failure_page, page, text_or_dash},
     session::Session,
     tenant_only,
 };
@@ -23,7 +24,10 @@ use super::{
 pub fn routes() -> Router<UiState> {
     Router::new()
         .route("/ui/agents", get(list))
-        .route("/ui/agents/{id}", get(show).post(save_endpoint))
+        .route(
+            "/ui/agents/{id}",
+            get(show).post(forms::save::<EndpointForm>),
+        )
         .route("/ui/agents/{id}/stream", get(stream))
 }
 
@@ -65,7 +69,8 @@ async fn list(session: Session) -> Response {
 
 #[derive(Deserialize, Default)]
 struct EndpointForm {
-    #[serde(default)]
+    /// Named after the API field its messages name (`endpoint.url`), so they show beside it.
+    #[serde(default, rename = "endpoint")]
     url: String,
     #[serde(default)]
     format: String,
@@ -73,8 +78,13 @@ struct EndpointForm {
     model: String,
 }
 
-impl EndpointForm {
-    fn from_agent(agent: &Value) -> Self {
+/// The agent's endpoint, saved in place on its page.
+impl InPlaceForm for EndpointForm {
+    fn resource(id: &str) -> String {
+        format!("/api/agents/{}", encode(id))
+    }
+
+    fn from_resource(agent: &Value) -> Self {
         let endpoint = &agent["endpoint"];
         let text = |name: &str| endpoint[name].as_str().unwrap_or_default().to_string();
         EndpointForm {
@@ -85,7 +95,7 @@ impl EndpointForm {
     }
 
     /// A blank URL removes the endpoint.
-    fn to_json(&self) -> Value {
+    fn changes(&self) -> Value {
         if self.url.trim().is_empty() {
             return json!({ "endpoint": null });
         }
@@ -95,52 +105,31 @@ impl EndpointForm {
         }
         json!({ "endpoint": endpoint })
     }
-}
 
-fn endpoint_editor(
-    id: &str,
-    form: &EndpointForm,
-    error: Option<&ApiFailure>,
-    saved: bool,
-) -> Markup {
-    html! {
-        form #endpoint hx-post={ "/ui/agents/" (encode(id)) } hx-swap="outerHTML" novalidate {
-            (form_error(error, &["endpoint"]))
-            (field("Endpoint URL (blank: inbox only)",
-                html! { input #endpoint-url name="url" type="text" value=(form.url) placeholder="https://agent.example.com/v1/chat/completions"; },
-                "endpoint", error))
-            div.split {
-                div.field {
-                    label for="endpoint-format" { "Format" }
-                    select #endpoint-format name="format" {
-                        option value="json" selected[form.format != "openai_chat"] { "JSON" }
-                        option value="openai_chat" selected[form.format == "openai_chat"] { "OpenAI chat" }
+    fn render(&self, id: &str, error: Option<&ApiFailure>, saved: bool) -> Markup {
+        html! {
+            form #endpoint-form hx-post={ "/ui/agents/" (encode(id)) } hx-swap="outerHTML" novalidate {
+                (form_error(error, &["endpoint"]))
+                (field("Endpoint URL (blank: inbox only)",
+                    input("endpoint", "text", &self.url, "https://agent.example.com/v1/chat/completions", error),
+                    "endpoint", error))
+                div.split {
+                    div.field {
+                        label for="endpoint-format" { "Format" }
+                        select #endpoint-format name="format" {
+                            option value="json" selected[self.format != "openai_chat"] { "JSON" }
+                            option value="openai_chat" selected[self.format == "openai_chat"] { "OpenAI chat" }
+                        }
+                    }
+                    div.field {
+                        label for="endpoint-model" { "Model (OpenAI chat)" }
+                        input #endpoint-model name="model" type="text" value=(self.model);
                     }
                 }
-                div.field {
-                    label for="endpoint-model" { "Model (OpenAI chat)" }
-                    input #endpoint-model name="model" type="text" value=(form.model);
-                }
-            }
-            div.actions {
-                button type="submit" { "Save endpoint" }
-                @if saved { (notice(true, "Saved.")) }
+                (save_button("Save endpoint", saved))
             }
         }
     }
-}
-
-async fn save_endpoint(
-    session: Session,
-    Path(id): Path<String>,
-    Form(form): Form<EndpointForm>,
-) -> Response {
-    let path = format!("/api/agents/{}", encode(&id));
-    match session.api.put(&path, &form.to_json()).await {
-        Ok(agent) => endpoint_editor(&id, &EndpointForm::from_agent(&agent), None, true),
-        Err(failure) => endpoint_editor(&id, &form, Some(&failure), false),
-    }
-    .into_response()
 }
 
 async fn show(session: Session, Path(id): Path<String>) -> Response {
@@ -168,7 +157,7 @@ async fn show(session: Session, Path(id): Path<String>) -> Response {
             section.card {
                 h2 { "Endpoint" }
                 p.muted { "Where messages will also be pushed (pushing is not built yet; the inbox always receives them)." }
-                (endpoint_editor(&id, &EndpointForm::from_agent(&agent), None, false))
+                (EndpointForm::from_resource(&agent).render(&id, None, false))
             }
         },
     )

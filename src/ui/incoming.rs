@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use super::{
     UiState,
     backend::{ApiFailure, encode},
-    layout::{Nav, failure_page, field, form_error, notice, page, text_or_dash},
+    forms::{self, InPlaceForm, checkbox, field, form_error, input, save_button},
+    layout::{Nav, failure_page, notice, page, text_or_dash},
     logs,
     session::Session,
     tenant_only,
@@ -25,7 +26,10 @@ pub fn routes() -> Router<UiState> {
     Router::new()
         .route("/ui/incoming/new", get(new_form))
         .route("/ui/incoming", post(create))
-        .route("/ui/incoming/{id}", get(show).post(save))
+        .route(
+            "/ui/incoming/{id}",
+            get(show).post(forms::save::<SettingsForm>),
+        )
         .route("/ui/incoming/{id}/log", get(logs::incoming_fragment))
         .route("/ui/incoming/{id}/preview", post(preview))
         .route("/ui/incoming/{id}/template", post(save_template))
@@ -52,12 +56,7 @@ fn template_text(hook: &Value) -> String {
 }
 
 fn text_input(name: &str, value: &str, error: Option<&ApiFailure>) -> Markup {
-    let invalid = error.and_then(ApiFailure::field) == Some(name);
-    html! {
-        input id=(name) name=(name) type="text" value=(value)
-            aria-invalid=[invalid.then_some("true")]
-            aria-describedby=[invalid.then(|| format!("{name}-error"))];
-    }
+    input(name, "text", value, "", error)
 }
 
 #[derive(Deserialize, Default)]
@@ -133,8 +132,13 @@ struct SettingsForm {
     is_active: Option<String>,
 }
 
-impl SettingsForm {
-    fn from_hook(hook: &Value) -> Self {
+/// The access settings on the webhook's page, saved in place.
+impl InPlaceForm for SettingsForm {
+    fn resource(id: &str) -> String {
+        format!("/api/webhooks/incoming/{}", encode(id))
+    }
+
+    fn from_resource(hook: &Value) -> Self {
         SettingsForm {
             name: text_or_dash(&hook["name"]),
             agent_id: hook["agent_id"]
@@ -159,7 +163,7 @@ impl SettingsForm {
         }
     }
 
-    fn to_json(&self) -> Value {
+    fn changes(&self) -> Value {
         let rate_limit = self
             .rate_limit
             .trim()
@@ -179,47 +183,23 @@ impl SettingsForm {
             "is_active": self.is_active.is_some(),
         })
     }
-}
 
-fn settings_editor(
-    id: &str,
-    form: &SettingsForm,
-    error: Option<&ApiFailure>,
-    saved: bool,
-) -> Markup {
-    const FIELDS: &[&str] = &["name", "agent_id", "rate_limit", "allowed_ips"];
-    html! {
-        form #settings hx-post={ "/ui/incoming/" (encode(id)) } hx-swap="outerHTML" novalidate {
-            (form_error(error, FIELDS))
-            (field("Name", text_input("name", &form.name, error), "name", error))
-            (field("Agent (id or name)", text_input("agent_id", &form.agent_id, error), "agent_id", error))
-            (field("Rate limit (requests per minute)", text_input("rate_limit", &form.rate_limit, error), "rate_limit", error))
-            (field("Allowed addresses (one address or CIDR range per line; empty: anyone with the URL)",
-                html! { textarea.code #allowed_ips name="allowed_ips" style="min-height:80px" { (form.allowed_ips) } },
-                "allowed_ips", error))
-            div.field.check {
-                input #is_active type="checkbox" name="is_active" checked[form.is_active.is_some()];
-                " " label for="is_active" { "Active: accept requests" }
-            }
-            div.actions {
-                button type="submit" { "Save settings" }
-                @if saved { (notice(true, "Saved.")) }
+    fn render(&self, id: &str, error: Option<&ApiFailure>, saved: bool) -> Markup {
+        const FIELDS: &[&str] = &["name", "agent_id", "rate_limit", "allowed_ips"];
+        html! {
+            form #settings hx-post={ "/ui/incoming/" (encode(id)) } hx-swap="outerHTML" novalidate {
+                (form_error(error, FIELDS))
+                (field("Name", text_input("name", &self.name, error), "name", error))
+                (field("Agent (id or name)", text_input("agent_id", &self.agent_id, error), "agent_id", error))
+                (field("Rate limit (requests per minute)", text_input("rate_limit", &self.rate_limit, error), "rate_limit", error))
+                (field("Allowed addresses (one address or CIDR range per line; empty: anyone with the URL)",
+                    html! { textarea.code #allowed_ips name="allowed_ips" style="min-height:80px" { (self.allowed_ips) } },
+                    "allowed_ips", error))
+                (checkbox("is_active", "Active: accept requests", self.is_active.is_some()))
+                (save_button("Save settings", saved))
             }
         }
     }
-}
-
-async fn save(
-    session: Session,
-    Path(id): Path<String>,
-    Form(form): Form<SettingsForm>,
-) -> Response {
-    let path = format!("/api/webhooks/incoming/{}", encode(&id));
-    match session.api.put(&path, &form.to_json()).await {
-        Ok(hook) => settings_editor(&id, &SettingsForm::from_hook(&hook), None, true),
-        Err(failure) => settings_editor(&id, &form, Some(&failure), false),
-    }
-    .into_response()
 }
 
 async fn show(session: Session, Path(id): Path<String>) -> Response {
@@ -277,7 +257,7 @@ async fn show(session: Session, Path(id): Path<String>) -> Response {
             }
             section.card {
                 h2 { "Access" }
-                (settings_editor(&id, &SettingsForm::from_hook(&hook), None, false))
+                (SettingsForm::from_resource(&hook).render(&id, None, false))
             }
             section.card {
                 h2 { "Request log" }

@@ -7,13 +7,14 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
-use maud::{Markup, html};
+use maud::html;
 use serde_json::{Value, json};
 
 use super::{
     UiState,
     backend::{ApiFailure, encode},
-    layout::{Nav, failure_page, field, form_error, page, text_or_dash},
+    forms::{field, form_error, input},
+    layout::{Nav, failure_page, page, text_or_dash},
     session::{Role, Session},
 };
 use crate::domain::tenant::Scope;
@@ -50,9 +51,7 @@ async fn keys_page(
         Err(failure) => return failure_page(session.role, &failure),
     };
     let keys = keys.as_array().cloned().unwrap_or_default();
-    let input = |name: &str| -> Markup {
-        html! { input id=(name) name=(name) type="text" value=(value(form, name)); }
-    };
+    let input = |name: &str| input(name, "text", value(form, name), "", error);
     let body = html! {
         h1 { "API keys" }
         @if let Some(created) = created {

@@ -63,32 +63,6 @@ pub fn page(title: &str, role: Option<Role>, current: Nav, body: Markup) -> Mark
     }
 }
 
-/// A labelled input; `error` is the API's message when it named this field.
-pub fn field(label: &str, input: Markup, name: &str, error: Option<&ApiFailure>) -> Markup {
-    let message = error
-        .filter(|e| e.field() == Some(name))
-        .map(ApiFailure::message);
-    html! {
-        div.field.invalid[message.is_some()] {
-            label for=(name) { (label) }
-            (input)
-            @if let Some(message) = message {
-                p.field-error id={ (name) "-error" } role="alert" { (message) }
-            }
-        }
-    }
-}
-
-/// An API failure that names no field of the form at hand, shown above it.
-pub fn form_error(error: Option<&ApiFailure>, fields: &[&str]) -> Markup {
-    match error {
-        Some(e) if e.field().is_none_or(|f| !fields.contains(&f)) => {
-            html! { p.notice.bad role="alert" { (e.detail) } }
-        }
-        _ => html! {},
-    }
-}
-
 /// A short result line for an action (sent, saved, replayed…).
 pub fn notice(ok: bool, text: &str) -> Markup {
     html! { p.notice.good[ok].bad[!ok] role="status" { (text) } }

@@ -7,6 +7,7 @@ mod assets;
 mod backend;
 mod chart;
 mod events;
+mod forms;
 mod incoming;
 mod keys;
 mod layout;

@@ -16,7 +16,8 @@ use super::{
     UiState,
     backend::{ApiFailure, encode},
     chart,
-    layout::{Nav, failure_page, field, form_error, notice, page, text_or_dash},
+    forms::{self, InPlaceForm, checkbox, field, form_error, input, save_button},
+    layout::{Nav, failure_page, notice, page, text_or_dash},
     logs,
     session::Session,
     tenant_only,
@@ -26,7 +27,10 @@ pub fn routes() -> Router<UiState> {
     Router::new()
         .route("/ui/outgoing/new", get(new_form))
         .route("/ui/outgoing", post(create))
-        .route("/ui/outgoing/{id}", get(show).post(save))
+        .route(
+            "/ui/outgoing/{id}",
+            get(show).post(forms::save::<SettingsForm>),
+        )
         .route("/ui/outgoing/{id}/log", get(logs::outgoing_fragment))
         .route("/ui/outgoing/{id}/test", post(send_test))
         .route("/ui/outgoing/{id}/replay", post(replay))
@@ -126,50 +130,12 @@ impl SettingsForm {
         }
         Value::Object(body)
     }
-
-    /// The form filled from a webhook as the API shows it.
-    fn from_hook(hook: &Value) -> Self {
-        let text = |name: &str| match &hook[name] {
-            Value::Null => String::new(),
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        SettingsForm {
-            name: text("name"),
-            url: text("url"),
-            event_types: hook["event_types"]
-                .as_array()
-                .map(|types| {
-                    types
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default(),
-            description: text("description"),
-            is_active: hook["is_active"]
-                .as_bool()
-                .unwrap_or(true)
-                .then(String::new),
-            secret: String::new(),
-            retry_count: text("retry_count"),
-            retry_delay: text("retry_delay"),
-            timeout: text("timeout"),
-            rate_limit: text("rate_limit"),
-        }
-    }
 }
 
 /// The fields of the form, shared by the create page and the settings editor.
 fn settings_fields(form: &SettingsForm, error: Option<&ApiFailure>, editing: bool) -> Markup {
     let input = |name: &str, kind: &str, value: &str, placeholder: &str| {
-        let invalid = error.and_then(ApiFailure::field) == Some(name);
-        html! {
-            input id=(name) name=(name) type=(kind) value=(value) placeholder=(placeholder)
-                aria-invalid=[invalid.then_some("true")]
-                aria-describedby=[invalid.then(|| format!("{name}-error"))];
-        }
+        input(name, kind, value, placeholder, error)
     };
     html! {
         (form_error(error, FIELDS))
@@ -186,10 +152,7 @@ fn settings_fields(form: &SettingsForm, error: Option<&ApiFailure>, editing: boo
             (field("Timeout (s, 1–300)", input("timeout", "number", &form.timeout, "30"), "timeout", error))
             (field("Rate limit (per minute, blank: none)", input("rate_limit", "number", &form.rate_limit, ""), "rate_limit", error))
         }
-        div.field.check {
-            input #is_active type="checkbox" name="is_active" checked[form.is_active.is_some()];
-            " " label for="is_active" { "Active: deliver events to this webhook" }
-        }
+        (checkbox("is_active", "Active: deliver events to this webhook", form.is_active.is_some()))
     }
 }
 
@@ -240,35 +203,55 @@ async fn create(session: Session, Form(form): Form<SettingsForm>) -> Response {
     }
 }
 
-/// The settings editor, which replaces itself with the outcome when saved.
-fn settings_editor(
-    id: &str,
-    form: &SettingsForm,
-    error: Option<&ApiFailure>,
-    saved: bool,
-) -> Markup {
-    html! {
-        form #settings hx-post={ "/ui/outgoing/" (encode(id)) } hx-swap="outerHTML" novalidate {
-            (settings_fields(form, error, true))
-            div.actions {
-                button type="submit" { "Save settings" }
-                @if saved { (notice(true, "Saved.")) }
+/// The settings editor on the webhook's page, which replaces itself with the outcome when saved.
+impl InPlaceForm for SettingsForm {
+    fn resource(id: &str) -> String {
+        format!("/api/webhooks/outgoing/{}", encode(id))
+    }
+
+    fn from_resource(hook: &Value) -> Self {
+        let text = |name: &str| match &hook[name] {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        SettingsForm {
+            name: text("name"),
+            url: text("url"),
+            event_types: hook["event_types"]
+                .as_array()
+                .map(|types| {
+                    types
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+            description: text("description"),
+            is_active: hook["is_active"]
+                .as_bool()
+                .unwrap_or(true)
+                .then(String::new),
+            secret: String::new(),
+            retry_count: text("retry_count"),
+            retry_delay: text("retry_delay"),
+            timeout: text("timeout"),
+            rate_limit: text("rate_limit"),
+        }
+    }
+    fn changes(&self) -> Value {
+        self.to_json(true)
+    }
+
+    fn render(&self, id: &str, error: Option<&ApiFailure>, saved: bool) -> Markup {
+        html! {
+            form #settings hx-post={ "/ui/outgoing/" (encode(id)) } hx-swap="outerHTML" novalidate {
+                (settings_fields(self, error, true))
+                (save_button("Save settings", saved))
             }
         }
     }
-}
-
-async fn save(
-    session: Session,
-    Path(id): Path<String>,
-    Form(form): Form<SettingsForm>,
-) -> Response {
-    let path = format!("/api/webhooks/outgoing/{}", encode(&id));
-    match session.api.put(&path, &form.to_json(true)).await {
-        Ok(hook) => settings_editor(&id, &SettingsForm::from_hook(&hook), None, true),
-        Err(failure) => settings_editor(&id, &form, Some(&failure), false),
-    }
-    .into_response()
 }
 
 async fn show(session: Session, Path(id): Path<String>) -> Response {
@@ -332,7 +315,7 @@ async fn show(session: Session, Path(id): Path<String>) -> Response {
             }
             section.card {
                 h2 { "Settings" }
-                (settings_editor(&id, &SettingsForm::from_hook(&hook), None, false))
+                (SettingsForm::from_resource(&hook).render(&id, None, false))
             }
             section.card {
                 h2 { "Attempt log" }

@@ -57,6 +57,15 @@ async fn the_template_preview_follows_edits_and_names_the_line_of_an_error() {
         .expect(200);
     assert_eq!(hook["transform_template"], "Lead: {{ lead_name }}");
 
+    // Access settings are edited in place; a bad address is refused beside its field.
+    browser.fill("#allowed_ips", "not-an-address").await;
+    browser.click("#settings button[type=submit]").await;
+    browser.find("#allowed_ips-error").await;
+    browser.screenshot("access-invalid").await;
+    browser.fill("#allowed_ips", "127.0.0.0/8").await;
+    browser.click("#settings button[type=submit]").await;
+    browser.wait_for_text("#settings", "Saved.").await;
+
     // A request shows in the request log.
     let url = hook["url"].as_str().unwrap();
     let answer = reqwest::Client::new()
