@@ -40,5 +40,14 @@ async fn a_message_arrives_in_the_agent_inbox_without_a_reload() {
         .wait_for_text("#inbox", "Ticket: printer on fire")
         .await;
     browser.screenshot("inbox").await;
+
+    // The endpoint is edited in place; the API's refusal shows beside the field.
+    browser.fill("#endpoint", "ftp://agent.example").await;
+    browser.click("#endpoint-form button[type=submit]").await;
+    browser.find("#endpoint-error").await;
+    browser.screenshot("endpoint-invalid").await;
+    browser.fill("#endpoint", "").await;
+    browser.click("#endpoint-form button[type=submit]").await;
+    browser.wait_for_text("#endpoint-form", "Saved.").await;
     browser.close().await;
 }

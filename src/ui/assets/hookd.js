@@ -19,8 +19,13 @@ function connectInboxes() {
     list.dataset.connected = "yes";
     const source = new EventSource(list.dataset.stream);
     const status = document.querySelector(list.dataset.status);
-    source.onopen = () => { if (status) status.textContent = "live"; };
-    source.onerror = () => { if (status) status.textContent = "reconnecting…"; };
+    const show = (text, tone) => {
+      if (!status) return;
+      status.textContent = text;
+      status.className = `badge ${tone}`;
+    };
+    source.onopen = () => show("live", "on");
+    source.onerror = () => show("reconnecting…", "pending");
     source.addEventListener("message", (event) => {
       const message = JSON.parse(event.data);
       if (list.querySelector(`[data-id="${CSS.escape(message.id)}"]`)) return;
