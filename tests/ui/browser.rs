@@ -47,6 +47,11 @@ impl Browser {
     /// A fresh browser (empty profile) for `scenario` against the hookd at `base`, or `None`
     /// when Chromium is not installed and not required (the skip is said on stderr).
     pub async fn open(scenario: &'static str, base: &str) -> Option<Browser> {
+        Browser::open_with(scenario, base, &[]).await
+    }
+
+    /// As [`Browser::open`], with extra Chromium flags (e.g. a dark colour scheme).
+    pub async fn open_with(scenario: &'static str, base: &str, flags: &[&str]) -> Option<Browser> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
             assert!(
                 !browser_required(),
@@ -71,18 +76,26 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let profile = tempfile::tempdir().expect("profile dir");
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ]
+        .iter()
+        .chain(flags)
+        .map(|flag| flag.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
         let capabilities = json!({
             "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--window-size=1280,900",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            },
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
         });
         let capabilities = match capabilities {
             serde_json::Value::Object(map) => map,

@@ -54,3 +54,27 @@ async fn a_revoked_key_is_signed_out_at_its_next_page() {
     assert_eq!(browser.path().await, "/ui/signin");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_follow_a_dark_system_setting() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let dark = ["--blink-settings=preferredColorScheme=0"];
+    let Some(browser) = Browser::open_with("dark", &app.base, &dark).await else {
+        return;
+    };
+    browser.sign_in(&app.tenant_key().await).await;
+    browser.wait_for_text("h1", "Overview").await;
+    let background = browser
+        .client
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(background, "rgb(15, 18, 23)", "the dark palette applies");
+    browser.screenshot("overview").await;
+    browser.goto("/ui/outgoing/new").await;
+    browser.screenshot("new-outgoing").await;
+    browser.close().await;
+}
