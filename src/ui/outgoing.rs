@@ -362,11 +362,12 @@ async fn retry(session: Session, Path((id, delivery)): Path<(String, String)>) -
         encode(&id),
         encode(&delivery)
     );
-    let outcome = match session.api.post(&path, &json!({})).await {
+    // No log refresh: the attempt happens later, and a refresh would wipe this message.
+    match session.api.post(&path, &json!({})).await {
         Ok(_) => notice(true, "Queued again, with a fresh retry budget."),
         Err(failure) => notice(false, &failure.detail),
-    };
-    with_log_refresh(outcome)
+    }
+    .into_response()
 }
 
 #[derive(Deserialize)]

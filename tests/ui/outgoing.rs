@@ -45,6 +45,24 @@ async fn an_outgoing_webhook_is_created_through_the_form_and_its_test_shows_in_t
         .await;
     browser.screenshot("page").await;
 
+    // Filters reload the log in place.
+    browser
+        .find("#log-status")
+        .await
+        .select_by_value("failed")
+        .await
+        .unwrap();
+    browser.click("#log form button").await;
+    browser.wait_for_text("#log", "Nothing logged yet").await;
+    browser
+        .find("#log-status")
+        .await
+        .select_by_value("delivered")
+        .await
+        .unwrap();
+    browser.click("#log form button").await;
+    browser.wait_for_text("#log", "webhook.test").await;
+
     // Settings edited in place: a bad value shows its message, a good one saves.
     browser.fill("#timeout", "999").await;
     browser.click("#settings button[type=submit]").await;
@@ -120,6 +138,22 @@ async fn a_failing_receiver_opens_the_circuit_shown_on_the_overview() {
     browser.click("#webhooks a").await;
     browser.wait_for_text("main", "circuit open").await;
     browser.click("#log details summary").await;
+    browser.click("#log details .actions button").await;
+    browser.wait_for_text("#log", "Queued again").await;
     browser.screenshot("page-failing").await;
+
+    // Replay every failure since a time before the test (datetime inputs take a value, not keys).
+    browser
+        .client
+        .execute(
+            "document.querySelector('#since').value = '2020-01-01T00:00';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.click("form[hx-post$='/replay'] button").await;
+    browser
+        .wait_for_text("#replay-result", "failed deliveries queued again")
+        .await;
     browser.close().await;
 }
