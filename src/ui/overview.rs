@@ -126,12 +126,12 @@ async fn panel(api: &Backend) -> Result<Markup, ApiFailure> {
                         table #webhooks {
                             thead { tr {
                                 th { "Webhook" } th { "Direction" } th { "Active" } th { "Circuit" }
-                                th { "Success rate" } th { "p95" } th { "Pending" } th { "Last error" }
+                                th { "Success (1 h)" } th { "p95 (1 h)" } th { "Pending" } th { "Last error" }
                             } }
                             tbody { @for row in &rows { (row_markup(row)) } }
                         }
                     }
-                    p.muted { "Success rate over all recorded requests; p95 over the latest 1000. Refreshes every 5 s." }
+                    p.muted { "Success rate and p95 latency over the last hour; totals since the start. Refreshes every 5 s." }
                 }
             }
         }
@@ -142,6 +142,7 @@ fn row_markup(row: &Row) -> Markup {
     let id = row.hook["id"].as_str().unwrap_or_default();
     let active = row.hook["is_active"].as_bool().unwrap_or(false);
     let circuit = row.stats["circuit_state"].as_str();
+    let hour = &row.stats["last_hour"];
     html! {
         tr data-webhook=(id) {
             td { a href={ "/ui/" (row.direction) "/" (encode(id)) } { (text_or_dash(&row.hook["name"])) } }
@@ -152,8 +153,11 @@ fn row_markup(row: &Row) -> Markup {
                     span.badge.(circuit) data-circuit=(circuit) { (circuit.replace('_', "-")) }
                 } @else { "—" }
             }
-            td { (row.stats["success_rate"]) " %" }
-            td { @match row.stats["p95_processing_time_ms"].as_i64() {
+            td { @match hour["total_requests"].as_i64() {
+                Some(0) | None => "—",
+                Some(_) => { (hour["success_rate"]) " %" },
+            } }
+            td { @match hour["p95_processing_time_ms"].as_i64() {
                 Some(ms) => { (ms) " ms" },
                 None => "—",
             } }

@@ -16,3 +16,4 @@ mod outgoing_webhooks;
 mod receiver;
 mod receivers;
 mod receiving;
+mod statistics;
