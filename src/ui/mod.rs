@@ -18,6 +18,7 @@ mod session;
 
 use axum::{
     Form, Router,
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     middleware,
     response::{IntoResponse, Redirect, Response},
@@ -91,7 +92,7 @@ struct SignIn {
 }
 
 async fn sign_in(
-    axum::extract::State(state): axum::extract::State<UiState>,
+    State(state): State<UiState>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
 ) -> Response {
