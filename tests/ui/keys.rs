@@ -38,5 +38,15 @@ async fn the_operator_creates_a_key_shown_once_that_then_signs_in() {
     browser.click("header form button").await;
     browser.sign_in(&key).await;
     browser.wait_for_text("h1", "Overview").await;
+
+    // Revoked by the operator, the key no longer signs in.
+    browser.click("header form button").await;
+    browser.sign_in(ADMIN_KEY).await;
+    browser.click("#keys form button").await;
+    browser.wait_for_text("#keys", "revoked").await;
+    browser.screenshot("revoked").await;
+    browser.click("header form button").await;
+    browser.sign_in(&key).await;
+    browser.wait_for_text("#key-error", "not valid").await;
     browser.close().await;
 }
