@@ -132,10 +132,10 @@ async fn section(
             }
             div.actions {
                 @if filter.page > 0 {
-                    button.secondary hx-get=(page_link(filter.page - 1)) hx-target="#log" hx-swap="outerHTML" { "← Newer" }
+                    button.secondary data-page="newer" hx-get=(page_link(filter.page - 1)) hx-target="#log" hx-swap="outerHTML" { "← Newer" }
                 }
                 @if more {
-                    button.secondary hx-get=(page_link(filter.page + 1)) hx-target="#log" hx-swap="outerHTML" { "Older →" }
+                    button.secondary data-page="older" hx-get=(page_link(filter.page + 1)) hx-target="#log" hx-swap="outerHTML" { "Older →" }
                 }
             }
         }

@@ -13,7 +13,8 @@ async fn an_outgoing_webhook_is_created_through_the_form_and_its_test_shows_in_t
     let Some(browser) = Browser::open("outgoing", &app.base).await else {
         return;
     };
-    browser.sign_in(&app.tenant_key().await).await;
+    let key = app.tenant_key().await;
+    browser.sign_in(&key).await;
     browser.click("a[href='/ui/outgoing/new']").await;
 
     browser.fill("#url", "not a url").await;
@@ -91,6 +92,24 @@ async fn an_outgoing_webhook_is_created_through_the_form_and_its_test_shows_in_t
         .wait_for(2, std::time::Duration::from_secs(10))
         .await;
     browser.screenshot("events").await;
+
+    // More entries than a page holds: the log pages through them.
+    let events: Vec<_> = (0..21)
+        .map(|n| json!({"event_type": "task.completed", "data": {"n": n}}))
+        .collect();
+    app.post("/api/events/batch", &key, &json!({ "events": events }))
+        .await
+        .expect(202);
+    receiver
+        .wait_for(23, std::time::Duration::from_secs(15))
+        .await;
+    browser.client.back().await.unwrap();
+    browser.client.refresh().await.unwrap();
+    browser.wait_for_text("#log", "Older").await;
+    browser.click("#log [data-page=older]").await;
+    browser.wait_for_text("#log", "webhook.test").await;
+    browser.click("#log [data-page=newer]").await;
+    browser.wait_for_text("#log", "Older").await;
     browser.close().await;
 }
 
