@@ -104,6 +104,8 @@ impl Application {
                 Arc::clone(&state.sender),
                 Arc::clone(&state.config),
                 self.wake,
+                state.publisher.clone(),
+                state.ingest.inbox(),
             );
             background.push(tokio::spawn(worker.run(stopped.clone(), SHUTDOWN_GRACE)));
             background.push(tokio::spawn(housekeeping::run(

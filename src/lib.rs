@@ -14,3 +14,6 @@ pub mod ingest;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
+
+#[cfg(test)]
+mod properties;

@@ -35,7 +35,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, IntoParams)]
 pub struct LogParams {
-    /// `outgoing` or `incoming`; when absent, whichever of the caller's webhooks has this id.
+    /// `outgoing`, `incoming` or `agent` (pushes to an agent's endpoint, by the agent's id); when
+    /// absent, whichever of the caller's webhooks or agents has this id.
     webhook_type: Option<WebhookType>,
     /// Default 100, at most 1000.
     limit: Option<i64>,
@@ -101,7 +102,7 @@ async fn owned(
         Err(StoreError::NotFound) => Ok(None),
         other => other.map(Some),
     };
-    if kind != Some(WebhookType::Incoming) {
+    if matches!(kind, None | Some(WebhookType::Outgoing)) {
         let found = state
             .store
             .get_outgoing(tenant, id)
@@ -111,7 +112,7 @@ async fn owned(
             return Ok(owned);
         }
     }
-    if kind != Some(WebhookType::Outgoing) {
+    if matches!(kind, None | Some(WebhookType::Incoming)) {
         let found = state
             .store
             .get_incoming(tenant, id)
@@ -121,12 +122,27 @@ async fn owned(
             return Ok(owned);
         }
     }
+    if matches!(kind, None | Some(WebhookType::Agent)) {
+        let found = state
+            .store
+            .get_agent(tenant, id)
+            .await
+            .map(|agent| Owned::Agent(Box::new(agent)));
+        // Only by id: a name would let the same path mean two things.
+        if let Some(owned) =
+            not_found(found)?.filter(|o| matches!(o, Owned::Agent(a) if a.id == id))
+        {
+            return Ok(owned);
+        }
+    }
     Err(ApiError::NotFound("webhook"))
 }
 
 enum Owned {
     Outgoing(Box<crate::domain::outgoing::OutgoingWebhook>),
     Incoming,
+    /// The pushes to an agent's endpoint.
+    Agent(Box<crate::domain::agent::Agent>),
 }
 
 /// A webhook's log, newest first: every delivery attempt (outgoing) or received request
@@ -155,7 +171,8 @@ async fn list_webhook_logs(
 
 #[derive(Deserialize, IntoParams)]
 pub struct StatsParams {
-    /// `outgoing` or `incoming`; when absent, whichever of the caller's webhooks has this id.
+    /// `outgoing`, `incoming` or `agent` (pushes to an agent's endpoint, by the agent's id); when
+    /// absent, whichever of the caller's webhooks or agents has this id.
     webhook_type: Option<WebhookType>,
 }
 
@@ -173,11 +190,11 @@ pub struct StatisticsOut {
     pub p50_processing_time_ms: Option<i64>,
     pub p95_processing_time_ms: Option<i64>,
     pub p99_processing_time_ms: Option<i64>,
-    /// Deliveries waiting (outgoing only).
+    /// Deliveries waiting (outgoing webhooks and agents).
     pub pending: i64,
     pub last_success_at: Option<String>,
     pub last_failure_at: Option<String>,
-    /// Outgoing only.
+    /// Of the target (outgoing webhooks and agents).
     pub circuit_state: Option<CircuitState>,
     /// The same figures over the last hour only, from the log.
     pub last_hour: WindowStatisticsOut,
@@ -253,6 +270,11 @@ async fn get_webhook_statistics(
             Some(hook.health.circuit(&state.config.delivery, now_ms())),
         ),
         Owned::Incoming => (WebhookType::Incoming, 0, None),
+        Owned::Agent(agent) => (
+            WebhookType::Agent,
+            state.store.pending_count(&id).await?,
+            Some(agent.health.circuit(&state.config.delivery, now_ms())),
+        ),
     };
     Ok(Json(StatisticsOut {
         webhook_id: id,

@@ -28,6 +28,7 @@ use crate::{
             Agent, AgentChanges, AgentMessage, AgentSettings, EndpointChanges, EndpointFormat,
             MessageKind,
         },
+        delivery::Health,
         log::{REDACTED, is_sensitive_header},
         new_id,
         tenant::{Scope, Tenant},
@@ -67,6 +68,12 @@ pub struct EndpointIn {
     model: Option<String>,
     /// Extra headers, e.g. `Authorization`; credential values show as `********` after creation.
     headers: Option<BTreeMap<String, String>>,
+    /// Further attempts after a failed push (default 3, 0–20).
+    retry_count: Option<i64>,
+    /// Seconds before the first retry, doubling after each (default 60).
+    retry_delay: Option<i64>,
+    /// Seconds a push may take (default 60, 1–300).
+    timeout: Option<i64>,
 }
 
 impl AgentIn {
@@ -77,6 +84,9 @@ impl AgentIn {
                 url: e.url,
                 format: e.format,
                 model: e.model,
+                retry_count: e.retry_count,
+                retry_delay: e.retry_delay,
+                timeout: e.timeout,
                 headers: e.headers.map(|mut headers| {
                     let kept = current
                         .and_then(|s| s.endpoint.as_ref())
@@ -114,6 +124,9 @@ pub struct EndpointOut {
     pub format: EndpointFormat,
     pub model: Option<String>,
     pub headers: BTreeMap<String, String>,
+    pub retry_count: i64,
+    pub retry_delay: i64,
+    pub timeout: i64,
 }
 
 impl AgentOut {
@@ -123,6 +136,9 @@ impl AgentOut {
             url: e.url.as_str().to_string(),
             format: e.format,
             model: e.model,
+            retry_count: e.retry_count,
+            retry_delay: e.retry_delay,
+            timeout: e.timeout,
             headers: e
                 .headers
                 .into_iter()
@@ -223,6 +239,7 @@ async fn create_agent(
         id: new_id(),
         tenant: tenant.clone(),
         settings,
+        health: Health::default(),
         created_at: now,
         updated_at: now,
     };

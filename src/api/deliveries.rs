@@ -20,7 +20,7 @@ use crate::{
     delivery::worker::attempt_log,
     domain::{
         Invalid,
-        delivery::{Delivery, DeliveryStatus},
+        delivery::{Delivery, DeliveryStatus, TargetKind},
         event::{Event, NewEvent},
         event_types, new_id,
         tenant::Scope,
@@ -116,11 +116,11 @@ async fn send_test(
         },
         now,
     );
-    let delivery = Delivery::pending(&event, &hook.id, now);
+    let delivery = Delivery::pending(&event, TargetKind::Webhook, &hook.id, now);
     let attempt = state.sender.send(&hook, &event, &delivery.id).await;
     state
         .store
-        .record_log(attempt_log(&hook, &delivery, &attempt, now_ms()))
+        .record_log(attempt_log(&delivery, &attempt, now_ms()))
         .await?;
     Ok(Json(TestOut {
         success: attempt.succeeded(),

@@ -16,10 +16,10 @@ use super::{
 };
 use crate::domain::{
     Invalid,
-    delivery::{CircuitState, DeliveryPolicy, PayloadFormat},
+    delivery::{CircuitState, DeliveryPolicy, Health, PayloadFormat},
     log::{REDACTED, is_sensitive_header},
     new_id,
-    outgoing::{Health, OutgoingChanges, OutgoingSettings, OutgoingWebhook},
+    outgoing::{OutgoingChanges, OutgoingSettings, OutgoingWebhook},
     tenant::Scope,
     time::{iso8601, now_ms},
 };

@@ -26,13 +26,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Send data to an incoming webhook (also at `/api/webhook/{token}` and `/v1/webhook/{token}`).
 /// JSON, form-urlencoded and text bodies are accepted. The answer comes once the routed message
 /// is durable: 202 `{"status": "accepted", "id", "agent_id"}`, or 200 with the first answer
-/// when the webhook's `dedup_header` repeats a delivery id already accepted.
+/// when the webhook's `dedup_header` repeats a delivery id already accepted. A Slack
+/// `url_verification` request is answered 200 `{"challenge"}` and not routed.
 #[utoipa::path(post, path = "/webhook/{token}", tag = "receiving",
     params(("token" = String, Path, description = "The secret token of the receiving URL")),
     request_body(content = Object, description = "Any JSON, form fields or text"),
     responses(
         (status = 202, description = "Accepted: `{\"status\": \"accepted\", \"id\", \"agent_id\"}`"),
-        (status = 200, description = "A repeated delivery id: the first answer"),
+        (status = 200, description = "A repeated delivery id: the first answer; or Slack's url_verification: `{\"challenge\"}`"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody, description = "Source verification failed"),
         (status = 403, body = ErrorBody, description = "Inactive webhook, or address not allowed"),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -60,7 +61,9 @@ async fn receive_webhook(
         .await
     {
         Ok(Receipt::Accepted(answer)) => (StatusCode::ACCEPTED, Json(answer)).into_response(),
-        Ok(Receipt::Duplicate(answer)) => (StatusCode::OK, Json(answer)).into_response(),
+        Ok(Receipt::Duplicate(answer) | Receipt::Handshake(answer)) => {
+            (StatusCode::OK, Json(answer)).into_response()
+        }
         Err(ingest::Rejected { refusal, trail }) => {
             let error = ApiError::from(refusal);
             let detail = error.to_string();

@@ -51,6 +51,16 @@ enum Scenario {
         #[arg(long, default_value_t = 50_000)]
         requests: usize,
     },
+    /// Costs that must not grow with what is not involved: fan-out with 10 vs 10,000 configured
+    /// webhooks (10 subscribed), and the logs/statistics endpoints with 10k vs 1M log rows
+    Growth {
+        #[arg(long, default_value_t = 5_000)]
+        events: usize,
+        #[arg(long, default_value_t = 10_000)]
+        webhooks: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        log_rows: usize,
+    },
     /// A steady 1,000 events/s for 30 s to one webhook: publish→receive latency
     Steady {
         #[arg(long, default_value_t = 1_000)]
@@ -104,6 +114,7 @@ struct Hookd {
     base: String,
     client: reqwest::Client,
     key: String,
+    database_url: String,
     drop_database: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
@@ -158,6 +169,7 @@ impl Hookd {
             base: format!("http://127.0.0.1:{port}"),
             client,
             key: String::new(),
+            database_url: database_url.clone(),
             drop_database,
             _dir: dir,
         };
@@ -203,6 +215,58 @@ impl Hookd {
             bail!("{path}: {status} {body}");
         }
         Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<()> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await?;
+        let status = response.status();
+        let _ = response.bytes().await?;
+        if !status.is_success() {
+            bail!("{path}: {status}");
+        }
+        Ok(())
+    }
+
+    /// Writes `count` log rows straight into hookd's store, `webhook_id(i)` choosing each one's
+    /// webhook (an SQL expression over `i`): the API would take hours to produce a million.
+    async fn insert_log_rows(
+        &self,
+        count: usize,
+        webhook_id: &str,
+        tag: &str,
+    ) -> anyhow::Result<()> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let columns = "id, webhook_type, webhook_id, delivery_id, event_type, status, request_payload, \
+             request_headers, response_status, response_body, error_message, retry_count, \
+             processing_time_ms, created_at";
+        let values = format!(
+            "'{tag}-' || i, 'outgoing', {webhook_id}, NULL, 'chat.completed', 'delivered', \
+             '{{\"n\": 1}}', '{{}}', 200, 'ok', NULL, 0, i % 50, {now} - {count} + i"
+        );
+        if self.database_url.starts_with("sqlite:") {
+            let pool = sqlx::SqlitePool::connect(&self.database_url).await?;
+            let sql = format!(
+                "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {count})
+                 INSERT INTO webhook_logs ({columns}) SELECT {values} FROM n"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await?;
+            pool.close().await;
+        } else {
+            let pool = sqlx::PgPool::connect(&self.database_url).await?;
+            let sql = format!(
+                "INSERT INTO webhook_logs ({columns})
+                 SELECT {values} FROM generate_series(0, {count} - 1) AS i"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await?;
+            sqlx::query("ANALYZE webhook_logs").execute(&pool).await?;
+            pool.close().await;
+        }
+        Ok(())
     }
 
     /// Peak resident memory of the hookd process so far, in MiB.
@@ -344,36 +408,140 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
     .await?;
     let baseline_rate = total as f64 / baseline.as_secs_f64();
 
-    // hookd: the same number of deliveries, fanned out from published events.
-    let (addr, counter_hookd) = start_receiver().await?;
     drop(counter);
+    let run = fanout_through_hookd(cli, events, webhooks, 0).await?;
+    Ok(json!({
+        "scenario": "fanout", "store": store_name(&cli.store), "events": events, "webhooks": webhooks,
+        "deliveries": total, "concurrency": concurrency,
+        "publish_per_s": run.publish_per_s,
+        "deliveries_per_s": run.deliveries_per_s,
+        "baseline_deliveries_per_s": round(baseline_rate),
+        "ratio_to_baseline": round2(run.deliveries_per_s / baseline_rate),
+        "latency_ms": run.latency_ms,
+        "peak_rss_mib": run.peak_rss_mib,
+    }))
+}
+
+/// What one fan-out through hookd measured.
+struct FanoutRun {
+    publish_per_s: f64,
+    deliveries_per_s: f64,
+    latency_ms: Value,
+    peak_rss_mib: f64,
+}
+
+/// Publishes `events` to a fresh hookd with `subscribed` webhooks wanting them and `idle` more
+/// that want something else, and waits until every delivery has arrived.
+async fn fanout_through_hookd(
+    cli: &Cli,
+    events: usize,
+    subscribed: usize,
+    idle: usize,
+) -> anyhow::Result<FanoutRun> {
+    let total = (events * subscribed) as u64;
+    let (addr, counter) = start_receiver().await?;
     let hookd = Arc::new(Hookd::start(&cli.store).await?);
-    for i in 0..webhooks {
+    for i in 0..subscribed {
         hookd
             .post("/api/webhooks/outgoing", &json!({"url": format!("http://{addr}/hook/{i}"), "event_types": ["chat.*"], "secret": "bench-secret"}))
             .await?;
     }
+    let creator = Arc::clone(&hookd);
+    drive(idle, 16, move |i| {
+        let hookd = Arc::clone(&creator);
+        let body =
+            json!({"url": format!("http://{addr}/idle/{i}"), "event_types": ["task.failed"]});
+        async move { hookd.post("/api/webhooks/outgoing", &body).await.map(drop) }
+    })
+    .await?;
     let started = Instant::now();
     let publisher = Arc::clone(&hookd);
-    let publish = drive(events, concurrency, move |i| {
+    let publish = drive(events, cli.concurrency, move |i| {
         let hookd = Arc::clone(&publisher);
         async move { hookd.post("/api/events", &event_body(i)).await.map(drop) }
     })
     .await?;
-    wait_for(&counter_hookd, total, Duration::from_secs(600)).await?;
+    wait_for(&counter, total, Duration::from_secs(600)).await?;
     let all_in = started.elapsed();
-    let delivery_rate = total as f64 / all_in.as_secs_f64();
-    let (p50, p99, max) = latencies(&counter_hookd);
-    let rss = hookd.peak_rss_mib();
+    let (p50, p99, max) = latencies(&counter);
+    Ok(FanoutRun {
+        publish_per_s: round(events as f64 / publish.as_secs_f64()),
+        deliveries_per_s: round(total as f64 / all_in.as_secs_f64()),
+        latency_ms: json!({"p50": p50, "p99": p99, "max": max}),
+        peak_rss_mib: round(hookd.peak_rss_mib()),
+    })
+}
+
+/// p50 and p99 in ms of `rounds` sequential GETs of each path.
+async fn read_latencies(hookd: &Hookd, paths: &[String], rounds: usize) -> anyhow::Result<Value> {
+    let mut figures = serde_json::Map::new();
+    for path in paths {
+        let mut times = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let started = Instant::now();
+            hookd.get(path).await?;
+            times.push(i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX));
+        }
+        times.sort_unstable();
+        let ms = |us: i64| round2(us as f64 / 1_000.0);
+        let name = path.rsplit('/').next().unwrap_or(path).to_string();
+        figures.insert(
+            name,
+            json!({"p50": ms(percentile(&times, 0.5)), "p99": ms(percentile(&times, 0.99))}),
+        );
+    }
+    Ok(Value::Object(figures))
+}
+
+async fn growth(
+    cli: &Cli,
+    events: usize,
+    webhooks: usize,
+    log_rows: usize,
+) -> anyhow::Result<Value> {
+    const SUBSCRIBED: usize = 10;
+    let few = fanout_through_hookd(cli, events, SUBSCRIBED, 0).await?;
+    let many =
+        fanout_through_hookd(cli, events, SUBSCRIBED, webhooks.saturating_sub(SUBSCRIBED)).await?;
+
+    // One webhook's log of 10,000 entries read through the API; then the table grows to
+    // `log_rows` with other webhooks' entries, and the same reads are timed again.
+    const OWN_ROWS: usize = 10_000;
+    let hookd = Hookd::start(&cli.store).await?;
+    let created = hookd
+        .post(
+            "/api/webhooks/outgoing",
+            &json!({"url": "http://127.0.0.1:9/never", "event_types": ["task.failed"]}),
+        )
+        .await?;
+    let id = created["id"].as_str().context("no webhook id")?;
+    hookd
+        .insert_log_rows(OWN_ROWS, &format!("'{id}'"), "own")
+        .await?;
+    let paths = [
+        format!("/api/webhooks/{id}/logs?limit=100"),
+        format!("/api/webhooks/{id}/logs?limit=100&status=failed"),
+        format!("/api/webhooks/{id}/statistics"),
+    ];
+    let small = read_latencies(&hookd, &paths, 200).await?;
+    let others = log_rows.saturating_sub(OWN_ROWS);
+    hookd
+        .insert_log_rows(others, "'other-' || (i % 99)", "other")
+        .await?;
+    let large = read_latencies(&hookd, &paths, 200).await?;
+
+    let ratio = |a: f64, b: f64| if b > 0.0 { round2(a / b) } else { 0.0 };
+    let p99 = |run: &FanoutRun| run.latency_ms["p99"].as_f64().unwrap_or(0.0);
     Ok(json!({
-        "scenario": "fanout", "store": store_name(&cli.store), "events": events, "webhooks": webhooks,
-        "deliveries": total, "concurrency": concurrency,
-        "publish_per_s": round(events as f64 / publish.as_secs_f64()),
-        "deliveries_per_s": round(delivery_rate),
-        "baseline_deliveries_per_s": round(baseline_rate),
-        "ratio_to_baseline": round2(delivery_rate / baseline_rate),
-        "latency_ms": {"p50": p50, "p99": p99, "max": max},
-        "peak_rss_mib": round(rss),
+        "scenario": "growth", "store": store_name(&cli.store), "events": events, "subscribed": SUBSCRIBED,
+        "fanout": {
+            "deliveries_per_s": {"webhooks_10": few.deliveries_per_s, format!("webhooks_{webhooks}"): many.deliveries_per_s,
+                                 "slowdown": ratio(few.deliveries_per_s, many.deliveries_per_s)},
+            "latency_p99_ms": {"webhooks_10": p99(&few), format!("webhooks_{webhooks}"): p99(&many),
+                               "growth": ratio(p99(&many), p99(&few))},
+        },
+        "reads_ms": {format!("rows_{OWN_ROWS}"): small, format!("rows_{log_rows}"): large},
+        "peak_rss_mib": few.peak_rss_mib.max(many.peak_rss_mib),
     }))
 }
 
@@ -546,6 +714,11 @@ async fn main() -> anyhow::Result<()> {
     let result = match cli.scenario {
         Scenario::Fanout { events, webhooks } => fanout(&cli, events, webhooks).await?,
         Scenario::Steady { rate, seconds } => steady(&cli, rate, seconds).await?,
+        Scenario::Growth {
+            events,
+            webhooks,
+            log_rows,
+        } => growth(&cli, events, webhooks, log_rows).await?,
         Scenario::Ingest { requests } => ingest(&cli, requests).await?,
     };
     print_table(&result, "");

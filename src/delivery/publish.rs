@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use crate::{
     domain::{
-        delivery::Delivery,
+        delivery::{Delivery, TargetKind},
         event::{Event, NewEvent},
         new_id,
         outgoing::OutgoingWebhook,
@@ -34,7 +34,73 @@ pub struct PublishedEvent {
 }
 
 /// A company's active webhooks and the company version they were read at.
-type Candidates = (i64, Arc<Vec<OutgoingWebhook>>);
+type Candidates = (i64, Arc<Subscriptions>);
+
+/// A company's active webhooks indexed by the event types they subscribe to, so that matching an
+/// event looks only at the webhooks that could want it, however many others the company has.
+pub struct Subscriptions {
+    hooks: Vec<OutgoingWebhook>,
+    /// Exact types → positions in `hooks`.
+    exact: HashMap<String, Vec<usize>>,
+    /// Wildcard prefixes with their dot (`chat.` for `chat.*`) → positions.
+    prefixed: HashMap<String, Vec<usize>>,
+    /// Subscribed to everything (`*`).
+    all: Vec<usize>,
+}
+
+impl Subscriptions {
+    pub fn new(hooks: Vec<OutgoingWebhook>) -> Subscriptions {
+        let mut index = Subscriptions {
+            exact: HashMap::new(),
+            prefixed: HashMap::new(),
+            all: Vec::new(),
+            hooks: Vec::new(),
+        };
+        for (position, hook) in hooks.iter().enumerate() {
+            for pattern in &hook.settings.event_types {
+                match pattern.strip_suffix('*') {
+                    Some("") => index.all.push(position),
+                    Some(prefix) => index
+                        .prefixed
+                        .entry(prefix.to_string())
+                        .or_default()
+                        .push(position),
+                    None => index
+                        .exact
+                        .entry(pattern.clone())
+                        .or_default()
+                        .push(position),
+                }
+            }
+        }
+        index.hooks = hooks;
+        index
+    }
+
+    /// The webhooks that want `event` (type and filters), in the order they were given.
+    pub fn wanting<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a OutgoingWebhook> {
+        let prefixes = event
+            .event_type
+            .match_indices('.')
+            .filter_map(|(dot, _)| self.prefixed.get(&event.event_type[..=dot]));
+        let mut positions: Vec<usize> = self
+            .exact
+            .get(&event.event_type)
+            .into_iter()
+            .chain(prefixes)
+            .chain(std::iter::once(&self.all))
+            .flatten()
+            .copied()
+            .collect();
+        // A webhook with several matching patterns is listed once.
+        positions.sort_unstable();
+        positions.dedup();
+        positions
+            .into_iter()
+            .map(|position| &self.hooks[position])
+            .filter(|hook| event.is_wanted_by(&hook.settings))
+    }
+}
 
 /// Publishes events for a tenant; cheap to clone.
 #[derive(Clone)]
@@ -43,6 +109,10 @@ pub struct Publisher {
     wake: Arc<Notify>,
     /// Each company's active webhooks, with the company version they were read at.
     candidates: Arc<Mutex<HashMap<String, Candidates>>>,
+    /// Held while a company's webhooks are read afresh, so that the publishes arriving just
+    /// after a change wait for one read instead of each reading every webhook (with 10,000
+    /// webhooks, 64 concurrent reads starved the store's connections for seconds).
+    reloading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Publisher {
@@ -51,24 +121,73 @@ impl Publisher {
             store,
             wake,
             candidates: Arc::default(),
+            reloading: Arc::default(),
         }
     }
 
     /// The company's active webhooks: from the cache while the company's version is unchanged
     /// (one primary-key read), else read afresh. Another node's change moves the version too.
-    async fn candidates(&self, company_id: &str) -> Result<Arc<Vec<OutgoingWebhook>>, StoreError> {
+    async fn candidates(&self, company_id: &str) -> Result<Arc<Subscriptions>, StoreError> {
         let version = self.store.company_version(company_id).await?;
-        if let Some((cached, hooks)) = self.candidates.lock().expect("cache lock").get(company_id)
-            && *cached == version
-        {
-            return Ok(Arc::clone(hooks));
+        let cached = || {
+            let cache = self.candidates.lock().expect("cache lock");
+            let (at, hooks) = cache.get(company_id)?;
+            (*at == version).then(|| Arc::clone(hooks))
+        };
+        if let Some(hooks) = cached() {
+            return Ok(hooks);
         }
-        let hooks = Arc::new(self.store.active_outgoing_for_company(company_id).await?);
+        let _reloading = self.reloading.lock().await;
+        // Whoever held the lock before may have read this version already.
+        if let Some(hooks) = cached() {
+            return Ok(hooks);
+        }
+        let hooks = Arc::new(Subscriptions::new(
+            self.store.active_outgoing_for_company(company_id).await?,
+        ));
         self.candidates
             .lock()
             .expect("cache lock")
             .insert(company_id.to_string(), (version, Arc::clone(&hooks)));
         Ok(hooks)
+    }
+
+    /// Matches `events` (already validated) against the company's webhooks: the events and
+    /// deliveries to write, and what to answer. Nothing is written yet, so the caller can write
+    /// them in the same transaction as what caused them.
+    pub async fn prepare(
+        &self,
+        tenant: &Tenant,
+        events: Vec<NewEvent>,
+    ) -> Result<(Publication, Published), StoreError> {
+        let hooks = self.candidates(&tenant.company_id).await?;
+        let now = now_ms();
+        let mut stored = Vec::with_capacity(events.len());
+        let mut deliveries = Vec::new();
+        let mut published = Published {
+            events: Vec::with_capacity(events.len()),
+        };
+        for new in events {
+            let event = Event::new(new_id(), tenant.clone(), new, now);
+            let before = deliveries.len();
+            deliveries.extend(
+                hooks
+                    .wanting(&event)
+                    .map(|hook| Delivery::pending(&event, TargetKind::Webhook, &hook.id, now)),
+            );
+            published.events.push(PublishedEvent {
+                event_id: event.id.clone(),
+                deliveries: deliveries.len() - before,
+            });
+            stored.push(event);
+        }
+        let publication = Publication {
+            tenant: tenant.clone(),
+            events: stored,
+            deliveries,
+            idempotency: None,
+        };
+        Ok((publication, published))
     }
 
     /// Stores `events` (already validated) and their deliveries. With an idempotency key, a
@@ -84,39 +203,12 @@ impl Publisher {
         {
             return Ok(earlier);
         }
-        let hooks = self.candidates(&tenant.company_id).await?;
-        let now = now_ms();
-        let mut stored = Vec::with_capacity(events.len());
-        let mut deliveries = Vec::new();
-        let mut published = Published {
-            events: Vec::with_capacity(events.len()),
-        };
-        for new in events {
-            let event = Event::new(new_id(), tenant.clone(), new, now);
-            let before = deliveries.len();
-            deliveries.extend(
-                hooks
-                    .iter()
-                    .filter(|hook| event.is_wanted_by(&hook.settings))
-                    .map(|hook| Delivery::pending(&event, &hook.id, now)),
-            );
-            published.events.push(PublishedEvent {
-                event_id: event.id.clone(),
-                deliveries: deliveries.len() - before,
-            });
-            stored.push(event);
-        }
-        let idempotency = idempotency_key.map(|key| Idempotency {
+        let (mut publication, published) = self.prepare(tenant, events).await?;
+        publication.idempotency = idempotency_key.map(|key| Idempotency {
             key: key.to_string(),
             response: serde_json::to_string(&published).unwrap_or_default(),
         });
-        let fanned_out = !deliveries.is_empty();
-        let publication = Publication {
-            tenant: tenant.clone(),
-            events: stored,
-            deliveries,
-            idempotency,
-        };
+        let fanned_out = !publication.deliveries.is_empty();
         match (self.store.publish(publication).await, idempotency_key) {
             (Ok(()), _) => {}
             // A concurrent publish with the same key won the race: answer what it answered.
@@ -152,5 +244,81 @@ impl Publisher {
                     .map_err(|e| StoreError::Corrupt(format!("idempotency response: {e}")))
             })
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::{
+        delivery::Health,
+        outgoing::{OutgoingChanges, OutgoingSettings},
+    };
+
+    fn hook(id: &str, event_types: &[&str], filters: Option<serde_json::Value>) -> OutgoingWebhook {
+        let settings = OutgoingSettings::create(OutgoingChanges {
+            name: Some(id.into()),
+            url: Some("https://example.com/hook".into()),
+            event_types: Some(event_types.iter().map(|t| t.to_string()).collect()),
+            filters: filters.map(|f| f.as_object().cloned().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+        OutgoingWebhook {
+            id: id.into(),
+            tenant: Tenant {
+                user_id: "u".into(),
+                company_id: "c".into(),
+            },
+            settings,
+            health: Health::default(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn event(event_type: &str, data: serde_json::Value) -> Event {
+        let tenant = Tenant {
+            user_id: "u".into(),
+            company_id: "c".into(),
+        };
+        let new = NewEvent {
+            event_type: event_type.into(),
+            data,
+            ..Default::default()
+        };
+        Event::new("e".into(), tenant, new, 0)
+    }
+
+    #[test]
+    fn the_index_finds_exactly_what_a_scan_would() {
+        let hooks = vec![
+            hook("exact", &["chat.completed"], None),
+            hook("prefix", &["chat.*"], None),
+            hook("deeper", &["chat.message.*"], None),
+            hook("all", &["*"], None),
+            hook("twice", &["chat.*", "chat.completed"], None),
+            hook("other", &["task.failed"], None),
+            hook("filtered", &["chat.*"], Some(json!({"data.agent": "a"}))),
+        ];
+        let index = Subscriptions::new(hooks.clone());
+        for (event_type, data) in [
+            ("chat.completed", json!({})),
+            ("chat.completed", json!({"agent": "a"})),
+            ("chat.message.received", json!({})),
+            ("task.failed", json!({})),
+            ("agent.created", json!({})),
+        ] {
+            let event = event(event_type, data);
+            let found: Vec<_> = index.wanting(&event).map(|h| h.id.as_str()).collect();
+            let scanned: Vec<_> = hooks
+                .iter()
+                .filter(|h| event.is_wanted_by(&h.settings))
+                .map(|h| h.id.as_str())
+                .collect();
+            assert_eq!(found, scanned, "{event_type}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! target policy allows (checked on the address actually used, so DNS tricks don't get around it).
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -13,12 +14,14 @@ use reqwest::{
     dns::{Addrs, Name, Resolve, Resolving},
     header::{HeaderMap, HeaderName, HeaderValue},
 };
+use serde_json::{Value, json};
 
 use crate::domain::{
+    agent::{Agent, Endpoint, EndpointFormat},
     delivery::render_body,
     event::Event,
     log::{MAX_LOGGED_BODY, truncate},
-    net::TargetPolicy,
+    net::{TargetPolicy, TargetUrl},
     outgoing::OutgoingWebhook,
     signature::{hex_hmac_sha256, standard_webhooks_signature},
     time::iso8601,
@@ -30,7 +33,8 @@ pub struct Attempt {
     pub request_body: Vec<u8>,
     pub request_headers: Vec<(String, String)>,
     pub response_status: Option<u16>,
-    /// Cut to [`MAX_LOGGED_BODY`].
+    /// As much as the caller asked to keep: [`MAX_LOGGED_BODY`], or more for a model's reply
+    /// (the log cuts it).
     pub response_body: Option<String>,
     /// From a 429/503 answer's `Retry-After`.
     pub retry_after_ms: Option<i64>,
@@ -39,9 +43,13 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// A 2xx answer, read whole (and, for a model, holding a reply). A connection cut mid-answer
+    /// is retried: receivers dedupe on the delivery id.
     pub fn succeeded(&self) -> bool {
-        self.response_status
-            .is_some_and(|s| (200..300).contains(&s))
+        self.error.is_none()
+            && self
+                .response_status
+                .is_some_and(|s| (200..300).contains(&s))
     }
 
     /// 410 Gone: the receiver asks never to be called again.
@@ -137,23 +145,91 @@ impl Sender {
             Ok(body) => body,
             Err(error) => return Attempt::error(Vec::new(), Vec::new(), error, started),
         };
-        let headers = wire_headers(hook, event, delivery_id, &body);
+        let signer = Signer {
+            custom: &settings.headers,
+            source_id: &hook.id,
+            secret: settings.secret.as_deref(),
+        };
+        let headers = signer.headers(event, delivery_id, &body);
+        self.execute(
+            &settings.url,
+            headers,
+            body,
+            settings.timeout,
+            MAX_LOGGED_BODY,
+            started,
+        )
+        .await
+    }
+
+    /// Pushes a message routed to `agent` (the `chat.message.received` event carrying it) to the
+    /// agent's endpoint, once. For `openai_chat`, also the reply the model gave; an answer
+    /// without one counts as a failed attempt.
+    pub async fn push(
+        &self,
+        agent: &Agent,
+        endpoint: &Endpoint,
+        event: &Event,
+        delivery_id: &str,
+    ) -> (Attempt, Option<String>) {
+        let started = Instant::now();
+        let body = push_body(agent, endpoint, event);
+        let signer = Signer {
+            custom: &endpoint.headers,
+            source_id: &agent.id,
+            secret: None,
+        };
+        let headers = signer.headers(event, delivery_id, &body);
+        let keep = match endpoint.format {
+            EndpointFormat::OpenaiChat => MAX_REPLY_BYTES,
+            EndpointFormat::Json => MAX_LOGGED_BODY,
+        };
+        let mut attempt = self
+            .execute(
+                &endpoint.url,
+                headers,
+                body,
+                endpoint.timeout,
+                keep,
+                started,
+            )
+            .await;
+        if endpoint.format != EndpointFormat::OpenaiChat || !attempt.succeeded() {
+            return (attempt, None);
+        }
+        let reply = attempt.response_body.as_deref().and_then(chat_reply);
+        if reply.is_none() {
+            attempt.error = Some("the answer holds no choices[0].message.content".to_string());
+        }
+        (attempt, reply)
+    }
+
+    /// Makes one request and reads up to `keep` bytes of the answer.
+    async fn execute(
+        &self,
+        url: &TargetUrl,
+        headers: HeaderMap,
+        body: Vec<u8>,
+        timeout_secs: i64,
+        keep: usize,
+        started: Instant,
+    ) -> Attempt {
         let shown: Vec<(String, String)> = headers
             .iter()
             .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or("").to_string()))
             .collect();
         // Names go through the checking resolver; literal addresses are checked here.
-        if let Ok(ip) = hook.settings.url.host().parse::<IpAddr>()
+        if let Ok(ip) = url.host().parse::<IpAddr>()
             && let Err(refusal) = self.policy.check_ip(ip)
         {
             return Attempt::error(body, shown, refusal.to_string(), started);
         }
         let request = self
             .client
-            .post(settings.url.url().clone())
+            .post(url.url().clone())
             .headers(headers)
             .timeout(Duration::from_secs(
-                u64::try_from(settings.timeout).unwrap_or(30),
+                u64::try_from(timeout_secs).unwrap_or(30),
             ))
             .body(body.clone());
         match request.send().await {
@@ -162,7 +238,7 @@ impl Sender {
                 let retry_after_ms = matches!(status.as_u16(), 429 | 503)
                     .then(|| retry_after_ms(response.headers()))
                     .flatten();
-                let (response_body, read_error) = read_limited(response).await;
+                let (response_body, read_error) = read_limited(response, keep).await;
                 Attempt {
                     request_body: body,
                     request_headers: shown,
@@ -176,6 +252,40 @@ impl Sender {
             Err(error) => Attempt::error(body, shown, describe(&error), started),
         }
     }
+}
+
+/// Most bytes of a model's answer kept (a reply longer than the log's cut is still whole).
+const MAX_REPLY_BYTES: usize = 1024 * 1024;
+
+/// The body of a push. `json`: the message (the event's data: `message_id`, `agent_id`,
+/// `agent_name`, `incoming_webhook_id`, `content`). `openai_chat`: a chat completion request
+/// with the message as the user turn (a string as it is, anything else as JSON text) and the
+/// endpoint's model, else the agent's name (AGiXT names its agents as models).
+fn push_body(agent: &Agent, endpoint: &Endpoint, event: &Event) -> Vec<u8> {
+    let body = match endpoint.format {
+        EndpointFormat::Json => event.data.clone(),
+        EndpointFormat::OpenaiChat => {
+            let content = match event.data.get("content") {
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            json!({
+                "model": endpoint.model.as_deref().unwrap_or(&agent.settings.name),
+                "messages": [{"role": "user", "content": content}],
+            })
+        }
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `choices[0].message.content` of a chat completion.
+fn chat_reply(answer: &str) -> Option<String> {
+    let answer: Value = serde_json::from_str(answer).ok()?;
+    answer
+        .pointer("/choices/0/message/content")?
+        .as_str()
+        .map(str::to_string)
 }
 
 impl Attempt {
@@ -201,44 +311,50 @@ fn elapsed_ms(started: Instant) -> i64 {
     i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Content-Type and custom headers first, then hookd's own, which custom headers cannot replace.
-fn wire_headers(
-    hook: &OutgoingWebhook,
-    event: &Event,
-    delivery_id: &str,
-    body: &[u8],
-) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    for (name, value) in &hook.settings.headers {
-        // Both were validated when the webhook was saved.
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.insert(name, value);
+/// Who a request comes from, as its headers say.
+struct Signer<'a> {
+    custom: &'a BTreeMap<String, String>,
+    /// The outgoing webhook's or the agent's id (`X-Webhook-ID`).
+    source_id: &'a str,
+    secret: Option<&'a str>,
+}
+
+impl Signer<'_> {
+    /// Content-Type and custom headers first, then hookd's own, which custom headers cannot
+    /// replace.
+    fn headers(&self, event: &Event, delivery_id: &str, body: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        for (name, value) in self.custom {
+            // Both were validated when the target was saved.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
         }
-    }
-    let now = chrono::Utc::now();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(name, value);
+        let now = chrono::Utc::now();
+        let mut set = |name: &'static str, value: String| {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        };
+        set("x-webhook-event", event.event_type.clone());
+        set("x-webhook-id", self.source_id.to_string());
+        set("x-webhook-timestamp", iso8601(now.timestamp_millis()));
+        set("x-webhook-delivery", delivery_id.to_string());
+        set("webhook-id", delivery_id.to_string());
+        set("webhook-timestamp", now.timestamp().to_string());
+        if let Some(secret) = self.secret {
+            set("x-webhook-signature", hex_hmac_sha256(secret, body));
+            set(
+                "webhook-signature",
+                standard_webhooks_signature(secret, delivery_id, now.timestamp(), body),
+            );
         }
-    };
-    set("x-webhook-event", event.event_type.clone());
-    set("x-webhook-id", hook.id.clone());
-    set("x-webhook-timestamp", iso8601(now.timestamp_millis()));
-    set("x-webhook-delivery", delivery_id.to_string());
-    set("webhook-id", delivery_id.to_string());
-    set("webhook-timestamp", now.timestamp().to_string());
-    if let Some(secret) = &hook.settings.secret {
-        set("x-webhook-signature", hex_hmac_sha256(secret, body));
-        set(
-            "webhook-signature",
-            standard_webhooks_signature(secret, delivery_id, now.timestamp(), body),
-        );
+        headers
     }
-    headers
 }
 
 /// `Retry-After` as seconds or an HTTP date, in milliseconds from now.
@@ -251,15 +367,15 @@ fn retry_after_ms(headers: &HeaderMap) -> Option<i64> {
     Some((at.timestamp_millis() - chrono::Utc::now().timestamp_millis()).max(0))
 }
 
-/// The response body, cut to [`MAX_LOGGED_BODY`]; the rest is not read. A read error (e.g. the
-/// timeout striking mid-body) is reported beside what was read.
-async fn read_limited(mut response: reqwest::Response) -> (String, Option<String>) {
+/// The response body, cut to `keep` bytes; the rest is not read. A read error (e.g. the timeout
+/// striking mid-body) is reported beside what was read.
+async fn read_limited(mut response: reqwest::Response, keep: usize) -> (String, Option<String>) {
     let mut bytes = Vec::new();
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 bytes.extend_from_slice(&chunk);
-                if bytes.len() >= MAX_LOGGED_BODY {
+                if bytes.len() >= keep {
                     break;
                 }
             }
@@ -272,10 +388,7 @@ async fn read_limited(mut response: reqwest::Response) -> (String, Option<String
             }
         }
     }
-    (
-        truncate(&String::from_utf8_lossy(&bytes), MAX_LOGGED_BODY),
-        None,
-    )
+    (truncate(&String::from_utf8_lossy(&bytes), keep), None)
 }
 
 /// reqwest's error with its causes, which say what actually went wrong.

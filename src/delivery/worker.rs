@@ -9,20 +9,24 @@ use std::{
 };
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, broadcast, watch};
 
-use super::sender::{Attempt, Sender};
+use super::{
+    publish::Publisher,
+    sender::{Attempt, Sender},
+};
 use crate::{
     config::Config,
     domain::{
-        delivery::{CircuitState, Delivery, DeliveryStatus},
-        event::Event,
+        agent::{Agent, AgentMessage, Endpoint},
+        delivery::{CircuitState, Delivery, DeliveryStatus, Health, TargetKind},
+        event::{Event, NewEvent},
         log::{LogEntry, MAX_LOGGED_BODY, WebhookType, redact_headers, truncate},
         new_id,
         outgoing::OutgoingWebhook,
         time::now_ms,
     },
-    store::{AttemptRecord, HealthChange, Store},
+    store::{AttemptRecord, HealthChange, Reply, Store},
 };
 
 /// How often a node looks for due work when nothing wakes it (other nodes' publishes, retries
@@ -31,7 +35,72 @@ const POLL: Duration = Duration::from_millis(500);
 /// Most deliveries leased in one claim.
 const CLAIM_BATCH: usize = 64;
 
-/// Per-webhook limits held in memory: a concurrency bound and a rate limiter.
+/// What a claimed delivery goes to.
+#[derive(Clone)]
+enum Target {
+    Webhook(Arc<OutgoingWebhook>),
+    /// An agent with an endpoint (one without has nothing to push to).
+    Agent(Arc<(Agent, Endpoint)>),
+}
+
+impl Target {
+    fn kind(&self) -> TargetKind {
+        match self {
+            Target::Webhook(_) => TargetKind::Webhook,
+            Target::Agent(_) => TargetKind::Agent,
+        }
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            Target::Webhook(hook) => &hook.id,
+            Target::Agent(agent) => &agent.0.id,
+        }
+    }
+
+    fn health(&self) -> &Health {
+        match self {
+            Target::Webhook(hook) => &hook.health,
+            Target::Agent(agent) => &agent.0.health,
+        }
+    }
+
+    /// Why its deliveries end unsent, if they do.
+    fn closed(&self) -> Option<&str> {
+        match self {
+            Target::Webhook(hook) if !hook.settings.is_active => Some(
+                hook.health
+                    .deactivated_reason
+                    .as_deref()
+                    .unwrap_or("webhook deactivated"),
+            ),
+            _ => None,
+        }
+    }
+
+    fn rate_limit(&self) -> Option<i64> {
+        match self {
+            Target::Webhook(hook) => hook.settings.rate_limit,
+            Target::Agent(_) => None,
+        }
+    }
+
+    /// `(retry_count, retry_delay, timeout)`.
+    fn limits(&self) -> (i64, i64, i64) {
+        match self {
+            Target::Webhook(hook) => {
+                let s = &hook.settings;
+                (s.retry_count, s.retry_delay, s.timeout)
+            }
+            Target::Agent(agent) => {
+                let e = &agent.1;
+                (e.retry_count, e.retry_delay, e.timeout)
+            }
+        }
+    }
+}
+
+/// Per-target limits held in memory: a concurrency bound and a rate limiter.
 struct Gates {
     permits: HashMap<String, Arc<Semaphore>>,
     limiters: HashMap<String, (i64, Arc<DefaultDirectRateLimiter>)>,
@@ -42,6 +111,10 @@ pub struct Worker {
     sender: Arc<Sender>,
     config: Arc<Config>,
     wake: Arc<Notify>,
+    /// Prepares the `chat.completed` events of agent replies.
+    publisher: Publisher,
+    /// Where agent replies are announced to this node's inbox streams.
+    inbox: broadcast::Sender<AgentMessage>,
     gates: Mutex<Gates>,
     in_flight: Arc<Semaphore>,
 }
@@ -52,6 +125,8 @@ impl Worker {
         sender: Arc<Sender>,
         config: Arc<Config>,
         wake: Arc<Notify>,
+        publisher: Publisher,
+        inbox: broadcast::Sender<AgentMessage>,
     ) -> Arc<Worker> {
         let in_flight = Arc::new(Semaphore::new(config.delivery_concurrency));
         Arc::new(Worker {
@@ -59,6 +134,8 @@ impl Worker {
             sender,
             config,
             wake,
+            publisher,
+            inbox,
             gates: Mutex::new(Gates {
                 permits: HashMap::new(),
                 limiters: HashMap::new(),
@@ -127,7 +204,6 @@ impl Worker {
             return Ok(claimed);
         }
         let event_ids: Vec<&str> = claimed.iter().map(|d| d.event_id.as_str()).collect();
-        let hook_ids: Vec<&str> = claimed.iter().map(|d| d.webhook_id.as_str()).collect();
         let events: HashMap<String, Arc<Event>> = self
             .store
             .events_by_id(&dedup(event_ids))
@@ -135,22 +211,18 @@ impl Worker {
             .into_iter()
             .map(|e| (e.id.clone(), Arc::new(e)))
             .collect();
-        let hooks: HashMap<String, Arc<OutgoingWebhook>> = self
-            .store
-            .outgoing_by_id(&dedup(hook_ids))
-            .await?
-            .into_iter()
-            .map(|h| (h.id.clone(), Arc::new(h)))
-            .collect();
+        let targets = self.targets(&claimed).await?;
         for delivery in &claimed {
             let permit = Arc::clone(&self.in_flight).acquire_owned().await?;
             let worker = Arc::clone(self);
             let event = events.get(&delivery.event_id).cloned();
-            let hook = hooks.get(&delivery.webhook_id).cloned();
+            let target = targets
+                .get(&(delivery.target, delivery.webhook_id.clone()))
+                .cloned();
             let delivery = delivery.clone();
             let token = token.clone();
             tokio::spawn(async move {
-                if let Err(error) = worker.process(&delivery, &token, event, hook).await {
+                if let Err(error) = worker.process(&delivery, &token, event, target).await {
                     tracing::warn!(delivery = %delivery.id, %error, "delivery attempt not recorded; it will be retried when its lease ends");
                 }
                 drop(permit);
@@ -159,36 +231,72 @@ impl Worker {
         Ok(claimed)
     }
 
+    /// The targets of `claimed`, keyed by kind and id; a deleted one (or an agent without an
+    /// endpoint) is missing.
+    async fn targets(
+        &self,
+        claimed: &[Delivery],
+    ) -> anyhow::Result<HashMap<(TargetKind, String), Target>> {
+        let ids = |kind: TargetKind| {
+            dedup(
+                claimed
+                    .iter()
+                    .filter(|d| d.target == kind)
+                    .map(|d| d.webhook_id.as_str())
+                    .collect(),
+            )
+        };
+        let hooks = self.store.outgoing_by_id(&ids(TargetKind::Webhook)).await?;
+        let agents = self.store.agents_by_id(&ids(TargetKind::Agent)).await?;
+        let mut targets: HashMap<_, _> = hooks
+            .into_iter()
+            .map(|h| {
+                (
+                    (TargetKind::Webhook, h.id.clone()),
+                    Target::Webhook(Arc::new(h)),
+                )
+            })
+            .collect();
+        targets.extend(agents.into_iter().filter_map(|agent| {
+            let endpoint = agent.settings.endpoint.clone()?;
+            Some((
+                (TargetKind::Agent, agent.id.clone()),
+                Target::Agent(Arc::new((agent, endpoint))),
+            ))
+        }));
+        Ok(targets)
+    }
+
     async fn process(
         &self,
         delivery: &Delivery,
         token: &str,
         event: Option<Arc<Event>>,
-        hook: Option<Arc<OutgoingWebhook>>,
+        target: Option<Target>,
     ) -> anyhow::Result<()> {
         let now = now_ms();
-        let (Some(event), Some(hook)) = (event, hook) else {
+        let (Some(event), Some(target)) = (event, target) else {
+            let reason = match delivery.target {
+                TargetKind::Webhook => "webhook deleted",
+                TargetKind::Agent => "agent deleted, or its endpoint removed",
+            };
             self.store
-                .cancel_delivery(&delivery.id, token, "webhook deleted", now)
+                .cancel_delivery(&delivery.id, token, reason, now)
                 .await?;
             return Ok(());
         };
-        if !hook.settings.is_active {
-            let reason = hook
-                .health
-                .deactivated_reason
-                .as_deref()
-                .unwrap_or("webhook deactivated");
+        if let Some(reason) = target.closed() {
             self.store
                 .cancel_delivery(&delivery.id, token, reason, now)
                 .await?;
             return Ok(());
         }
         let policy = &self.config.delivery;
-        match hook.health.circuit(policy, now) {
+        let health = target.health();
+        match health.circuit(policy, now) {
             CircuitState::Closed => {}
             CircuitState::Open => {
-                let until = hook.health.circuit_open_until.unwrap_or(now) + jitter_ms();
+                let until = health.circuit_open_until.unwrap_or(now) + jitter_ms();
                 self.store
                     .defer_delivery(&delivery.id, token, until)
                     .await?;
@@ -198,7 +306,7 @@ impl Worker {
                 let trial_until = now + policy.circuit_cooldown_ms;
                 if !self
                     .store
-                    .claim_circuit_trial(&hook.id, now, trial_until)
+                    .claim_circuit_trial(target.kind(), target.id(), now, trial_until)
                     .await?
                 {
                     self.store
@@ -208,13 +316,13 @@ impl Worker {
                 }
             }
         }
-        if let Some(wait_ms) = self.rate_limited(&hook) {
+        if let Some(wait_ms) = self.rate_limited(target.id(), target.rate_limit()) {
             self.store
                 .defer_delivery(&delivery.id, token, now + wait_ms)
                 .await?;
             return Ok(());
         }
-        let gate = self.target_gate(&hook.id);
+        let gate = self.target_gate(target.id());
         let Ok(Ok(_target_permit)) =
             tokio::time::timeout(Duration::from_secs(1), gate.acquire_owned()).await
         else {
@@ -227,30 +335,44 @@ impl Worker {
         // The lease must outlast the send plus recording it (a quarter of the lease is kept for
         // that), or another node could take the delivery over while it is still being made.
         let lease_ms = self.config.lease_ms;
-        let longest = hook.settings.timeout * 1_000 + lease_ms / 4;
+        let (_, _, timeout) = target.limits();
+        let longest = timeout * 1_000 + lease_ms / 4;
         if longest > lease_ms {
             self.store
                 .extend_lease(&delivery.id, token, now_ms() + longest)
                 .await?;
         }
-        let attempt = self.sender.send(&hook, &event, &delivery.id).await;
-        self.record(delivery, token, &hook, &attempt).await
+        let (attempt, reply) = match &target {
+            Target::Webhook(hook) => (self.sender.send(hook, &event, &delivery.id).await, None),
+            Target::Agent(agent) => {
+                let (agent, endpoint) = &**agent;
+                let (attempt, reply) = self
+                    .sender
+                    .push(agent, endpoint, &event, &delivery.id)
+                    .await;
+                let reply = reply.map(|text| agent.reply(&event.data, text, now_ms()));
+                (attempt, reply)
+            }
+        };
+        self.record(delivery, token, &target, &attempt, reply).await
     }
 
     async fn record(
         &self,
         delivery: &Delivery,
         token: &str,
-        hook: &OutgoingWebhook,
+        target: &Target,
         attempt: &Attempt,
+        reply: Option<(AgentMessage, NewEvent)>,
     ) -> anyhow::Result<()> {
         let now = now_ms();
         let policy = &self.config.delivery;
         let attempts = delivery.attempts + 1;
         let failure = attempt.failure();
+        let (retry_count, retry_delay, _) = target.limits();
         let (status, next_attempt_at, health) = if attempt.succeeded() {
             (DeliveryStatus::Delivered, now, HealthChange::Success)
-        } else if attempt.gone() {
+        } else if attempt.gone() && target.kind() == TargetKind::Webhook {
             (
                 DeliveryStatus::Failed,
                 now,
@@ -263,25 +385,35 @@ impl Worker {
                 threshold: policy.circuit_threshold,
                 open_until: now + policy.circuit_cooldown_ms,
             };
-            match policy.retry_delay_ms(
-                attempts,
-                hook.settings.retry_count,
-                hook.settings.retry_delay,
-                attempt.retry_after_ms,
-            ) {
+            match policy.retry_delay_ms(attempts, retry_count, retry_delay, attempt.retry_after_ms)
+            {
                 Some(delay) => (DeliveryStatus::Pending, now + delay, health),
                 None => (DeliveryStatus::Failed, now, health),
             }
         };
-        let log = attempt_log(hook, delivery, attempt, now);
+        let log = attempt_log(delivery, attempt, now);
+        let reply = match reply {
+            Some((message, completed)) => {
+                let (tenant, event) = (message.tenant.clone(), vec![completed]);
+                let (publication, _) = self.publisher.prepare(&tenant, event).await?;
+                Some(Reply {
+                    message,
+                    publication,
+                })
+            }
+            None => None,
+        };
+        let replied = reply.as_ref().map(|r| r.message.clone());
         metrics::counter!("hookd_delivery_attempts_total", "outcome" => outcome_label(attempt))
             .increment(1);
         metrics::histogram!("hookd_delivery_attempt_seconds")
             .record(attempt.elapsed_ms as f64 / 1_000.0);
-        self.store
+        let held = self
+            .store
             .record_attempt(AttemptRecord {
                 delivery_id: delivery.id.clone(),
-                webhook_id: hook.id.clone(),
+                target: target.kind(),
+                webhook_id: target.id().to_string(),
                 lease_token: token.to_string(),
                 status,
                 attempts,
@@ -291,22 +423,28 @@ impl Worker {
                 now,
                 log,
                 health,
+                reply,
             })
             .await?;
+        if held && let Some(message) = replied {
+            // The reply's `chat.completed` deliveries are due; streams may show the reply.
+            self.publisher.wake();
+            let _ = self.inbox.send(message);
+        }
         if status == DeliveryStatus::Pending {
             tracing::debug!(delivery = %delivery.id, attempts, next_attempt_at, "attempt failed; retry scheduled");
         }
         Ok(())
     }
 
-    /// Milliseconds to wait when the webhook's `rate_limit` is spent, else `None`.
-    fn rate_limited(&self, hook: &OutgoingWebhook) -> Option<i64> {
-        let per_minute = hook.settings.rate_limit?;
+    /// Milliseconds to wait when the target's `rate_limit` is spent, else `None`.
+    fn rate_limited(&self, target_id: &str, per_minute: Option<i64>) -> Option<i64> {
+        let per_minute = per_minute?;
         let limiter = {
             let mut gates = self.gates.lock().expect("gates lock");
             let entry = gates
                 .limiters
-                .entry(hook.id.clone())
+                .entry(target_id.to_string())
                 .or_insert_with(|| (0, Arc::new(limiter(per_minute))));
             if entry.0 != per_minute {
                 *entry = (per_minute, Arc::new(limiter(per_minute)));
@@ -357,17 +495,15 @@ fn outcome_label(attempt: &Attempt) -> &'static str {
     }
 }
 
-/// The log entry of one outgoing attempt.
-pub fn attempt_log(
-    hook: &OutgoingWebhook,
-    delivery: &Delivery,
-    attempt: &Attempt,
-    now: i64,
-) -> LogEntry {
+/// The log entry of one attempt, logged under its target (the outgoing webhook, or the agent).
+pub fn attempt_log(delivery: &Delivery, attempt: &Attempt, now: i64) -> LogEntry {
     LogEntry {
         id: new_id(),
-        webhook_type: WebhookType::Outgoing,
-        webhook_id: hook.id.clone(),
+        webhook_type: match delivery.target {
+            TargetKind::Webhook => WebhookType::Outgoing,
+            TargetKind::Agent => WebhookType::Agent,
+        },
+        webhook_id: delivery.webhook_id.clone(),
         delivery_id: Some(delivery.id.clone()),
         event_type: Some(delivery.event_type.clone()),
         status: if attempt.succeeded() {
@@ -388,7 +524,10 @@ pub fn attempt_log(
                 .map(|(n, v)| (n.as_str(), v.as_str())),
         ),
         response_status: attempt.response_status.map(i64::from),
-        response_body: attempt.response_body.clone(),
+        response_body: attempt
+            .response_body
+            .as_deref()
+            .map(|body| truncate(body, MAX_LOGGED_BODY)),
         error_message: attempt.failure(),
         retry_count: delivery.attempts,
         processing_time_ms: attempt.elapsed_ms,

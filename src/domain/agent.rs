@@ -8,20 +8,28 @@ use serde_json::{Value, json};
 
 use super::{
     Invalid,
+    delivery::Health,
     event::NewEvent,
     net::TargetUrl,
-    outgoing::{check_headers, check_text},
+    outgoing::{
+        DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY_SECS, check_delivery_limits, check_headers,
+        check_text,
+    },
     tenant::Tenant,
 };
 
 const MAX_NAME: usize = 200;
 const MAX_MODEL: usize = 200;
+/// Model servers may think for a while before answering; twice an outgoing webhook's default.
+pub const DEFAULT_ENDPOINT_TIMEOUT_SECS: i64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub id: String,
     pub tenant: Tenant,
     pub settings: AgentSettings,
+    /// Of its endpoint.
+    pub health: Health,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -42,6 +50,12 @@ pub struct Endpoint {
     /// The model named in OpenAI-compatible calls.
     pub model: Option<String>,
     pub headers: BTreeMap<String, String>,
+    /// Further attempts after a failed push, `retry_delay · 2^(n-1)` seconds apart, as for
+    /// outgoing webhooks.
+    pub retry_count: i64,
+    pub retry_delay: i64,
+    /// Seconds one push may take.
+    pub timeout: i64,
 }
 
 /// The wire format of pushes to an agent endpoint.
@@ -61,6 +75,9 @@ pub struct EndpointChanges {
     pub format: Option<EndpointFormat>,
     pub model: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
+    pub retry_count: Option<i64>,
+    pub retry_delay: Option<i64>,
+    pub timeout: Option<i64>,
 }
 
 /// `None` leaves a field as it is; `Some(None)` clears a nullable one.
@@ -124,12 +141,22 @@ impl Endpoint {
         let headers = given.headers.unwrap_or_default();
         check_headers(&headers)
             .map_err(|e| Invalid::new(format!("endpoint.{}", e.field), e.message))?;
-        Ok(Endpoint {
+        let endpoint = Endpoint {
             url,
             format: given.format.unwrap_or(EndpointFormat::Json),
             model: given.model,
             headers,
-        })
+            retry_count: given.retry_count.unwrap_or(DEFAULT_RETRY_COUNT),
+            retry_delay: given.retry_delay.unwrap_or(DEFAULT_RETRY_DELAY_SECS),
+            timeout: given.timeout.unwrap_or(DEFAULT_ENDPOINT_TIMEOUT_SECS),
+        };
+        check_delivery_limits(
+            "endpoint.",
+            endpoint.retry_count,
+            endpoint.retry_delay,
+            endpoint.timeout,
+        )?;
+        Ok(endpoint)
     }
 }
 
@@ -189,6 +216,41 @@ impl AgentMessage {
             agent_name: Some(agent.settings.name.clone()),
             metadata: None,
         }
+    }
+}
+
+impl Agent {
+    /// The reply of this agent's model to the message that `received` (its
+    /// `chat.message.received` event) carried, as an inbox entry, and the `chat.completed` event
+    /// announcing it with the agent, the message and the reply.
+    pub fn reply(&self, received: &Value, reply: String, now: i64) -> (AgentMessage, NewEvent) {
+        let message = AgentMessage {
+            id: super::new_id(),
+            agent_id: self.id.clone(),
+            tenant: self.tenant.clone(),
+            incoming_webhook_id: received
+                .get("incoming_webhook_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            kind: MessageKind::Reply,
+            content: Value::String(reply.clone()),
+            created_at: now,
+        };
+        let completed = NewEvent {
+            event_type: "chat.completed".to_string(),
+            data: json!({
+                "agent_id": self.id,
+                "agent_name": self.settings.name,
+                "message_id": received.get("message_id"),
+                "message": received.get("content"),
+                "reply_id": message.id,
+                "reply": reply,
+            }),
+            agent_id: Some(self.id.clone()),
+            agent_name: Some(self.settings.name.clone()),
+            metadata: None,
+        };
+        (message, completed)
     }
 }
 

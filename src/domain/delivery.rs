@@ -1,4 +1,5 @@
-//! Rules of outgoing delivery: the retry schedule, the circuit breaker, and body formats.
+//! Rules of delivery (to outgoing webhooks and agent endpoints): the retry schedule, the circuit
+//! breaker, and body formats.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -80,6 +81,60 @@ pub enum CircuitState {
     HalfOpen,
 }
 
+/// What deliveries have taught about a target (an outgoing webhook's URL or an agent's
+/// endpoint); written by the delivery engine only.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    pub consecutive_failures: i64,
+    /// Set while the circuit is open (until then) or half-open (in the past).
+    pub circuit_open_until: Option<i64>,
+    /// Why hookd switched an outgoing webhook off (e.g. its target answered 410 Gone).
+    pub deactivated_reason: Option<String>,
+}
+
+impl Health {
+    pub fn circuit(&self, policy: &DeliveryPolicy, now: i64) -> CircuitState {
+        policy.circuit(self.consecutive_failures, self.circuit_open_until, now)
+    }
+}
+
+/// What a delivery goes to; its `webhook_id` names a row of the matching table.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// An outgoing webhook (`outgoing_webhooks`).
+    Webhook,
+    /// An agent's endpoint (`agents`): a message routed to it, pushed.
+    Agent,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Webhook => "webhook",
+            TargetKind::Agent => "agent",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<TargetKind> {
+        [TargetKind::Webhook, TargetKind::Agent]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -120,6 +175,8 @@ impl DeliveryStatus {
 pub struct Delivery {
     pub id: String,
     pub event_id: String,
+    pub target: TargetKind,
+    /// The outgoing webhook's or the agent's id, as `target` says.
     pub webhook_id: String,
     pub company_id: String,
     pub event_type: String,
@@ -134,12 +191,13 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// A new delivery of `event` to `webhook_id`, due now.
-    pub fn pending(event: &Event, webhook_id: &str, now: i64) -> Delivery {
+    /// A new delivery of `event` to the outgoing webhook or agent `target_id`, due now.
+    pub fn pending(event: &Event, target: TargetKind, target_id: &str, now: i64) -> Delivery {
         Delivery {
             id: super::new_id(),
             event_id: event.id.clone(),
-            webhook_id: webhook_id.to_string(),
+            target,
+            webhook_id: target_id.to_string(),
             company_id: event.tenant.company_id.clone(),
             event_type: event.event_type.clone(),
             status: DeliveryStatus::Pending,

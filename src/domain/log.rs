@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 pub enum WebhookType {
     Outgoing,
     Incoming,
+    /// Pushes to an agent's endpoint; the log and statistics of the agent's id.
+    Agent,
 }
 
 impl WebhookType {
@@ -17,6 +19,7 @@ impl WebhookType {
         match self {
             WebhookType::Outgoing => "outgoing",
             WebhookType::Incoming => "incoming",
+            WebhookType::Agent => "agent",
         }
     }
 }

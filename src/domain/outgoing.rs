@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{
     Invalid,
-    delivery::{CircuitState, DeliveryPolicy, PayloadFormat},
+    delivery::{Health, PayloadFormat},
     event_types,
     net::TargetUrl,
     template::Template,
@@ -48,22 +48,6 @@ pub struct OutgoingWebhook {
     pub health: Health,
     pub created_at: i64,
     pub updated_at: i64,
-}
-
-/// What deliveries have taught about a webhook's target; written by the delivery engine only.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Health {
-    pub consecutive_failures: i64,
-    /// Set while the circuit is open (until then) or half-open (in the past).
-    pub circuit_open_until: Option<i64>,
-    /// Why hookd switched the webhook off (e.g. the target answered 410 Gone).
-    pub deactivated_reason: Option<String>,
-}
-
-impl Health {
-    pub fn circuit(&self, policy: &DeliveryPolicy, now: i64) -> CircuitState {
-        policy.circuit(self.consecutive_failures, self.circuit_open_until, now)
-    }
 }
 
 /// Everything a user sets on an outgoing webhook. Only [`OutgoingSettings::create`] and
@@ -181,9 +165,7 @@ impl OutgoingSettings {
             check_text("agent_id", agent_id, 1, MAX_NAME)?;
         }
         check_headers(&self.headers)?;
-        check_range("retry_count", self.retry_count, 0, 20)?;
-        check_range("retry_delay", self.retry_delay, 1, 86_400)?;
-        check_range("timeout", self.timeout, 1, 300)?;
+        check_delivery_limits("", self.retry_count, self.retry_delay, self.timeout)?;
         if let Some(rate_limit) = self.rate_limit {
             check_range("rate_limit", rate_limit, 1, 1_000_000)?;
         }
@@ -231,6 +213,19 @@ pub(crate) fn check_text(field: &str, value: &str, min: usize, max: usize) -> Re
         ));
     }
     Ok(())
+}
+
+/// The bounds on retries and timeouts of any delivery target; `prefix` names the object holding
+/// them (e.g. `endpoint.`).
+pub(crate) fn check_delivery_limits(
+    prefix: &str,
+    retry_count: i64,
+    retry_delay: i64,
+    timeout: i64,
+) -> Result<(), Invalid> {
+    check_range(&format!("{prefix}retry_count"), retry_count, 0, 20)?;
+    check_range(&format!("{prefix}retry_delay"), retry_delay, 1, 86_400)?;
+    check_range(&format!("{prefix}timeout"), timeout, 1, 300)
 }
 
 pub(crate) fn check_range(field: &str, value: i64, min: i64, max: i64) -> Result<(), Invalid> {

@@ -4,7 +4,7 @@
 //! 202. Cheap checks come first so a flood of bad requests costs little. HTTP framing and the
 //! mapping of refusals to statuses are the API's (`api::receive`); the rules are here.
 
-mod body;
+pub(crate) mod body;
 mod limit;
 mod refusals;
 
@@ -29,6 +29,7 @@ use crate::{
     domain::{
         Invalid,
         agent::{AgentMessage, MessageKind},
+        delivery::{Delivery, TargetKind},
         event::NewEvent,
         incoming::{CompiledIncoming, IncomingWebhook, Transform},
         log::{LogEntry, MAX_LOGGED_BODY, WebhookType, redact_headers, truncate},
@@ -79,6 +80,9 @@ pub enum Receipt {
     Accepted(Value),
     /// A delivery id seen before (200): the first answer again.
     Duplicate(Value),
+    /// A provider's handshake answered (200), e.g. Slack's `url_verification` challenge; nothing
+    /// is routed.
+    Handshake(Value),
 }
 
 /// A request to a receiving URL, as the HTTP layer hands it over.
@@ -169,6 +173,11 @@ impl Ingest {
         self.inbox.subscribe()
     }
 
+    /// Where other parts of the node (the workers, with agent replies) announce inbox messages.
+    pub fn inbox(&self) -> broadcast::Sender<AgentMessage> {
+        self.inbox.clone()
+    }
+
     /// Runs a request through the pipeline.
     pub async fn receive(
         &self,
@@ -212,6 +221,14 @@ impl Ingest {
             && let Err(e) = verification.verify(&trail.headers, &body, now_ms() / 1000)
         {
             return Err(trail.refuse(Refusal::BadSignature(e)));
+        }
+        if let Some(challenge) = slack_challenge(&body) {
+            let answer = json!({ "challenge": challenge });
+            let note = "Slack url_verification: answered the challenge";
+            return self
+                .answer_logged(store, trail, answer, note)
+                .await
+                .map(Receipt::Handshake);
         }
         let dedup_key = s
             .dedup_header
@@ -305,15 +322,32 @@ impl Ingest {
             events.push(agent.event("agent.created"));
         }
         events.push(message.received_event(&agent));
+        let (mut publication, _) = self
+            .publisher
+            .prepare(&hook.tenant, events)
+            .await
+            .map_err(Refusal::Store)?;
+        if agent.settings.endpoint.is_some()
+            && let Some(received) = publication.events.last()
+        {
+            // The push to the agent is a delivery of the `chat.message.received` event (which
+            // carries the message) to the agent's endpoint.
+            let push = Delivery::pending(received, TargetKind::Agent, &agent.id, now);
+            publication.deliveries.push(push);
+        }
+        let fanned_out = !publication.deliveries.is_empty();
         let acceptance = Acceptance {
             message: message.clone(),
             dedup: dedup_key.map(|key| (key.to_string(), answer.clone())),
             log: trail.entry("accepted", 202, Some(answer.to_string())),
+            publication,
         };
         if !store.accept(acceptance).await.map_err(Refusal::Store)? {
             return Ok(None);
         }
-        announce(&self.publisher, &hook.tenant, events).await;
+        if fanned_out {
+            self.publisher.wake();
+        }
         // Nobody listening is fine: streams catch up from the store.
         let _ = self.inbox.send(message);
         Ok(Some(answer))
@@ -326,10 +360,24 @@ impl Ingest {
         trail: Trail,
         first: Value,
     ) -> Result<Receipt, Rejected> {
-        let mut log = trail.entry("accepted", 200, Some(first.to_string()));
-        log.error_message = Some("duplicate delivery id: answered with the first answer".into());
+        let note = "duplicate delivery id: answered with the first answer";
+        self.answer_logged(store, trail, first, note)
+            .await
+            .map(Receipt::Duplicate)
+    }
+
+    /// Answers 200 with `answer` without routing anything, logged as accepted with `note`.
+    async fn answer_logged(
+        &self,
+        store: &Store,
+        trail: Trail,
+        answer: Value,
+        note: &str,
+    ) -> Result<Value, Rejected> {
+        let mut log = trail.entry("accepted", 200, Some(answer.to_string()));
+        log.error_message = Some(note.to_string());
         match store.record_log(log).await {
-            Ok(()) => Ok(Receipt::Duplicate(first)),
+            Ok(()) => Ok(answer),
             Err(e) => Err(trail.refuse(Refusal::Store(e))),
         }
     }
@@ -412,6 +460,20 @@ pub fn preview(
             .map_err(|e| transform_error(template.or(hook.settings.transform.as_ref()), e)),
         None => Ok(payload.clone()),
     }
+}
+
+/// The challenge of a Slack Events API `url_verification` request, which Slack expects echoed
+/// before it sends any event (checked after source verification, as Slack signs it too).
+fn slack_challenge(body: &[u8]) -> Option<String> {
+    // Cheap test first: most bodies are not handshakes and need not be parsed twice.
+    let needle = b"url_verification";
+    if !body.windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
+    let payload: Value = serde_json::from_slice(body).ok()?;
+    (payload.get("type")? == "url_verification")
+        .then(|| payload.get("challenge")?.as_str().map(str::to_string))
+        .flatten()
 }
 
 /// All `X-Forwarded-For` headers joined in arrival order, as [`client_ip`] expects.

@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
-    agent::{Agent, AgentSettings, Endpoint, EndpointFormat},
+    agent::{Agent, AgentSettings, DEFAULT_ENDPOINT_TIMEOUT_SECS, Endpoint, EndpointFormat},
+    delivery::Health,
     net::TargetUrl,
     new_id,
+    outgoing::{DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY_SECS},
     tenant::Tenant,
 };
 
@@ -19,17 +21,38 @@ struct AgentRow {
     company_id: String,
     name: String,
     endpoint: Option<String>,
+    consecutive_failures: i64,
+    circuit_open_until: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
 
-/// The stored JSON form of an [`Endpoint`].
+/// The stored JSON form of an [`Endpoint`]. Fields added later have defaults, so rows written
+/// before them still read.
 #[derive(Serialize, Deserialize)]
 struct EndpointJson {
     url: String,
     format: EndpointFormat,
     model: Option<String>,
     headers: BTreeMap<String, String>,
+    #[serde(default = "default_retry_count")]
+    retry_count: i64,
+    #[serde(default = "default_retry_delay")]
+    retry_delay: i64,
+    #[serde(default = "default_timeout")]
+    timeout: i64,
+}
+
+fn default_retry_count() -> i64 {
+    DEFAULT_RETRY_COUNT
+}
+
+fn default_retry_delay() -> i64 {
+    DEFAULT_RETRY_DELAY_SECS
+}
+
+fn default_timeout() -> i64 {
+    DEFAULT_ENDPOINT_TIMEOUT_SECS
 }
 
 impl TryFrom<AgentRow> for Agent {
@@ -45,6 +68,9 @@ impl TryFrom<AgentRow> for Agent {
                     format: e.format,
                     model: e.model,
                     headers: e.headers,
+                    retry_count: e.retry_count,
+                    retry_delay: e.retry_delay,
+                    timeout: e.timeout,
                 })
             }
             None => None,
@@ -59,6 +85,11 @@ impl TryFrom<AgentRow> for Agent {
                 name: row.name,
                 endpoint,
             },
+            health: Health {
+                consecutive_failures: row.consecutive_failures,
+                circuit_open_until: row.circuit_open_until,
+                deactivated_reason: None,
+            },
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -72,16 +103,20 @@ fn endpoint_json(settings: &AgentSettings) -> Option<String> {
             format: e.format,
             model: e.model.clone(),
             headers: e.headers.clone(),
+            retry_count: e.retry_count,
+            retry_delay: e.retry_delay,
+            timeout: e.timeout,
         })
     })
 }
 
-const COLUMNS: &str = "id, user_id, company_id, name, endpoint, created_at, updated_at";
+const COLUMNS: &str = "id, user_id, company_id, name, endpoint, consecutive_failures, \
+     circuit_open_until, created_at, updated_at";
 
 impl Store {
     /// Inserts an agent; a name the tenant already uses is a conflict.
     pub async fn insert_agent(&self, agent: &Agent) -> Result<()> {
-        on_pool!(self, pool => sqlx::query(
+        on_writer!(self, pool => sqlx::query(
             "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -139,7 +174,7 @@ impl Store {
             Err(StoreError::NotFound) => {}
             found => return found.map(|agent| (agent, false)),
         }
-        let created = on_pool!(self, pool => sqlx::query(
+        let created = on_writer!(self, pool => sqlx::query(
             "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
              VALUES ($1, $2, $3, $4, NULL, $5, $5)
              ON CONFLICT (company_id, user_id, name) DO NOTHING",
@@ -157,8 +192,27 @@ impl Store {
         Ok((agent, created == 1))
     }
 
+    /// Agents by id, whatever their tenant (for the delivery workers).
+    pub async fn agents_by_id(&self, ids: &[&str]) -> Result<Vec<Agent>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM agents WHERE id IN ({})",
+            super::events::in_list(ids.len())
+        );
+        let rows: Vec<AgentRow> = on_pool!(self, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter().map(Agent::try_from).collect()
+    }
+
     pub async fn update_agent(&self, agent: &Agent) -> Result<()> {
-        let done = on_pool!(self, pool => sqlx::query(
+        let done = on_writer!(self, pool => sqlx::query(
             "UPDATE agents SET name = $4, endpoint = $5, updated_at = $6
              WHERE id = $1 AND company_id = $2 AND user_id = $3",
         )
@@ -179,7 +233,7 @@ impl Store {
 
     /// Deletes an agent and its inbox.
     pub async fn delete_agent(&self, agent: &Agent) -> Result<()> {
-        on_pool!(self, pool => {
+        on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM agent_messages WHERE agent_id = $1")
                 .bind(&agent.id)

@@ -1,8 +1,9 @@
 //! Deliveries: leasing due work, recording attempts, replays.
 
-use super::{Result, Store, StoreError, on_pool};
+use super::{Publication, Result, Store, StoreError, on_pool, on_writer};
 use crate::domain::{
-    delivery::{Delivery, DeliveryStatus},
+    agent::AgentMessage,
+    delivery::{Delivery, DeliveryStatus, TargetKind},
     log::{LogEntry, Totals},
     tenant::Tenant,
 };
@@ -11,6 +12,7 @@ use crate::domain::{
 struct DeliveryRow {
     id: String,
     event_id: String,
+    target: String,
     webhook_id: String,
     company_id: String,
     event_type: String,
@@ -30,6 +32,8 @@ impl TryFrom<DeliveryRow> for Delivery {
         Ok(Delivery {
             status: DeliveryStatus::parse(&row.status)
                 .ok_or_else(|| StoreError::Corrupt(format!("delivery status {:?}", row.status)))?,
+            target: TargetKind::parse(&row.target)
+                .ok_or_else(|| StoreError::Corrupt(format!("delivery target {:?}", row.target)))?,
             id: row.id,
             event_id: row.event_id,
             webhook_id: row.webhook_id,
@@ -56,7 +60,7 @@ struct Sums {
     last_failure_at: Option<i64>,
 }
 
-const COLUMNS: &str = "id, event_id, webhook_id, company_id, event_type, status, attempts, \
+const COLUMNS: &str = "id, event_id, target, webhook_id, company_id, event_type, status, attempts, \
      next_attempt_at, last_status, last_error, created_at, updated_at";
 
 /// What an attempt teaches about its webhook's target.
@@ -70,10 +74,19 @@ pub enum HealthChange {
     Gone { reason: &'static str },
 }
 
+/// What a successful push to an agent's chat endpoint leaves behind, written with the attempt:
+/// the reply in the agent's inbox, and the `chat.completed` event with its deliveries.
+#[derive(Debug)]
+pub struct Reply {
+    pub message: AgentMessage,
+    pub publication: Publication,
+}
+
 /// The outcome of one attempt, recorded atomically with its log entry.
 #[derive(Debug)]
 pub struct AttemptRecord {
     pub delivery_id: String,
+    pub target: TargetKind,
     pub webhook_id: String,
     pub lease_token: String,
     pub status: DeliveryStatus,
@@ -84,61 +97,155 @@ pub struct AttemptRecord {
     pub now: i64,
     pub log: LogEntry,
     pub health: HealthChange,
+    /// Written only if the lease still held: otherwise the node that took the delivery over
+    /// records its own.
+    pub reply: Option<Reply>,
 }
 
-/// Writes an [`AttemptRecord`] on `$conn`; evaluates to whether the lease still held.
-macro_rules! write_attempt {
-    ($conn:expr, $record:expr) => {{
-        let record = $record;
-        let held = sqlx::query(
-            "UPDATE deliveries SET status = $3, attempts = $4, next_attempt_at = $5, last_status = $6,
-                last_error = $7, lease_token = NULL, updated_at = $8
-             WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(&record.delivery_id)
-        .bind(&record.lease_token)
-        .bind(record.status.as_str())
-        .bind(record.attempts)
-        .bind(record.next_attempt_at)
-        .bind(record.last_status)
-        .bind(&record.last_error)
-        .bind(record.now)
-        .execute(&mut *$conn)
-        .await?
-        .rows_affected()
-            == 1;
-        write_log!($conn, &record.log);
-        match record.health {
-            HealthChange::Success => sqlx::query(
-                "UPDATE outgoing_webhooks SET consecutive_failures = 0, circuit_open_until = NULL
-                 WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)",
-            )
-            .bind(&record.webhook_id)
-            .execute(&mut *$conn)
-            .await?,
-            HealthChange::Failure { threshold, open_until } => sqlx::query(
-                "UPDATE outgoing_webhooks SET consecutive_failures = consecutive_failures + 1,
-                    circuit_open_until = CASE WHEN consecutive_failures + 1 >= $2 THEN $3
-                                              ELSE circuit_open_until END
-                 WHERE id = $1",
-            )
-            .bind(&record.webhook_id)
-            .bind(threshold)
-            .bind(open_until)
-            .execute(&mut *$conn)
-            .await?,
-            HealthChange::Gone { reason } => sqlx::query(
-                "UPDATE outgoing_webhooks SET is_active = FALSE, deactivated_reason = $2 WHERE id = $1",
-            )
-            .bind(&record.webhook_id)
-            .bind(reason)
-            .execute(&mut *$conn)
-            .await?,
-        };
+/// The table holding targets of this kind, and their circuit state.
+fn target_table(target: TargetKind) -> &'static str {
+    match target {
+        TargetKind::Webhook => "outgoing_webhooks",
+        TargetKind::Agent => "agents",
+    }
+}
+
+/// Applies the attempts' outcomes (a slice of `&AttemptRecord`) to their deliveries on `$conn`,
+/// each only if its lease still holds, in multi-row statements; evaluates to the ids of the
+/// deliveries whose lease held.
+macro_rules! update_attempts {
+    ($conn:expr, $records:expr) => {{
+        let records: &[&AttemptRecord] = $records;
+        let mut held = std::collections::HashSet::new();
+        for chunk in records.chunks(crate::store::events::CHUNK) {
+            let mut query = sqlx::QueryBuilder::new(
+                "UPDATE deliveries SET status = v.column3, attempts = v.column4,
+                    next_attempt_at = v.column5, last_status = v.column6, last_error = v.column7,
+                    lease_token = NULL, updated_at = v.column8
+                 FROM (",
+            );
+            query.push_values(chunk, |mut row, record| {
+                row.push_bind(&record.delivery_id)
+                    .push_bind(&record.lease_token)
+                    .push_bind(record.status.as_str())
+                    .push_bind(record.attempts)
+                    .push_bind(record.next_attempt_at)
+                    .push_bind(record.last_status)
+                    .push_bind(&record.last_error)
+                    .push_bind(record.now);
+            });
+            query.push(
+                ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2
+                 RETURNING deliveries.id",
+            );
+            let ids: Vec<String> = query.build_query_scalar().fetch_all(&mut *$conn).await?;
+            held.extend(ids);
+        }
         held
     }};
 }
-pub(super) use write_attempt;
+pub(super) use update_attempts;
+
+/// What a group's attempts teach about one target, folded in order: a success resets the
+/// failure count (and closes the circuit), each failure adds one.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct HealthFold {
+    reset: bool,
+    failures: i64,
+    /// Of the last failure.
+    threshold: i64,
+    open_until: i64,
+    gone: Option<&'static str>,
+}
+
+impl HealthFold {
+    pub(super) fn add(&mut self, change: HealthChange) {
+        match change {
+            HealthChange::Success => {
+                self.reset = true;
+                self.failures = 0;
+            }
+            HealthChange::Failure {
+                threshold,
+                open_until,
+            } => {
+                self.failures += 1;
+                self.threshold = threshold;
+                self.open_until = open_until;
+            }
+            HealthChange::Gone { reason } => self.gone = Some(reason),
+        }
+    }
+
+    /// The statements recording the fold on `target` row `$1`, with their further bind values.
+    pub(super) fn statements(&self, target: TargetKind) -> Vec<(String, HealthBinds)> {
+        let table = target_table(target);
+        let mut statements = Vec::new();
+        match (self.reset, self.failures) {
+            (false, 0) => {}
+            (true, 0) => statements.push((
+                format!(
+                    "UPDATE {table} SET consecutive_failures = 0, circuit_open_until = NULL
+                     WHERE id = $1 AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)"
+                ),
+                HealthBinds::None,
+            )),
+            (reset, failures) => {
+                let before = if reset { "0" } else { "consecutive_failures" };
+                let otherwise = if reset { "NULL" } else { "circuit_open_until" };
+                statements.push((
+                    format!(
+                        "UPDATE {table} SET consecutive_failures = {before} + $2,
+                            circuit_open_until = CASE WHEN {before} + $2 >= $3 THEN $4
+                                                      ELSE {otherwise} END
+                         WHERE id = $1"
+                    ),
+                    HealthBinds::Failures(failures, self.threshold, self.open_until),
+                ));
+            }
+        }
+        // An agent has no switch: its pushes just end (the worker never sends Gone for one).
+        if let (Some(reason), TargetKind::Webhook) = (self.gone, target) {
+            statements.push((
+                format!(
+                    "UPDATE {table} SET is_active = FALSE, deactivated_reason = $2 WHERE id = $1"
+                ),
+                HealthBinds::Reason(reason),
+            ));
+        }
+        statements
+    }
+}
+
+/// The values a health statement binds after the target's id.
+#[derive(Debug, PartialEq)]
+pub(super) enum HealthBinds {
+    None,
+    /// Failures to add, the threshold, and until when the circuit opens.
+    Failures(i64, i64, i64),
+    Reason(&'static str),
+}
+
+/// Applies each target's [`HealthFold`] (an iterator of `((TargetKind, &str), &HealthFold)` in
+/// target order, so that nodes lock these rows in one order) on `$conn`.
+macro_rules! update_health {
+    ($conn:expr, $folds:expr) => {{
+        for ((target, id), fold) in $folds {
+            for (sql, binds) in fold.statements(target) {
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+                let query = match binds {
+                    crate::store::deliveries::HealthBinds::None => query,
+                    crate::store::deliveries::HealthBinds::Failures(n, threshold, until) => {
+                        query.bind(n).bind(threshold).bind(until)
+                    }
+                    crate::store::deliveries::HealthBinds::Reason(reason) => query.bind(reason),
+                };
+                query.execute(&mut *$conn).await?;
+            }
+        }
+    }};
+}
+pub(super) use update_health;
 
 impl Store {
     /// Leases up to `limit` due deliveries until `lease_until`: their `next_attempt_at` moves to
@@ -161,7 +268,7 @@ impl Store {
                           ORDER BY next_attempt_at LIMIT $4 {lock})
              RETURNING {COLUMNS}"
         );
-        let rows: Vec<DeliveryRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<DeliveryRow> = on_writer!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(lease_until)
             .bind(token)
             .bind(now)
@@ -187,7 +294,7 @@ impl Store {
         if self.backend() != "sqlite" {
             return Ok(0);
         }
-        Ok(on_pool!(self, pool => sqlx::query(
+        Ok(on_writer!(self, pool => sqlx::query(
             "UPDATE deliveries SET next_attempt_at = $1, lease_token = NULL
              WHERE status = 'pending' AND lease_token IS NOT NULL",
         )
@@ -209,7 +316,7 @@ impl Store {
     /// Puts a leased delivery back without spending an attempt (circuit open, rate limit, target
     /// busy), due again at `until`.
     pub async fn defer_delivery(&self, id: &str, token: &str, until: i64) -> Result<()> {
-        on_pool!(self, pool => sqlx::query(
+        on_writer!(self, pool => sqlx::query(
             "UPDATE deliveries SET next_attempt_at = $3, lease_token = NULL WHERE id = $1 AND lease_token = $2",
         )
         .bind(id)
@@ -223,7 +330,7 @@ impl Store {
 
     /// Lengthens a lease held with `token` (for attempts whose timeout outlasts it).
     pub async fn extend_lease(&self, id: &str, token: &str, until: i64) -> Result<()> {
-        on_pool!(self, pool => sqlx::query(
+        on_writer!(self, pool => sqlx::query(
             "UPDATE deliveries SET next_attempt_at = $3 WHERE id = $1 AND lease_token = $2",
         )
         .bind(id)
@@ -243,7 +350,7 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<()> {
-        on_pool!(self, pool => sqlx::query(
+        on_writer!(self, pool => sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', last_error = $3, lease_token = NULL, updated_at = $4
              WHERE id = $1 AND lease_token = $2",
         )
@@ -261,15 +368,18 @@ impl Store {
     /// holds the trial until `trial_until`; others keep waiting.
     pub async fn claim_circuit_trial(
         &self,
-        webhook_id: &str,
+        target: TargetKind,
+        id: &str,
         now: i64,
         trial_until: i64,
     ) -> Result<bool> {
-        let won = on_pool!(self, pool => sqlx::query(
-            "UPDATE outgoing_webhooks SET circuit_open_until = $3
-             WHERE id = $1 AND (circuit_open_until IS NULL OR circuit_open_until <= $2)",
-        )
-        .bind(webhook_id)
+        let table = target_table(target);
+        let sql = format!(
+            "UPDATE {table} SET circuit_open_until = $3
+             WHERE id = $1 AND (circuit_open_until IS NULL OR circuit_open_until <= $2)"
+        );
+        let won = on_writer!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
         .bind(now)
         .bind(trial_until)
         .execute(pool)
@@ -286,7 +396,7 @@ impl Store {
         delivery_id: &str,
         now: i64,
     ) -> Result<()> {
-        let done = on_pool!(self, pool => sqlx::query(
+        let done = on_writer!(self, pool => sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3, updated_at = $3
              WHERE id = $1 AND webhook_id = $2 AND status <> 'pending'",
         )
@@ -304,7 +414,7 @@ impl Store {
 
     /// Queues again every failed delivery of a webhook created at or after `since`.
     pub async fn replay_failed(&self, webhook_id: &str, since: i64, now: i64) -> Result<u64> {
-        Ok(on_pool!(self, pool => sqlx::query(
+        Ok(on_writer!(self, pool => sqlx::query(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3, updated_at = $3
              WHERE webhook_id = $1 AND status = 'failed' AND created_at >= $2",
         )
@@ -389,5 +499,56 @@ impl Store {
             last_success_at: sums.last_success_at,
             last_failure_at: sums.last_failure_at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAIL: HealthChange = HealthChange::Failure {
+        threshold: 5,
+        open_until: 99,
+    };
+
+    fn fold(changes: &[HealthChange]) -> HealthFold {
+        let mut fold = HealthFold::default();
+        for change in changes {
+            fold.add(*change);
+        }
+        fold
+    }
+
+    #[test]
+    fn a_success_resets_what_came_before_it_in_the_group() {
+        let statements = fold(&[FAIL, HealthChange::Success, FAIL]).statements(TargetKind::Agent);
+        assert_eq!(statements.len(), 1);
+        assert!(statements[0].0.contains("consecutive_failures = 0 + $2"));
+        assert_eq!(statements[0].1, HealthBinds::Failures(1, 5, 99));
+    }
+
+    #[test]
+    fn failures_add_to_the_stored_count_and_gone_switches_a_webhook_off() {
+        let statements = fold(&[FAIL, FAIL, HealthChange::Gone { reason: "410" }])
+            .statements(TargetKind::Webhook);
+        assert!(
+            statements[0]
+                .0
+                .contains("consecutive_failures = consecutive_failures + $2")
+        );
+        assert_eq!(statements[0].1, HealthBinds::Failures(2, 5, 99));
+        assert_eq!(statements[1].1, HealthBinds::Reason("410"));
+        assert!(
+            fold(&[HealthChange::Gone { reason: "410" }])
+                .statements(TargetKind::Agent)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn successes_only_clear_a_dirty_circuit() {
+        let statements = fold(&[HealthChange::Success]).statements(TargetKind::Webhook);
+        assert_eq!(statements.len(), 1);
+        assert!(statements[0].0.contains("consecutive_failures <> 0"));
     }
 }

@@ -56,24 +56,11 @@ pub struct Publication {
     pub idempotency: Option<Idempotency>,
 }
 
-/// Writes a [`Publication`] on `$conn` (inside the caller's transaction).
-macro_rules! write_publication {
-    ($conn:expr, $publication:expr) => {{
-        let Publication { tenant, events, deliveries, idempotency } = $publication;
-        if let Some(idem) = idempotency {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (company_id, user_id, key, response, created_at)
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&tenant.company_id)
-            .bind(&tenant.user_id)
-            .bind(&idem.key)
-            .bind(&idem.response)
-            .bind(events.first().map_or(0, |e| e.created_at))
-            .execute(&mut *$conn)
-            .await?;
-        }
-        for chunk in events.chunks(CHUNK) {
+/// Inserts `$events` (a slice of `&Event`) on `$conn`, in multi-row statements.
+macro_rules! insert_events {
+    ($conn:expr, $events:expr) => {{
+        let events: &[&crate::domain::event::Event] = $events;
+        for chunk in events.chunks(crate::store::events::CHUNK) {
             sqlx::QueryBuilder::new(
                 "INSERT INTO events (id, user_id, company_id, event_type, agent_id, agent_name, data, metadata, created_at) ",
             )
@@ -84,22 +71,31 @@ macro_rules! write_publication {
                     .push_bind(&event.event_type)
                     .push_bind(&event.agent_id)
                     .push_bind(&event.agent_name)
-                    .push_bind(to_json(&event.data))
-                    .push_bind(event.metadata.as_ref().map(to_json))
+                    .push_bind(crate::store::to_json(&event.data))
+                    .push_bind(event.metadata.as_ref().map(crate::store::to_json))
                     .push_bind(event.created_at);
             })
             .build()
             .execute(&mut *$conn)
             .await?;
         }
-        for chunk in deliveries.chunks(CHUNK) {
+    }};
+}
+pub(super) use insert_events;
+
+/// Inserts `$deliveries` (a slice of `&Delivery`) on `$conn`, in multi-row statements.
+macro_rules! insert_deliveries {
+    ($conn:expr, $deliveries:expr) => {{
+        let deliveries: &[&crate::domain::delivery::Delivery] = $deliveries;
+        for chunk in deliveries.chunks(crate::store::events::CHUNK) {
             sqlx::QueryBuilder::new(
-                "INSERT INTO deliveries (id, event_id, webhook_id, company_id, event_type, status, attempts,
-                    next_attempt_at, created_at, updated_at) ",
+                "INSERT INTO deliveries (id, event_id, target, webhook_id, company_id, event_type, status,
+                    attempts, next_attempt_at, created_at, updated_at) ",
             )
             .push_values(chunk, |mut row, delivery| {
                 row.push_bind(&delivery.id)
                     .push_bind(&delivery.event_id)
+                    .push_bind(delivery.target.as_str())
                     .push_bind(&delivery.webhook_id)
                     .push_bind(&delivery.company_id)
                     .push_bind(&delivery.event_type)
@@ -115,7 +111,34 @@ macro_rules! write_publication {
         }
     }};
 }
-pub(super) use write_publication;
+pub(super) use insert_deliveries;
+
+/// Records a publication's `Idempotency-Key` on `$conn`; evaluates to `false` (writing nothing)
+/// when the tenant used the key already.
+macro_rules! insert_idempotency {
+    ($conn:expr, $publication:expr) => {{
+        let publication: &Publication = $publication;
+        match &publication.idempotency {
+            Some(idem) => {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (company_id, user_id, key, response, created_at)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (company_id, user_id, key) DO NOTHING",
+                )
+                .bind(&publication.tenant.company_id)
+                .bind(&publication.tenant.user_id)
+                .bind(&idem.key)
+                .bind(&idem.response)
+                .bind(publication.events.first().map_or(0, |e| e.created_at))
+                .execute(&mut *$conn)
+                .await?
+                .rows_affected()
+                    == 1
+            }
+            None => true,
+        }
+    }};
+}
+pub(super) use insert_idempotency;
 
 /// Rows per multi-row INSERT: well under both engines' bound-parameter limits.
 pub(super) const CHUNK: usize = 500;

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{Result, Store, StoreError, from_json, on_pool};
+use super::{Publication, Result, Store, StoreError, from_json, on_pool};
 use crate::domain::{
     agent::{AgentMessage, MessageKind},
     log::LogEntry,
@@ -48,54 +48,63 @@ pub struct Acceptance {
     /// The sender's delivery id and the answer to remember for it.
     pub dedup: Option<(String, Value)>,
     pub log: LogEntry,
+    /// The events the request causes (`chat.message.received`, perhaps `agent.created`) with
+    /// their deliveries, including the push to the agent's endpoint: durable with the message.
+    pub publication: Publication,
 }
 
-/// Writes one accepted request on `$conn` (inside the group commit's transaction): its dedup
-/// record, inbox message and log entry. Evaluates to `false`, writing nothing, when its delivery
-/// id is already recorded.
-macro_rules! write_acceptance {
+/// Records an accepted request's delivery id on `$conn`; evaluates to `false` (writing nothing)
+/// when it is recorded already.
+macro_rules! insert_dedup {
     ($conn:expr, $accepted:expr) => {{
         let accepted: &Acceptance = $accepted;
-        let (message, log) = (&accepted.message, &accepted.log);
-        let fresh = match &accepted.dedup {
+        match &accepted.dedup {
             Some((key, response)) => {
                 sqlx::query(
                     "INSERT INTO incoming_dedup (webhook_id, dedup_key, response, created_at)
                      VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id, dedup_key) DO NOTHING",
                 )
-                .bind(&log.webhook_id)
+                .bind(&accepted.log.webhook_id)
                 .bind(key)
                 .bind(crate::store::to_json(response))
-                .bind(message.created_at)
+                .bind(accepted.message.created_at)
                 .execute(&mut *$conn)
                 .await?
                 .rows_affected()
                     == 1
             }
             None => true,
-        };
-        if fresh {
-            sqlx::query(
-                "INSERT INTO agent_messages (id, agent_id, user_id, company_id,
-                    incoming_webhook_id, kind, content, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&message.id)
-            .bind(&message.agent_id)
-            .bind(&message.tenant.user_id)
-            .bind(&message.tenant.company_id)
-            .bind(&message.incoming_webhook_id)
-            .bind(message.kind.as_str())
-            .bind(crate::store::to_json(&message.content))
-            .bind(message.created_at)
-            .execute(&mut *$conn)
-            .await?;
-            crate::store::logs::write_log!($conn, log);
         }
-        fresh
     }};
 }
-pub(super) use write_acceptance;
+pub(super) use insert_dedup;
+
+/// Inserts inbox messages (a slice of `&AgentMessage`) on `$conn`, in multi-row statements.
+macro_rules! insert_messages {
+    ($conn:expr, $messages:expr) => {{
+        let messages: &[&crate::domain::agent::AgentMessage] = $messages;
+        for chunk in messages.chunks(crate::store::events::CHUNK) {
+            sqlx::QueryBuilder::new(
+                "INSERT INTO agent_messages (id, agent_id, user_id, company_id, incoming_webhook_id,
+                    kind, content, created_at) ",
+            )
+            .push_values(chunk, |mut row, message| {
+                row.push_bind(&message.id)
+                    .push_bind(&message.agent_id)
+                    .push_bind(&message.tenant.user_id)
+                    .push_bind(&message.tenant.company_id)
+                    .push_bind(&message.incoming_webhook_id)
+                    .push_bind(message.kind.as_str())
+                    .push_bind(crate::store::to_json(&message.content))
+                    .push_bind(message.created_at);
+            })
+            .build()
+            .execute(&mut *$conn)
+            .await?;
+        }
+    }};
+}
+pub(super) use insert_messages;
 
 impl Store {
     /// Makes an accepted request durable (in the node's next group commit). `false`: its

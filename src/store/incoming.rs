@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
     api_key::hash_secret,
     incoming::{IncomingSettings, IncomingWebhook, Route, Transform},
@@ -117,7 +117,7 @@ macro_rules! bind_incoming {
 
 impl Store {
     pub async fn insert_incoming(&self, hook: &IncomingWebhook) -> Result<()> {
-        on_pool!(self, pool => bind_incoming!(sqlx::query(
+        on_writer!(self, pool => bind_incoming!(sqlx::query(
             "INSERT INTO incoming_webhooks (id, user_id, company_id, name, agent_id, agent_name,
                 description, is_active, transform_template, payload_transformation, rate_limit,
                 allowed_ips, updated_at, verification, routes, dedup_header, created_at, token,
@@ -171,7 +171,7 @@ impl Store {
     }
 
     pub async fn update_incoming(&self, hook: &IncomingWebhook) -> Result<()> {
-        let done = on_pool!(self, pool => bind_incoming!(sqlx::query(
+        let done = on_writer!(self, pool => bind_incoming!(sqlx::query(
             "UPDATE incoming_webhooks SET name = $4, agent_id = $5, agent_name = $6, description = $7,
                 is_active = $8, transform_template = $9, payload_transformation = $10,
                 rate_limit = $11, allowed_ips = $12, updated_at = $13, verification = $14,

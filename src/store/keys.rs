@@ -1,6 +1,6 @@
 //! API keys.
 
-use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
     api_key::ApiKey,
     tenant::{Scope, Tenant},
@@ -45,7 +45,7 @@ const KEY_COLUMNS: &str =
 impl Store {
     pub async fn insert_api_key(&self, key: &ApiKey, key_hash: &str) -> Result<()> {
         let scopes: Vec<&str> = key.scopes.iter().map(|s| s.as_str()).collect();
-        on_pool!(self, pool => sqlx::query(
+        on_writer!(self, pool => sqlx::query(
             "INSERT INTO api_keys (id, name, key_prefix, key_hash, user_id, company_id, scopes, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -85,7 +85,7 @@ impl Store {
 
     /// Marks a key revoked; revoking twice is not an error. `NotFound` for an unknown id.
     pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<()> {
-        let done = on_pool!(self, pool => sqlx::query(
+        let done = on_writer!(self, pool => sqlx::query(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
         )
         .bind(id)

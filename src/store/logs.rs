@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Result, Store, StoreError, from_json, on_pool};
+use super::{Result, Store, StoreError, from_json, on_pool, on_writer};
 use crate::domain::log::{LogEntry, Totals, WebhookType};
 
 #[derive(sqlx::FromRow)]
@@ -29,6 +29,7 @@ impl TryFrom<LogRow> for LogEntry {
     fn try_from(row: LogRow) -> Result<LogEntry> {
         let webhook_type = match row.webhook_type.as_str() {
             "incoming" => WebhookType::Incoming,
+            "agent" => WebhookType::Agent,
             _ => WebhookType::Outgoing,
         };
         let headers: BTreeMap<String, String> = from_json("request_headers", &row.request_headers)?;
@@ -71,58 +72,91 @@ pub struct LogQuery {
     pub offset: i64,
 }
 
-/// The shared INSERT of a log entry and UPDATE of its webhook's totals, for one connection.
-macro_rules! write_log {
-    ($conn:expr, $entry:expr) => {{
-        let entry = $entry;
-        sqlx::query(
-            "INSERT INTO webhook_logs (id, webhook_type, webhook_id, delivery_id, event_type, status,
-                request_payload, request_headers, response_status, response_body, error_message,
-                retry_count, processing_time_ms, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(&entry.id)
-        .bind(entry.webhook_type.as_str())
-        .bind(&entry.webhook_id)
-        .bind(&entry.delivery_id)
-        .bind(&entry.event_type)
-        .bind(&entry.status)
-        .bind(&entry.request_payload)
-        .bind(crate::store::to_json(&entry.request_headers))
-        .bind(entry.response_status)
-        .bind(&entry.response_body)
-        .bind(&entry.error_message)
-        .bind(entry.retry_count)
-        .bind(entry.processing_time_ms)
-        .bind(entry.created_at)
-        .execute(&mut *$conn)
-        .await?;
-        let (ok, at) = (i64::from(entry.succeeded), entry.created_at);
-        sqlx::query(
-            "INSERT INTO webhook_stats (webhook_id, webhook_type, total, succeeded, failed, total_ms,
-                last_success_at, last_failure_at)
-             VALUES ($1, $2, 1, $3, $4, $5, $6, $7)
-             ON CONFLICT (webhook_id) DO UPDATE SET
-                total = webhook_stats.total + 1,
-                succeeded = webhook_stats.succeeded + excluded.succeeded,
-                failed = webhook_stats.failed + excluded.failed,
-                total_ms = webhook_stats.total_ms + excluded.total_ms,
-                last_success_at = COALESCE(excluded.last_success_at, webhook_stats.last_success_at),
-                last_failure_at = COALESCE(excluded.last_failure_at, webhook_stats.last_failure_at)",
-        )
-        .bind(&entry.webhook_id)
-        .bind(entry.webhook_type.as_str())
-        .bind(ok)
-        .bind(1 - ok)
-        .bind(entry.processing_time_ms)
-        .bind(entry.succeeded.then_some(at))
-        .bind((!entry.succeeded).then_some(at))
-        .execute(&mut *$conn)
-        .await?;
+/// Inserts log entries (a slice of `&LogEntry`) on `$conn` in multi-row statements, and adds
+/// them to their webhooks' running totals: one row per webhook, in webhook order (so that
+/// concurrent groups on several nodes lock totals rows in the same order and cannot deadlock).
+macro_rules! insert_logs {
+    ($conn:expr, $entries:expr) => {{
+        let entries: &[&crate::domain::log::LogEntry] = $entries;
+        for chunk in entries.chunks(crate::store::events::CHUNK) {
+            sqlx::QueryBuilder::new(
+                "INSERT INTO webhook_logs (id, webhook_type, webhook_id, delivery_id, event_type, status,
+                    request_payload, request_headers, response_status, response_body, error_message,
+                    retry_count, processing_time_ms, created_at) ",
+            )
+            .push_values(chunk, |mut row, entry| {
+                row.push_bind(&entry.id)
+                    .push_bind(entry.webhook_type.as_str())
+                    .push_bind(&entry.webhook_id)
+                    .push_bind(&entry.delivery_id)
+                    .push_bind(&entry.event_type)
+                    .push_bind(&entry.status)
+                    .push_bind(&entry.request_payload)
+                    .push_bind(crate::store::to_json(&entry.request_headers))
+                    .push_bind(entry.response_status)
+                    .push_bind(&entry.response_body)
+                    .push_bind(&entry.error_message)
+                    .push_bind(entry.retry_count)
+                    .push_bind(entry.processing_time_ms)
+                    .push_bind(entry.created_at);
+            })
+            .build()
+            .execute(&mut *$conn)
+            .await?;
+        }
+        let totals = crate::store::logs::sum_by_webhook(entries);
+        for chunk in totals.chunks(crate::store::events::CHUNK) {
+            let mut query = sqlx::QueryBuilder::new(
+                "INSERT INTO webhook_stats (webhook_id, webhook_type, total, succeeded, failed, total_ms,
+                    last_success_at, last_failure_at) ",
+            );
+            query.push_values(chunk, |mut row, (webhook_id, webhook_type, t)| {
+                row.push_bind(*webhook_id)
+                    .push_bind(webhook_type.as_str())
+                    .push_bind(t.total)
+                    .push_bind(t.succeeded)
+                    .push_bind(t.failed)
+                    .push_bind(t.total_ms)
+                    .push_bind(t.last_success_at)
+                    .push_bind(t.last_failure_at);
+            });
+            query.push(
+                " ON CONFLICT (webhook_id) DO UPDATE SET
+                    total = webhook_stats.total + excluded.total,
+                    succeeded = webhook_stats.succeeded + excluded.succeeded,
+                    failed = webhook_stats.failed + excluded.failed,
+                    total_ms = webhook_stats.total_ms + excluded.total_ms,
+                    last_success_at = COALESCE(excluded.last_success_at, webhook_stats.last_success_at),
+                    last_failure_at = COALESCE(excluded.last_failure_at, webhook_stats.last_failure_at)",
+            );
+            query.build().execute(&mut *$conn).await?;
+        }
     }};
 }
+pub(super) use insert_logs;
 
-pub(super) use write_log;
+/// The entries' totals per webhook, in webhook order.
+pub(super) fn sum_by_webhook<'a>(entries: &[&'a LogEntry]) -> Vec<(&'a str, WebhookType, Totals)> {
+    let mut sums: BTreeMap<&str, (WebhookType, Totals)> = BTreeMap::new();
+    for entry in entries {
+        let (_, totals) = sums
+            .entry(&entry.webhook_id)
+            .or_insert_with(|| (entry.webhook_type, Totals::default()));
+        totals.total += 1;
+        totals.total_ms += entry.processing_time_ms;
+        let at = Some(entry.created_at);
+        if entry.succeeded {
+            totals.succeeded += 1;
+            totals.last_success_at = totals.last_success_at.max(at);
+        } else {
+            totals.failed += 1;
+            totals.last_failure_at = totals.last_failure_at.max(at);
+        }
+    }
+    sums.into_iter()
+        .map(|(id, (kind, totals))| (id, kind, totals))
+        .collect()
+}
 
 /// How many recent entries the latency percentiles are computed over: bounded, and read
 /// through the (webhook_id, created_at) index.
@@ -218,7 +252,7 @@ impl Store {
         .await?);
         let mut removed = 0;
         for webhook_id in crowded {
-            removed += on_pool!(self, pool => sqlx::query(
+            removed += on_writer!(self, pool => sqlx::query(
                 "DELETE FROM webhook_logs WHERE webhook_id = $1 AND created_at <
                     (SELECT created_at FROM webhook_logs WHERE webhook_id = $1
                      ORDER BY created_at DESC LIMIT 1 OFFSET $2)",
@@ -232,8 +266,8 @@ impl Store {
         Ok(removed)
     }
 
-    /// Deletes finished deliveries, events left without pending deliveries, and idempotency
-    /// keys, all older than `before` (ms).
+    /// Deletes finished deliveries, events left without pending deliveries, idempotency keys
+    /// and incoming dedup records, all older than `before` (ms).
     pub async fn prune_finished_work(&self, before: i64) -> Result<u64> {
         let mut removed = 0;
         for sql in [
@@ -241,8 +275,11 @@ impl Store {
             "DELETE FROM events WHERE created_at < $1 AND NOT EXISTS
                 (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
             "DELETE FROM idempotency_keys WHERE created_at < $1",
+            // A provider's delivery id is remembered as long as logs are: far longer than any
+            // provider keeps retrying one delivery.
+            "DELETE FROM incoming_dedup WHERE created_at < $1",
         ] {
-            removed += on_pool!(self, pool => sqlx::query(sql)
+            removed += on_writer!(self, pool => sqlx::query(sql)
                 .bind(before)
                 .execute(pool)
                 .await?
@@ -256,7 +293,7 @@ impl Store {
     pub async fn prune_logs_older_than(&self, before: i64) -> Result<u64> {
         let mut removed = 0;
         loop {
-            let done = on_pool!(self, pool => sqlx::query(
+            let done = on_writer!(self, pool => sqlx::query(
                 "DELETE FROM webhook_logs WHERE id IN
                     (SELECT id FROM webhook_logs WHERE created_at < $1 LIMIT 5000)",
             )

@@ -13,7 +13,7 @@ mod keys;
 mod logs;
 mod outgoing;
 
-pub use deliveries::{AttemptRecord, HealthChange};
+pub use deliveries::{AttemptRecord, HealthChange, Reply};
 pub use events::{Idempotency, Publication};
 pub use inbox::Acceptance;
 pub use logs::LogQuery;
@@ -95,10 +95,27 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// [`on_pool!`] for statements that write: on SQLite they go to the single write connection, so
+/// writers queue in the pool (fairly, without sleeping) instead of colliding on SQLite's one
+/// write lock and backing off in its busy handler (seen: claims waiting over a second behind
+/// group commits). On PostgreSQL it is the same pool.
+macro_rules! on_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.write_db {
+            crate::store::Db::Sqlite($pool) => $body,
+            crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_writer;
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// For reads (and, on PostgreSQL, writes too).
     db: Db,
+    /// For writes; see [`on_writer!`].
+    write_db: Db,
     /// The group-commit writer of this node (see [`batch`]).
     writer: tokio::sync::mpsc::Sender<batch::Job>,
 }
@@ -110,7 +127,7 @@ impl Store {
     /// Connects to `url` (`sqlite://hookd.db`, `sqlite::memory:`, `postgres://…`) and applies
     /// pending migrations.
     pub async fn connect(url: &str) -> Result<Store> {
-        let db = if url.starts_with("sqlite:") {
+        let (db, write_db) = if url.starts_with("sqlite:") {
             // WAL lets readers run beside the writer; synchronous=FULL makes a commit survive
             // power loss, which is what a 2xx promises.
             let options = SqliteConnectOptions::from_str(url)?
@@ -119,13 +136,23 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(8)
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await?;
-            sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-            Db::Sqlite(pool)
+            sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+            // An in-memory database exists once per connection: it gets no separate readers.
+            let readers = if url.contains(":memory:") || url.contains("mode=memory") {
+                writer.clone()
+            } else {
+                SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await?
+            };
+            (Db::Sqlite(readers), Db::Sqlite(writer))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -134,13 +161,14 @@ impl Store {
                 .connect_with(options)
                 .await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            Db::Postgres(pool)
+            (Db::Postgres(pool.clone()), Db::Postgres(pool))
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
         Ok(Store {
-            writer: batch::start(db.clone()),
+            writer: batch::start(write_db.clone()),
             db,
+            write_db,
         })
     }
 
@@ -165,7 +193,7 @@ impl Store {
         id: &str,
     ) -> Result<()> {
         let sql = format!("DELETE FROM {table} WHERE id = $1 AND company_id = $2 AND user_id = $3");
-        let done = on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql))
+        let done = on_writer!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(&tenant.company_id)
             .bind(&tenant.user_id)
@@ -179,7 +207,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        on_pool!(self, pool => pool.close().await);
+        on_writer!(self, pool => pool.close().await);
     }
 }
 

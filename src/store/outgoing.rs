@@ -1,10 +1,10 @@
 //! Outgoing webhook configurations.
 
-use super::{Result, Store, StoreError, from_json, on_pool, to_json};
+use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
-    delivery::PayloadFormat,
+    delivery::{Health, PayloadFormat},
     net::TargetUrl,
-    outgoing::{Health, OutgoingSettings, OutgoingWebhook},
+    outgoing::{OutgoingSettings, OutgoingWebhook},
     tenant::Tenant,
 };
 
@@ -110,7 +110,7 @@ macro_rules! bind_outgoing {
 
 impl Store {
     pub async fn insert_outgoing(&self, hook: &OutgoingWebhook) -> Result<()> {
-        on_pool!(self, pool => bind_outgoing!(sqlx::query(
+        on_writer!(self, pool => bind_outgoing!(sqlx::query(
             "INSERT INTO outgoing_webhooks (id, user_id, company_id, name, url, event_types, is_active,
                 secret, headers, description, agent_id, retry_count, retry_delay, timeout, rate_limit,
                 filters, payload_template, payload_format, updated_at, created_at)
@@ -177,7 +177,7 @@ impl Store {
 
     /// Writes the settings of an existing webhook (of the same tenant).
     pub async fn update_outgoing(&self, hook: &OutgoingWebhook) -> Result<()> {
-        let done = on_pool!(self, pool => bind_outgoing!(sqlx::query(
+        let done = on_writer!(self, pool => bind_outgoing!(sqlx::query(
             "UPDATE outgoing_webhooks SET name = $4, url = $5, event_types = $6, is_active = $7,
                 secret = $8, headers = $9, description = $10, agent_id = $11, retry_count = $12,
                 retry_delay = $13, timeout = $14, rate_limit = $15, filters = $16,

@@ -156,7 +156,7 @@ async fn show(session: Session, Path(id): Path<String>) -> Response {
             }
             section.card {
                 h2 { "Endpoint" }
-                p.muted { "Where messages will also be pushed (pushing is not built yet; the inbox always receives them)." }
+                p.muted { "Messages routed to this agent are also pushed here; the inbox always receives them." }
                 (EndpointForm::from_resource(&agent).render(&id, None, false))
             }
         },

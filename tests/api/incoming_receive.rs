@@ -28,6 +28,8 @@ both_backends!(
     rate_limit_is_shared_across_nodes_through_redis,
     each_verification_scheme_accepts_valid_and_refuses_tampered,
     repeated_delivery_id_answers_the_first_result,
+    dedup_records_expire_with_the_logs,
+    slack_url_verification_is_answered_once_signed,
     routing_rules_first_match_wins_with_the_webhook_agent_as_fallback,
     hostile_templates_are_stopped_quickly_and_logged,
     refused_requests_write_nothing_but_their_log_entry,
@@ -661,6 +663,73 @@ async fn repeated_delivery_id_answers_the_first_result(backend: Backend) {
         4,
         "the duplicate is logged too"
     );
+}
+
+async fn dedup_records_expire_with_the_logs(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let hook = create_hook(
+        &app,
+        &key,
+        json!({"agent_id": "a", "dedup_header": "webhook-id"}),
+    )
+    .await;
+    let once = || {
+        post_with(
+            &app,
+            &hook,
+            "application/json",
+            "{}",
+            headers(&[("webhook-id", "msg_1")]),
+        )
+    };
+    once().await.expect(202);
+    once().await.expect(200);
+    // What housekeeping runs once the retention period has passed.
+    let later = hookd::domain::time::now_ms() + 1;
+    app.store.prune_finished_work(later).await.unwrap();
+    once().await.expect(202);
+    assert_eq!(inbox(&app, &key, "a").await.len(), 2);
+}
+
+async fn slack_url_verification_is_answered_once_signed(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    let hook = create_hook(
+        &app,
+        &key,
+        json!({"agent_id": "a", "verification": {"type": "slack", "secret": secret}}),
+    )
+    .await;
+    let body = r#"{"token":"x","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let ts = (hookd::domain::time::now_ms() / 1000).to_string();
+    let sig = format!(
+        "v0={}",
+        hex_hmac_sha256(secret, format!("v0:{ts}:{body}").as_bytes())
+    );
+    let answer = post_with(
+        &app,
+        &hook,
+        "application/json",
+        body,
+        headers(&[
+            ("x-slack-request-timestamp", &ts),
+            ("x-slack-signature", &sig),
+        ]),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        answer,
+        json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"})
+    );
+    // Not routed: the handshake is not a message.
+    assert!(inbox(&app, &key, "a").await.is_empty());
+    // Unsigned, it is refused like any other request.
+    post_with(&app, &hook, "application/json", body, headers(&[]))
+        .await
+        .expect_error(401, "invalid_signature");
 }
 
 async fn routing_rules_first_match_wins_with_the_webhook_agent_as_fallback(backend: Backend) {

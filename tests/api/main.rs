@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin_keys;
+mod agent_push;
 mod agents;
 mod auth;
 mod cli;

@@ -23,6 +23,8 @@ pub enum Reply {
     WithHeaders(u16, Vec<(&'static str, String)>),
     /// Waits this long, then answers 200 (to exercise timeouts).
     Stall(Duration),
+    /// 200 with this JSON body (e.g. a model's chat completion).
+    Json(serde_json::Value),
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +92,7 @@ async fn record(
             }
             response
         }
+        Reply::Json(body) => axum::Json(body).into_response(),
         Reply::Stall(wait) => {
             tokio::time::sleep(wait).await;
             (StatusCode::OK, "late").into_response()
