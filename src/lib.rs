@@ -13,6 +13,7 @@ pub mod housekeeping;
 pub mod ingest;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 
 #[cfg(test)]
 mod properties;

@@ -196,6 +196,45 @@ pub struct StatisticsOut {
     pub last_failure_at: Option<String>,
     /// Of the target (outgoing webhooks and agents).
     pub circuit_state: Option<CircuitState>,
+    /// The same figures over the last hour only, from the log.
+    pub last_hour: WindowStatisticsOut,
+}
+
+/// A webhook's figures over a recent window, computed from its log entries in that window.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct WindowStatisticsOut {
+    pub total_requests: i64,
+    pub successful_requests: i64,
+    pub failed_requests: i64,
+    /// Percent (0–100); 0 when there was no request.
+    pub success_rate: f64,
+    pub p95_processing_time_ms: Option<i64>,
+}
+
+impl WindowStatisticsOut {
+    /// From `(succeeded, processing time)` pairs sorted by processing time.
+    fn from_outcomes(outcomes: &[(bool, i64)]) -> Self {
+        let succeeded = outcomes.iter().filter(|(ok, _)| *ok).count() as i64;
+        let total = outcomes.len() as i64;
+        let latencies: Vec<i64> = outcomes.iter().map(|(_, ms)| *ms).collect();
+        WindowStatisticsOut {
+            total_requests: total,
+            successful_requests: succeeded,
+            failed_requests: total - succeeded,
+            success_rate: percent(succeeded, total),
+            p95_processing_time_ms: percentile(&latencies, 0.95),
+        }
+    }
+}
+
+const HOUR_MS: i64 = 60 * 60 * 1000;
+
+/// `part` of `whole` in percent, to two decimals; 0 when `whole` is.
+fn percent(part: i64, whole: i64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 / whole as f64 * 10_000.0).round() / 100.0
 }
 
 fn rate_and_average(totals: &Totals) -> (f64, f64) {
@@ -203,7 +242,7 @@ fn rate_and_average(totals: &Totals) -> (f64, f64) {
         return (0.0, 0.0);
     }
     let total = totals.total as f64;
-    let rate = (totals.succeeded as f64 / total * 10_000.0).round() / 100.0;
+    let rate = percent(totals.succeeded, totals.total);
     let average = (totals.total_ms as f64 / total * 100.0).round() / 100.0;
     (rate, average)
 }
@@ -222,6 +261,7 @@ async fn get_webhook_statistics(
     let owned = owned(&state, tenant, &id, params.webhook_type).await?;
     let totals = state.store.webhook_totals(&id).await?;
     let latencies = state.store.recent_latencies(&id).await?;
+    let last_hour = state.store.outcomes_since(&id, now_ms() - HOUR_MS).await?;
     let (success_rate, average) = rate_and_average(&totals);
     let (webhook_type, pending, circuit_state) = match owned {
         Owned::Outgoing(hook) => (
@@ -251,6 +291,7 @@ async fn get_webhook_statistics(
         last_success_at: totals.last_success_at.map(iso8601),
         last_failure_at: totals.last_failure_at.map(iso8601),
         circuit_state,
+        last_hour: WindowStatisticsOut::from_outcomes(&last_hour),
     }))
 }
 

@@ -41,11 +41,10 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = bearer(parts)?;
+impl Caller {
+    /// The caller holding `key`, if it is a live API key. Shared by the bearer header and the
+    /// dashboard's session cookie, so both accept exactly the same keys.
+    pub async fn from_key(state: &AppState, key: &str) -> Result<Self, ApiError> {
         state
             .store
             .find_api_key(&hash_secret(key))
@@ -55,19 +54,25 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A request authenticated with `HOOKD_ADMIN_KEY`.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Caller::from_key(state, bearer(parts)?).await
+    }
+}
+
+/// A request authenticated with `HOOKD_ADMIN_KEY`.
+pub struct Admin;
+
+impl Admin {
+    /// `Admin` if `given` is the operator's key.
+    pub fn from_key(state: &AppState, given: &str) -> Result<Self, ApiError> {
         let Some(expected) = &state.config.admin_key else {
             return Err(ApiError::Unauthorized(
                 "the admin API is disabled: start hookd with HOOKD_ADMIN_KEY set",
             ));
         };
-        let given = bearer(parts)?;
         // Comparing digests keeps the comparison constant-time whatever the lengths.
         let same: bool = Sha256::digest(given.as_bytes())
             .ct_eq(&Sha256::digest(expected.as_bytes()))
@@ -77,5 +82,13 @@ impl FromRequestParts<AppState> for Admin {
         } else {
             Err(ApiError::Unauthorized("invalid admin key"))
         }
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Admin::from_key(state, bearer(parts)?)
     }
 }

@@ -75,9 +75,21 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The whole HTTP surface. The OpenAPI document is at `/openapi.json`, its browsable form at
-/// `/docs` (Swagger UI, served from the binary).
+/// The whole HTTP surface: the API, and the dashboard at `/ui`, which is a client of the API
+/// (it sends its calls through an in-process copy of the API router).
 pub fn router(state: AppState) -> Router {
+    let api = api_router(state.clone());
+    let dashboard = crate::ui::router(state, api.clone());
+    api.merge(dashboard)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// The JSON API. The OpenAPI document is at `/openapi.json`, its browsable form at `/docs`
+/// (Swagger UI, served from the binary).
+fn api_router(state: AppState) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::router())
         .merge(outgoing::router())
@@ -96,8 +108,4 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("route").into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .layer(DefaultBodyLimit::max(api_limit))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
-        .layer(TraceLayer::new_for_http())
 }

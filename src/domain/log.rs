@@ -95,6 +95,13 @@ pub fn redact_headers<'a>(
         .collect()
 }
 
+impl LogEntry {
+    /// Whether an entry of this status counts as a success in the statistics.
+    pub fn counts_as_success(status: &str) -> bool {
+        matches!(status, "delivered" | "accepted")
+    }
+}
+
 /// Statistics of one webhook.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {

@@ -34,7 +34,7 @@ impl TryFrom<LogRow> for LogEntry {
         };
         let headers: BTreeMap<String, String> = from_json("request_headers", &row.request_headers)?;
         Ok(LogEntry {
-            succeeded: matches!(row.status.as_str(), "delivered" | "accepted"),
+            succeeded: LogEntry::counts_as_success(&row.status),
             id: row.id,
             webhook_type,
             webhook_id: row.webhook_id,
@@ -222,6 +222,24 @@ impl Store {
         .await?);
         times.sort_unstable();
         Ok(times)
+    }
+
+    /// Outcome (succeeded or not) and processing time of each entry logged since `since` (unix
+    /// ms), sorted by processing time. Reads one range of the (webhook, time) index, bounded by
+    /// the per-webhook log cap.
+    pub async fn outcomes_since(&self, webhook_id: &str, since: i64) -> Result<Vec<(bool, i64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT status, processing_time_ms FROM webhook_logs
+             WHERE webhook_id = $1 AND created_at >= $2 ORDER BY processing_time_ms",
+        )
+        .bind(webhook_id)
+        .bind(since)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(status, ms)| (LogEntry::counts_as_success(&status), ms))
+            .collect())
     }
 
     /// Keeps at most `max` log entries for each webhook that has logged more than that.
