@@ -37,6 +37,113 @@ async fn sqlite_node_killed_mid_delivery_delivers_every_accepted_event_after_res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_node_killed_mid_ingest_keeps_every_accepted_message_and_its_event() {
+    const SENDERS: usize = 16;
+    let (_db, url) = database(Backend::Sqlite).await.expect("sqlite");
+    let mut node = Node::start(&url, &[]).await;
+    let receiver = Receiver::start().await;
+    let key = node.tenant_key().await;
+    node.webhooks(
+        &key,
+        &receiver,
+        1,
+        json!({"event_types": ["chat.message.received"]}),
+    )
+    .await;
+    let created = node
+        .post(
+            "/api/webhooks/incoming",
+            &key,
+            &json!({"name": "crm", "agent_id": "inbox", "rate_limit": 1_000_000}),
+        )
+        .await
+        .expect(201);
+    let receiving = created["url"].as_str().expect("url").to_string();
+
+    // Senders post until the node dies under them; each keeps the ids of what was answered 202.
+    let mut senders = Vec::new();
+    for sender in 0..SENDERS {
+        let (client, receiving) = (node.client.clone(), receiving.clone());
+        senders.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            for n in 0.. {
+                let body = json!({"sender": sender, "n": n});
+                let Ok(response) = client.post(&receiving).json(&body).send().await else {
+                    break;
+                };
+                if response.status() != reqwest::StatusCode::ACCEPTED {
+                    break;
+                }
+                let answer: serde_json::Value = response.json().await.expect("answer");
+                accepted.push(answer["id"].as_str().expect("id").to_string());
+            }
+            accepted
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    node.kill();
+    let mut accepted = Vec::new();
+    for sender in senders {
+        accepted.extend(sender.await.expect("sender"));
+    }
+    assert!(
+        accepted.len() > 100,
+        "only {} accepted before the kill",
+        accepted.len()
+    );
+    let restarted = Node::start(&url, &[]).await;
+
+    let mut inbox = std::collections::HashSet::new();
+    let mut after = String::new();
+    loop {
+        let page = restarted
+            .get(
+                &format!("/api/agents/inbox/messages?limit=1000&after={after}"),
+                &key,
+            )
+            .await
+            .expect(200);
+        let messages = page["messages"].as_array().expect("messages");
+        if messages.is_empty() {
+            break;
+        }
+        inbox.extend(
+            messages
+                .iter()
+                .map(|m| m["id"].as_str().expect("id").to_string()),
+        );
+        after = page["next_cursor"].as_str().expect("cursor").to_string();
+    }
+    let lost: Vec<_> = accepted.iter().filter(|id| !inbox.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} accepted messages lost, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
+    // Each accepted message's chat.message.received event was durable with it, so it arrives.
+    wait_until("every event arrives", Duration::from_secs(60), async || {
+        let announced: std::collections::HashSet<String> = receiver
+            .received()
+            .iter()
+            .map(|r| {
+                r.json()["data"]["message_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        accepted.iter().all(|id| announced.contains(id))
+    })
+    .await;
+    eprintln!(
+        "ingest crash: {} messages accepted before the kill, all in the inbox and announced after restart ({} in the inbox)",
+        accepted.len(),
+        inbox.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_outage_opens_the_circuit_slows_to_trials_and_loses_nothing() {
     const EVENTS: usize = 20;
     const COOLDOWN: Duration = Duration::from_secs(1);
