@@ -279,19 +279,6 @@ mod tests {
         }
     }
 
-    fn event(event_type: &str, data: serde_json::Value) -> Event {
-        let tenant = Tenant {
-            user_id: "u".into(),
-            company_id: "c".into(),
-        };
-        let new = NewEvent {
-            event_type: event_type.into(),
-            data,
-            ..Default::default()
-        };
-        Event::new("e".into(), tenant, new, 0)
-    }
-
     #[test]
     fn the_index_finds_exactly_what_a_scan_would() {
         let hooks = vec![
@@ -311,7 +298,7 @@ mod tests {
             ("task.failed", json!({})),
             ("agent.created", json!({})),
         ] {
-            let event = event(event_type, data);
+            let event = Event::sample(event_type, data);
             let found: Vec<_> = index.wanting(&event).map(|h| h.id.as_str()).collect();
             let scanned: Vec<_> = hooks
                 .iter()

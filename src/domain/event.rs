@@ -177,24 +177,30 @@ fn same(wanted: &Value, actual: &Value) -> bool {
 }
 
 #[cfg(test)]
+impl Event {
+    /// An event of `event_type` carrying `data`, published by user `specific_user` of company
+    /// `c`: for tests.
+    pub(crate) fn sample(event_type: &str, data: Value) -> Event {
+        let tenant = Tenant {
+            user_id: "specific_user".into(),
+            company_id: "c".into(),
+        };
+        let new = NewEvent {
+            event_type: event_type.into(),
+            data,
+            ..Default::default()
+        };
+        Event::new("e1".into(), tenant, new, 0)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::outgoing::{OutgoingChanges, OutgoingSettings};
 
     fn event(event_type: &str, data: Value) -> Event {
-        Event::new(
-            "e1".into(),
-            Tenant {
-                user_id: "specific_user".into(),
-                company_id: "c".into(),
-            },
-            NewEvent {
-                event_type: event_type.into(),
-                data,
-                ..Default::default()
-            },
-            0,
-        )
+        Event::sample(event_type, data)
     }
 
     fn webhook(types: &[&str], filters: Value) -> OutgoingSettings {
