@@ -4,13 +4,34 @@
 use axum::{
     Form,
     extract::Path,
-    response::{IntoResponse, Response},
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
 };
 use maud::{Markup, html};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{backend::ApiFailure, layout::notice, session::Session};
+use super::{
+    backend::{ApiFailure, encode},
+    layout::notice,
+    session::Session,
+};
+
+/// The answer to a create form sent on to the API: the new resource's page (`{page}/{id}`), or
+/// the form again (`again`) with the API's message.
+pub fn created(
+    outcome: Result<Value, ApiFailure>,
+    page: &str,
+    again: impl FnOnce(&ApiFailure) -> Markup,
+) -> Response {
+    match outcome {
+        Ok(created) => {
+            let id = encode(created["id"].as_str().unwrap_or_default());
+            Redirect::to(&format!("{page}/{id}")).into_response()
+        }
+        Err(failure) => (StatusCode::UNPROCESSABLE_ENTITY, again(&failure)).into_response(),
+    }
+}
 
 /// A labelled input; `error` is the API's message when it named this field.
 pub fn field(label: &str, input: Markup, name: &str, error: Option<&ApiFailure>) -> Markup {

@@ -4,8 +4,7 @@
 use axum::{
     Form, Router,
     extract::Path,
-    http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use maud::{Markup, html};
@@ -104,17 +103,10 @@ async fn create(session: Session, Form(form): Form<CreateForm>) -> Response {
     if !form.transform_template.trim().is_empty() {
         body["transform_template"] = template_value(&form.transform_template);
     }
-    match session.api.post("/api/webhooks/incoming", &body).await {
-        Ok(hook) => {
-            let id = encode(hook["id"].as_str().unwrap_or_default());
-            Redirect::to(&format!("/ui/incoming/{id}")).into_response()
-        }
-        Err(failure) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            new_page(&session, &form, Some(&failure)),
-        )
-            .into_response(),
-    }
+    let outcome = session.api.post("/api/webhooks/incoming", &body).await;
+    forms::created(outcome, "/ui/incoming", |failure| {
+        new_page(&session, &form, Some(failure))
+    })
 }
 
 /// The access settings as the browser sends them.

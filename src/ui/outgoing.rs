@@ -4,8 +4,7 @@
 use axum::{
     Form, Router,
     extract::Path,
-    http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use maud::{Markup, html};
@@ -186,21 +185,13 @@ async fn new_form(session: Session) -> Response {
 }
 
 async fn create(session: Session, Form(form): Form<SettingsForm>) -> Response {
-    match session
+    let outcome = session
         .api
         .post("/api/webhooks/outgoing", &form.to_json(false))
-        .await
-    {
-        Ok(hook) => {
-            let id = encode(hook["id"].as_str().unwrap_or_default());
-            Redirect::to(&format!("/ui/outgoing/{id}")).into_response()
-        }
-        Err(failure) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            new_page(&session, &form, Some(&failure)),
-        )
-            .into_response(),
-    }
+        .await;
+    forms::created(outcome, "/ui/outgoing", |failure| {
+        new_page(&session, &form, Some(failure))
+    })
 }
 
 /// The settings editor on the webhook's page, which replaces itself with the outcome when saved.
