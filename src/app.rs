@@ -12,13 +12,18 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::{
     net::TcpListener,
-    sync::{Notify, watch},
+    sync::{Notify, Semaphore, mpsc, watch},
 };
 
 use crate::{
     api::{self, AppState},
     config::Config,
-    delivery::{publish::Publisher, sender::Sender, worker::Worker},
+    delivery::{
+        handoff::{Handed, Handoff},
+        publish::Publisher,
+        sender::Sender,
+        worker::Worker,
+    },
     housekeeping,
     ingest::Ingest,
     store::Store,
@@ -31,6 +36,9 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     wake: Arc<Notify>,
+    /// The worker's attempt slots and the deliveries handed off to it (see
+    /// [`handoff`](crate::delivery::handoff)); `None` on a node that does not deliver.
+    worker_line: Option<(Arc<Semaphore>, mpsc::UnboundedReceiver<Handed>)>,
 }
 
 /// The process-wide metrics recorder (one per process, shared by every app a test builds).
@@ -60,7 +68,15 @@ impl Application {
             .with_context(|| format!("binding {}", config.bind))?;
         let config = Arc::new(config);
         let wake = Arc::new(Notify::new());
-        let publisher = Publisher::new(store.clone(), Arc::clone(&wake));
+        let (handoff, worker_line) = if config.workers {
+            let slots = Arc::new(Semaphore::new(config.delivery_concurrency));
+            let (handoff, handed) =
+                Handoff::new(Arc::clone(&wake), Arc::clone(&slots), config.lease_ms);
+            (handoff, Some((slots, handed)))
+        } else {
+            (Handoff::none(Arc::clone(&wake)), None)
+        };
+        let publisher = Publisher::new(store.clone(), Arc::clone(&wake), handoff);
         let ingest = Ingest::new(&config, publisher.clone())
             .await
             .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
@@ -75,6 +91,7 @@ impl Application {
                 ingest: Arc::new(ingest),
             },
             wake,
+            worker_line,
         })
     }
 
@@ -97,7 +114,7 @@ impl Application {
         let state = self.state;
         let (stop, stopped) = watch::channel(false);
         let mut background = Vec::new();
-        if state.config.workers {
+        if let Some((slots, handed)) = self.worker_line {
             state.store.release_stale_leases().await?;
             let worker = Worker::new(
                 state.store.clone(),
@@ -106,8 +123,13 @@ impl Application {
                 self.wake,
                 state.publisher.clone(),
                 state.ingest.inbox(),
+                slots,
             );
-            background.push(tokio::spawn(worker.run(stopped.clone(), SHUTDOWN_GRACE)));
+            background.push(tokio::spawn(worker.run(
+                handed,
+                stopped.clone(),
+                SHUTDOWN_GRACE,
+            )));
             background.push(tokio::spawn(housekeeping::run(
                 state.store.clone(),
                 Arc::clone(&state.config),

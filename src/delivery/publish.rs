@@ -9,6 +9,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::handoff::{Handoff, Leased};
 use crate::{
     domain::{
         delivery::{Delivery, TargetKind},
@@ -107,6 +108,7 @@ impl Subscriptions {
 pub struct Publisher {
     store: Store,
     wake: Arc<Notify>,
+    handoff: Handoff,
     /// Each company's active webhooks, with the company version they were read at.
     candidates: Arc<Mutex<HashMap<String, Candidates>>>,
     /// Held while a company's webhooks are read afresh, so that the publishes arriving just
@@ -116,10 +118,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(store: Store, wake: Arc<Notify>) -> Publisher {
+    pub fn new(store: Store, wake: Arc<Notify>, handoff: Handoff) -> Publisher {
         Publisher {
             store,
             wake,
+            handoff,
             candidates: Arc::default(),
             reloading: Arc::default(),
         }
@@ -179,7 +182,7 @@ impl Publisher {
                 event_id: event.id.clone(),
                 deliveries: deliveries.len() - before,
             });
-            stored.push(event);
+            stored.push(Arc::new(event));
         }
         let publication = Publication {
             tenant: tenant.clone(),
@@ -208,9 +211,9 @@ impl Publisher {
             key: key.to_string(),
             response: serde_json::to_string(&published).unwrap_or_default(),
         });
-        let fanned_out = !publication.deliveries.is_empty();
+        let leased = self.lease(&mut publication);
         match (self.store.publish(publication).await, idempotency_key) {
-            (Ok(()), _) => {}
+            (Ok(()), _) => leased.start(),
             // A concurrent publish with the same key won the race: answer what it answered.
             (Err(StoreError::Conflict(_)), Some(key)) => {
                 return self
@@ -220,10 +223,14 @@ impl Publisher {
             }
             (Err(error), _) => return Err(error),
         }
-        if fanned_out {
-            self.wake.notify_one();
-        }
         Ok(published)
+    }
+
+    /// Leases `publication`'s deliveries to this node's worker as far as it has room (see
+    /// [`handoff`](super::handoff)). Once `publication` is committed the caller starts them,
+    /// which also wakes the workers for the rest.
+    pub fn lease(&self, publication: &mut Publication) -> Leased {
+        self.handoff.lease(publication, now_ms())
     }
 
     /// Tells the workers there is work now (e.g. a replayed delivery).

@@ -9,9 +9,10 @@ use std::{
 };
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
-use tokio::sync::{Notify, Semaphore, broadcast, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 
 use super::{
+    handoff::Handed,
     publish::Publisher,
     sender::{Attempt, Sender},
 };
@@ -100,6 +101,26 @@ impl Target {
     }
 }
 
+/// A leased delivery about to be attempted, in its worker slot.
+struct Work {
+    delivery: Delivery,
+    token: Arc<str>,
+    /// `None`: deleted meanwhile.
+    event: Option<Arc<Event>>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl From<Handed> for Work {
+    fn from(handed: Handed) -> Work {
+        Work {
+            delivery: handed.delivery,
+            token: handed.token,
+            event: Some(handed.event),
+            permit: handed.permit,
+        }
+    }
+}
+
 /// Per-target limits held in memory: a concurrency bound and a rate limiter.
 struct Gates {
     permits: HashMap<String, Arc<Semaphore>>,
@@ -120,6 +141,8 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// `in_flight` bounds the attempts made at once (the slots that handed-off deliveries take
+    /// theirs from).
     pub fn new(
         store: Store,
         sender: Arc<Sender>,
@@ -127,8 +150,8 @@ impl Worker {
         wake: Arc<Notify>,
         publisher: Publisher,
         inbox: broadcast::Sender<AgentMessage>,
+        in_flight: Arc<Semaphore>,
     ) -> Arc<Worker> {
-        let in_flight = Arc::new(Semaphore::new(config.delivery_concurrency));
         Arc::new(Worker {
             store,
             sender,
@@ -147,16 +170,22 @@ impl Worker {
     /// Runs until `shutdown` turns true, then waits (up to `grace`) for attempts in flight.
     /// Attempts still running after that are abandoned: their leases expire and another node
     /// (or this one, restarted) makes them again.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    pub async fn run(
+        self: Arc<Self>,
+        handed: mpsc::UnboundedReceiver<Handed>,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let taking = tokio::spawn(Arc::clone(&self).take_handed(handed, shutdown.clone()));
         while !*shutdown.borrow() {
             let claimed = match self.claim().await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::warn!(%error, "claiming deliveries failed; retrying");
-                    Vec::new()
+                    0
                 }
             };
-            if claimed.is_empty() {
+            if claimed == 0 {
                 let idle = self.idle_time().await;
                 tokio::select! {
                     () = self.wake.notified() => {}
@@ -165,8 +194,44 @@ impl Worker {
                 }
             }
         }
+        let _ = taking.await;
         let total = u32::try_from(self.config.delivery_concurrency).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(grace, self.in_flight.acquire_many(total)).await;
+    }
+
+    /// Starts the deliveries handed off by this node's publishes until `shutdown`. Those handed
+    /// off after that are released (due again at once) rather than left for their leases to end.
+    async fn take_handed(
+        self: Arc<Self>,
+        mut handed: mpsc::UnboundedReceiver<Handed>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut batch = Vec::with_capacity(CLAIM_BATCH);
+        while !*shutdown.borrow() {
+            tokio::select! {
+                taken = handed.recv_many(&mut batch, CLAIM_BATCH) => {
+                    if taken == 0 {
+                        return;
+                    }
+                    let work = batch.drain(..).map(Work::from).collect();
+                    if let Err(error) = self.start(work).await {
+                        tracing::warn!(%error, "starting handed-off deliveries failed; they are made when their leases end");
+                    }
+                }
+                changed = shutdown.changed() => if changed.is_err() { break },
+            }
+        }
+        handed.close();
+        let now = now_ms();
+        while let Some(left) = handed.recv().await {
+            let released = self
+                .store
+                .defer_delivery(&left.delivery.id, &left.token, now)
+                .await;
+            if let Err(error) = released {
+                tracing::warn!(delivery = %left.delivery.id, %error, "releasing a handed-off delivery failed; it is made when its lease ends");
+            }
+        }
     }
 
     /// How long to sleep with nothing due: until the next retry falls due, at most [`POLL`]
@@ -182,12 +247,13 @@ impl Worker {
     }
 
     /// Leases what is due (as many as there are free slots) and starts each attempt.
-    async fn claim(self: &Arc<Self>) -> anyhow::Result<Vec<Delivery>> {
+    /// How many were claimed.
+    async fn claim(self: &Arc<Self>) -> anyhow::Result<usize> {
         let free = self.in_flight.available_permits().min(CLAIM_BATCH);
         if free == 0 {
             // Wait for a slot rather than spin.
             drop(self.in_flight.acquire().await?);
-            return Ok(vec![]);
+            return Ok(0);
         }
         let now = now_ms();
         let token = new_id();
@@ -201,7 +267,7 @@ impl Worker {
             )
             .await?;
         if claimed.is_empty() {
-            return Ok(claimed);
+            return Ok(0);
         }
         let event_ids: Vec<&str> = claimed.iter().map(|d| d.event_id.as_str()).collect();
         let events: HashMap<String, Arc<Event>> = self
@@ -211,16 +277,36 @@ impl Worker {
             .into_iter()
             .map(|e| (e.id.clone(), Arc::new(e)))
             .collect();
-        let targets = self.targets(&claimed).await?;
-        for delivery in &claimed {
-            let permit = Arc::clone(&self.in_flight).acquire_owned().await?;
+        let token: Arc<str> = token.into();
+        let mut work = Vec::with_capacity(claimed.len());
+        for delivery in claimed {
+            work.push(Work {
+                event: events.get(&delivery.event_id).cloned(),
+                token: Arc::clone(&token),
+                permit: Arc::clone(&self.in_flight).acquire_owned().await?,
+                delivery,
+            });
+        }
+        let claimed = work.len();
+        self.start(work).await?;
+        Ok(claimed)
+    }
+
+    /// Starts an attempt for each of `work`.
+    async fn start(self: &Arc<Self>, work: Vec<Work>) -> anyhow::Result<()> {
+        let deliveries: Vec<&Delivery> = work.iter().map(|w| &w.delivery).collect();
+        let targets = self.targets(&deliveries).await?;
+        for Work {
+            delivery,
+            token,
+            event,
+            permit,
+        } in work
+        {
             let worker = Arc::clone(self);
-            let event = events.get(&delivery.event_id).cloned();
             let target = targets
                 .get(&(delivery.target, delivery.webhook_id.clone()))
                 .cloned();
-            let delivery = delivery.clone();
-            let token = token.clone();
             tokio::spawn(async move {
                 if let Err(error) = worker.process(&delivery, &token, event, target).await {
                     tracing::warn!(delivery = %delivery.id, %error, "delivery attempt not recorded; it will be retried when its lease ends");
@@ -228,14 +314,14 @@ impl Worker {
                 drop(permit);
             });
         }
-        Ok(claimed)
+        Ok(())
     }
 
     /// The targets of `claimed`, keyed by kind and id; a deleted one (or an agent without an
     /// endpoint) is missing.
     async fn targets(
         &self,
-        claimed: &[Delivery],
+        claimed: &[&Delivery],
     ) -> anyhow::Result<HashMap<(TargetKind, String), Target>> {
         let ids = |kind: TargetKind| {
             dedup(
@@ -323,7 +409,7 @@ impl Worker {
             return Ok(());
         }
         let gate = self.target_gate(target.id());
-        let Ok(Ok(_target_permit)) =
+        let Ok(Ok(target_permit)) =
             tokio::time::timeout(Duration::from_secs(1), gate.acquire_owned()).await
         else {
             // The target is slow and already has its share of slots: let others go first.
@@ -354,6 +440,9 @@ impl Worker {
                 (attempt, reply)
             }
         };
+        // The target's share bounds requests in flight to it, not attempts waiting to be
+        // recorded: holding it through the group commit would halve what a target can take.
+        drop(target_permit);
         self.record(delivery, token, &target, &attempt, reply).await
     }
 
@@ -392,16 +481,18 @@ impl Worker {
             }
         };
         let log = attempt_log(delivery, attempt, now);
-        let reply = match reply {
+        let (reply, leased) = match reply {
             Some((message, completed)) => {
                 let (tenant, event) = (message.tenant.clone(), vec![completed]);
-                let (publication, _) = self.publisher.prepare(&tenant, event).await?;
-                Some(Reply {
+                let (mut publication, _) = self.publisher.prepare(&tenant, event).await?;
+                let leased = self.publisher.lease(&mut publication);
+                let reply = Reply {
                     message,
                     publication,
-                })
+                };
+                (Some(reply), Some(leased))
             }
-            None => None,
+            None => (None, None),
         };
         let replied = reply.as_ref().map(|r| r.message.clone());
         metrics::counter!("hookd_delivery_attempts_total", "outcome" => outcome_label(attempt))
@@ -426,9 +517,9 @@ impl Worker {
                 reply,
             })
             .await?;
-        if held && let Some(message) = replied {
+        if held && let (Some(message), Some(leased)) = (replied, leased) {
             // The reply's `chat.completed` deliveries are due; streams may show the reply.
-            self.publisher.wake();
+            leased.start();
             let _ = self.inbox.send(message);
         }
         if status == DeliveryStatus::Pending {

@@ -183,7 +183,10 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: i64,
+    /// While attempted: when the lease of the node making the attempt ends (see `lease_token`).
     pub next_attempt_at: i64,
+    /// Who holds the delivery while an attempt is made; `None` when nobody does.
+    pub lease_token: Option<String>,
     pub last_status: Option<i64>,
     pub last_error: Option<String>,
     pub created_at: i64,
@@ -203,6 +206,7 @@ impl Delivery {
             status: DeliveryStatus::Pending,
             attempts: 0,
             next_attempt_at: now,
+            lease_token: None,
             last_status: None,
             last_error: None,
             created_at: now,

@@ -335,7 +335,7 @@ impl Ingest {
             let push = Delivery::pending(received, TargetKind::Agent, &agent.id, now);
             publication.deliveries.push(push);
         }
-        let fanned_out = !publication.deliveries.is_empty();
+        let leased = self.publisher.lease(&mut publication);
         let acceptance = Acceptance {
             message: message.clone(),
             dedup: dedup_key.map(|key| (key.to_string(), answer.clone())),
@@ -345,9 +345,7 @@ impl Ingest {
         if !store.accept(acceptance).await.map_err(Refusal::Store)? {
             return Ok(None);
         }
-        if fanned_out {
-            self.publisher.wake();
-        }
+        leased.start();
         // Nobody listening is fine: streams catch up from the store.
         let _ = self.inbox.send(message);
         Ok(Some(answer))

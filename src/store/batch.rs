@@ -90,7 +90,8 @@ struct Rows<'a> {
 
 impl<'a> Rows<'a> {
     fn publication(&mut self, publication: &'a Publication) {
-        self.events.extend(&publication.events);
+        self.events
+            .extend(publication.events.iter().map(std::sync::Arc::as_ref));
         self.deliveries.extend(&publication.deliveries);
     }
 }

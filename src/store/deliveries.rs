@@ -19,6 +19,7 @@ struct DeliveryRow {
     status: String,
     attempts: i64,
     next_attempt_at: i64,
+    lease_token: Option<String>,
     last_status: Option<i64>,
     last_error: Option<String>,
     created_at: i64,
@@ -41,6 +42,7 @@ impl TryFrom<DeliveryRow> for Delivery {
             event_type: row.event_type,
             attempts: row.attempts,
             next_attempt_at: row.next_attempt_at,
+            lease_token: row.lease_token,
             last_status: row.last_status,
             last_error: row.last_error,
             created_at: row.created_at,
@@ -61,7 +63,7 @@ struct Sums {
 }
 
 const COLUMNS: &str = "id, event_id, target, webhook_id, company_id, event_type, status, attempts, \
-     next_attempt_at, last_status, last_error, created_at, updated_at";
+     next_attempt_at, lease_token, last_status, last_error, created_at, updated_at";
 
 /// What an attempt teaches about its webhook's target.
 #[derive(Debug, Clone, Copy)]

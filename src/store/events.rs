@@ -51,7 +51,7 @@ pub struct Idempotency {
 #[derive(Debug)]
 pub struct Publication {
     pub tenant: Tenant,
-    pub events: Vec<Event>,
+    pub events: Vec<std::sync::Arc<Event>>,
     pub deliveries: Vec<Delivery>,
     pub idempotency: Option<Idempotency>,
 }
@@ -90,7 +90,7 @@ macro_rules! insert_deliveries {
         for chunk in deliveries.chunks(crate::store::events::CHUNK) {
             sqlx::QueryBuilder::new(
                 "INSERT INTO deliveries (id, event_id, target, webhook_id, company_id, event_type, status,
-                    attempts, next_attempt_at, created_at, updated_at) ",
+                    attempts, next_attempt_at, lease_token, created_at, updated_at) ",
             )
             .push_values(chunk, |mut row, delivery| {
                 row.push_bind(&delivery.id)
@@ -102,6 +102,7 @@ macro_rules! insert_deliveries {
                     .push_bind(delivery.status.as_str())
                     .push_bind(delivery.attempts)
                     .push_bind(delivery.next_attempt_at)
+                    .push_bind(&delivery.lease_token)
                     .push_bind(delivery.created_at)
                     .push_bind(delivery.updated_at);
             })
