@@ -22,6 +22,7 @@ use super::{
     extract::{JsonBody, nullable},
 };
 use crate::{
+    delivery::handoff::Leased,
     domain::{
         Invalid,
         agent::{
@@ -29,13 +30,13 @@ use crate::{
             MessageKind,
         },
         delivery::Health,
+        event::NewEvent,
         log::{REDACTED, is_sensitive_header},
         new_id,
         tenant::{Scope, Tenant},
         time::{iso8601, now_ms},
     },
-    ingest::announce,
-    store::Store,
+    store::{Publication, Store},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -243,9 +244,26 @@ async fn create_agent(
         created_at: now,
         updated_at: now,
     };
-    state.store.insert_agent(&agent).await.map_err(name_taken)?;
-    announce(&state.publisher, tenant, vec![agent.event("agent.created")]).await;
+    let (announcement, leased) = announcement(&state, tenant, agent.event("agent.created")).await?;
+    state
+        .store
+        .insert_agent(&agent, &announcement)
+        .await
+        .map_err(name_taken)?;
+    leased.start();
     Ok((StatusCode::CREATED, Json(AgentOut::new(agent, true))))
+}
+
+/// The publication of `event`, to be written in the same transaction as the change it
+/// announces (so that neither is kept without the other); start what it leased once written.
+async fn announcement(
+    state: &AppState,
+    tenant: &Tenant,
+    event: NewEvent,
+) -> ApiResult<(Publication, Leased)> {
+    let (mut publication, _) = state.publisher.prepare(tenant, vec![event]).await?;
+    let leased = state.publisher.lease(&mut publication);
+    Ok((publication, leased))
 }
 
 fn name_taken(error: crate::store::StoreError) -> ApiError {
@@ -310,8 +328,13 @@ async fn update_agent(
         check_endpoint(&state, &agent.settings).await?;
     }
     agent.updated_at = now_ms();
-    state.store.update_agent(&agent).await.map_err(name_taken)?;
-    announce(&state.publisher, tenant, vec![agent.event("agent.updated")]).await;
+    let (announcement, leased) = announcement(&state, tenant, agent.event("agent.updated")).await?;
+    state
+        .store
+        .update_agent(&agent, &announcement)
+        .await
+        .map_err(name_taken)?;
+    leased.start();
     Ok(Json(AgentOut::new(agent, false)))
 }
 
@@ -327,8 +350,9 @@ async fn delete_agent(
 ) -> ApiResult<StatusCode> {
     let tenant = caller.tenant(Scope::AgentsWrite)?;
     let agent = find_agent(&state.store, tenant, &id).await?;
-    state.store.delete_agent(&agent).await?;
-    announce(&state.publisher, tenant, vec![agent.event("agent.deleted")]).await;
+    let (announcement, leased) = announcement(&state, tenant, agent.event("agent.deleted")).await?;
+    state.store.delete_agent(&agent, &announcement).await?;
+    leased.start();
     Ok(StatusCode::NO_CONTENT)
 }
 

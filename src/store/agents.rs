@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
+use super::{
+    Publication, Result, Store, StoreError, events::insert_publication, from_json, on_pool,
+    on_writer, to_json,
+};
 use crate::domain::{
     agent::{Agent, AgentSettings, DEFAULT_ENDPOINT_TIMEOUT_SECS, Endpoint, EndpointFormat},
     delivery::Health,
@@ -115,21 +118,26 @@ const COLUMNS: &str = "id, user_id, company_id, name, endpoint, consecutive_fail
 
 impl Store {
     /// Inserts an agent; a name the tenant already uses is a conflict.
-    pub async fn insert_agent(&self, agent: &Agent) -> Result<()> {
-        on_writer!(self, pool => sqlx::query(
-            "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&agent.id)
-        .bind(&agent.tenant.user_id)
-        .bind(&agent.tenant.company_id)
-        .bind(&agent.settings.name)
-        .bind(endpoint_json(&agent.settings))
-        .bind(agent.created_at)
-        .bind(agent.updated_at)
-        .execute(pool)
-        .await
-        .map(drop)?);
+    /// Inserts `agent`, and the events that announce it in the same transaction.
+    pub async fn insert_agent(&self, agent: &Agent, announcement: &Publication) -> Result<()> {
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&agent.id)
+            .bind(&agent.tenant.user_id)
+            .bind(&agent.tenant.company_id)
+            .bind(&agent.settings.name)
+            .bind(endpoint_json(&agent.settings))
+            .bind(agent.created_at)
+            .bind(agent.updated_at)
+            .execute(&mut *tx)
+            .await?;
+            insert_publication!(tx, announcement);
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -211,28 +219,35 @@ impl Store {
         rows.into_iter().map(Agent::try_from).collect()
     }
 
-    pub async fn update_agent(&self, agent: &Agent) -> Result<()> {
-        let done = on_writer!(self, pool => sqlx::query(
-            "UPDATE agents SET name = $4, endpoint = $5, updated_at = $6
-             WHERE id = $1 AND company_id = $2 AND user_id = $3",
-        )
-        .bind(&agent.id)
-        .bind(&agent.tenant.company_id)
-        .bind(&agent.tenant.user_id)
-        .bind(&agent.settings.name)
-        .bind(endpoint_json(&agent.settings))
-        .bind(agent.updated_at)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        if done == 0 {
-            return Err(StoreError::NotFound);
-        }
+    /// Saves `agent`'s changes, and the events that announce them in the same transaction.
+    pub async fn update_agent(&self, agent: &Agent, announcement: &Publication) -> Result<()> {
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE agents SET name = $4, endpoint = $5, updated_at = $6
+                 WHERE id = $1 AND company_id = $2 AND user_id = $3",
+            )
+            .bind(&agent.id)
+            .bind(&agent.tenant.company_id)
+            .bind(&agent.tenant.user_id)
+            .bind(&agent.settings.name)
+            .bind(endpoint_json(&agent.settings))
+            .bind(agent.updated_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
+                return Err(StoreError::NotFound);
+            }
+            insert_publication!(tx, announcement);
+            tx.commit().await?;
+        });
         Ok(())
     }
 
-    /// Deletes an agent and its inbox.
-    pub async fn delete_agent(&self, agent: &Agent) -> Result<()> {
+    /// Deletes an agent and its inbox, and writes the events that announce it in the same
+    /// transaction.
+    pub async fn delete_agent(&self, agent: &Agent, announcement: &Publication) -> Result<()> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM agent_messages WHERE agent_id = $1")
@@ -245,6 +260,7 @@ impl Store {
                 .bind(&agent.tenant.user_id)
                 .execute(&mut *tx)
                 .await?;
+            insert_publication!(tx, announcement);
             tx.commit().await?;
         });
         Ok(())

@@ -114,6 +114,24 @@ macro_rules! insert_deliveries {
 }
 pub(super) use insert_deliveries;
 
+/// Inserts `$publication`'s events and deliveries on `$conn` (for a change written with the
+/// events that announce it; its idempotency key, if any, is not recorded).
+macro_rules! insert_publication {
+    ($conn:expr, $publication:expr) => {{
+        let publication: &crate::store::Publication = $publication;
+        let events: Vec<&crate::domain::event::Event> = publication
+            .events
+            .iter()
+            .map(std::sync::Arc::as_ref)
+            .collect();
+        crate::store::events::insert_events!($conn, &events);
+        let deliveries: Vec<&crate::domain::delivery::Delivery> =
+            publication.deliveries.iter().collect();
+        crate::store::events::insert_deliveries!($conn, &deliveries);
+    }};
+}
+pub(super) use insert_publication;
+
 /// Records a publication's `Idempotency-Key` on `$conn`; evaluates to `false` (writing nothing)
 /// when the tenant used the key already.
 macro_rules! insert_idempotency {
