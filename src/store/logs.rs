@@ -162,6 +162,14 @@ pub(super) fn sum_by_webhook<'a>(entries: &[&'a LogEntry]) -> Vec<(&'a str, Webh
 /// through the (webhook_id, created_at) index.
 const PERCENTILE_WINDOW: i64 = 1_000;
 
+/// The condition of the index of failures, as migration 0006 writes it.
+fn failures_predicate() -> String {
+    format!(
+        "status NOT IN ('{}')",
+        LogEntry::SUCCESS_STATUSES.join("', '")
+    )
+}
+
 impl Store {
     /// Appends a log entry and counts it in the webhook's totals, atomically (group-committed
     /// with concurrent writes).
@@ -173,14 +181,24 @@ impl Store {
 
     /// Log entries of one webhook, newest first. The caller has checked ownership.
     pub async fn list_logs(&self, webhook_id: &str, query: &LogQuery) -> Result<Vec<LogEntry>> {
-        let rows: Vec<LogRow> = on_pool!(self, pool => sqlx::query_as(
+        // Asking for a failure status also says "not a success" in the words of the index of
+        // failures (migration 0006), which lets the database use it.
+        let failures_only = match &query.status {
+            Some(status) if !LogEntry::counts_as_success(status) => {
+                format!("AND {}", failures_predicate())
+            }
+            _ => String::new(),
+        };
+        let sql = format!(
             "SELECT id, webhook_type, webhook_id, delivery_id, event_type, status, request_payload,
                 request_headers, response_status, response_body, error_message, retry_count,
                 processing_time_ms, created_at
              FROM webhook_logs
-             WHERE webhook_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR event_type = $3)
-             ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5",
-        )
+             WHERE webhook_id = $1 {failures_only} AND ($2 IS NULL OR status = $2)
+                AND ($3 IS NULL OR event_type = $3)
+             ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+        );
+        let rows: Vec<LogRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(webhook_id)
         .bind(&query.status)
         .bind(&query.event_type)
@@ -322,6 +340,24 @@ impl Store {
             if done < 5000 {
                 return Ok(removed);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failures_predicate;
+
+    #[test]
+    fn failure_queries_name_the_index_condition_word_for_word() {
+        for migration in [
+            include_str!("../../migrations/sqlite/0006_log_failures.sql"),
+            include_str!("../../migrations/postgres/0006_log_failures.sql"),
+        ] {
+            assert!(
+                migration.contains(&format!("WHERE {};", failures_predicate())),
+                "{migration}"
+            );
         }
     }
 }
