@@ -75,29 +75,54 @@ impl Handoff {
     /// for beyond its reserve; [`Leased::start`] hands them over once the publication is
     /// committed.
     pub fn lease(&self, publication: &mut Publication, now: i64) -> Leased {
-        let mut leased = Leased {
-            items: Vec::new(),
-            token: Arc::from(""),
-            permits: None,
-            line: None,
-            unleased: publication.deliveries.len(),
+        let lot = self
+            .worker
+            .as_ref()
+            .and_then(|line| Lot::take(line, publication, now));
+        let leased = lot.as_ref().map_or(0, |lot| lot.items.len());
+        Leased {
+            lot,
+            unleased: publication.deliveries.len() - leased,
             wake: Arc::clone(&self.wake),
-        };
-        let Some(line) = self.worker.as_ref().filter(|line| !line.queue.is_closed()) else {
-            return leased;
-        };
+        }
+    }
+}
+
+/// Deliveries leased by [`Handoff::lease`], waiting for their publication to commit. Dropped
+/// unstarted (the write failed), it frees its slots.
+pub struct Leased {
+    /// `None` when nothing was leased.
+    lot: Option<Lot>,
+    /// Deliveries of the publication left to be claimed.
+    unleased: usize,
+    wake: Arc<Notify>,
+}
+
+/// What one publication leased: its deliveries, their token and their slots.
+struct Lot {
+    items: Vec<(Delivery, Arc<Event>)>,
+    token: Arc<str>,
+    permits: OwnedSemaphorePermit,
+    line: Arc<Line>,
+}
+
+impl Lot {
+    /// Leases as many of `publication`'s deliveries as `line` has free slots for beyond its
+    /// reserve; `None` if that is none.
+    fn take(line: &Arc<Line>, publication: &mut Publication, now: i64) -> Option<Lot> {
+        if line.queue.is_closed() {
+            return None;
+        }
         let wanted = publication
             .deliveries
             .len()
             .min(line.slots.available_permits().saturating_sub(line.reserve));
-        let Some(permits) = u32::try_from(wanted)
+        let permits = u32::try_from(wanted)
             .ok()
             .filter(|wanted| *wanted > 0)
-            .and_then(|wanted| Arc::clone(&line.slots).try_acquire_many_owned(wanted).ok())
-        else {
-            return leased;
-        };
-        leased.token = new_id().into();
+            .and_then(|wanted| Arc::clone(&line.slots).try_acquire_many_owned(wanted).ok())?;
+        let token: Arc<str> = new_id().into();
+        let mut items = Vec::with_capacity(wanted);
         for delivery in publication.deliveries.iter_mut().take(wanted) {
             let event = publication
                 .events
@@ -105,27 +130,17 @@ impl Handoff {
                 .find(|event| event.id == delivery.event_id);
             if let Some(event) = event {
                 delivery.next_attempt_at = now + line.lease_ms;
-                delivery.lease_token = Some(leased.token.to_string());
-                leased.items.push((delivery.clone(), Arc::clone(event)));
+                delivery.lease_token = Some(token.to_string());
+                items.push((delivery.clone(), Arc::clone(event)));
             }
         }
-        leased.unleased -= leased.items.len();
-        leased.permits = Some(permits);
-        leased.line = Some(Arc::clone(line));
-        leased
+        Some(Lot {
+            items,
+            token,
+            permits,
+            line: Arc::clone(line),
+        })
     }
-}
-
-/// Deliveries leased by [`Handoff::lease`], waiting for their publication to commit. Dropped
-/// unstarted (the write failed), it frees its slots.
-pub struct Leased {
-    items: Vec<(Delivery, Arc<Event>)>,
-    token: Arc<str>,
-    permits: Option<OwnedSemaphorePermit>,
-    line: Option<Arc<Line>>,
-    /// Deliveries of the publication left to be claimed.
-    unleased: usize,
-    wake: Arc<Notify>,
 }
 
 impl Leased {
@@ -136,20 +151,20 @@ impl Leased {
         if self.unleased > 0 {
             self.wake.notify_one();
         }
-        let (Some(line), Some(mut permits)) = (self.line, self.permits) else {
+        let Some(mut lot) = self.lot else {
             return;
         };
-        for (delivery, event) in self.items {
-            let Some(permit) = permits.split(1) else {
+        for (delivery, event) in lot.items {
+            let Some(permit) = lot.permits.split(1) else {
                 return;
             };
             let handed = Handed {
                 delivery,
                 event,
-                token: Arc::clone(&self.token),
+                token: Arc::clone(&lot.token),
                 permit,
             };
-            if line.queue.send(handed).is_err() {
+            if lot.line.queue.send(handed).is_err() {
                 return;
             }
         }
@@ -182,14 +197,14 @@ mod tests {
             Handoff::new(Arc::new(Notify::new()), Arc::clone(&slots), 1_000);
         let mut first = publication(3);
         let leased = handoff.lease(&mut first, 50);
-        assert_eq!(leased.items.len(), 3);
-        assert!(first.deliveries.iter().all(
-            |d| d.next_attempt_at == 1_050 && d.lease_token.as_deref() == Some(&*leased.token)
-        ));
+        assert_eq!(leased.lot.as_ref().unwrap().items.len(), 3);
+        assert!(first.deliveries.iter().all(|d| d.next_attempt_at == 1_050
+            && d.lease_token.as_deref() == Some(&*leased.lot.as_ref().unwrap().token)));
         // 5 slots free, 4 of them kept for claims: one more delivery may be handed off.
         let mut second = publication(3);
         let partly = handoff.lease(&mut second, 50);
-        assert_eq!(partly.items.len(), 1);
+        assert_eq!(partly.lot.as_ref().unwrap().items.len(), 1);
+        assert_eq!(partly.unleased, 2);
         assert_eq!(second.deliveries[1].lease_token, None);
         assert_eq!(second.deliveries[1].next_attempt_at, 0);
         assert_eq!(slots.available_permits(), 4);
@@ -214,7 +229,9 @@ mod tests {
     async fn a_node_without_a_worker_leases_nothing() {
         let handoff = Handoff::none(Arc::new(Notify::new()));
         let mut written = publication(2);
-        assert_eq!(handoff.lease(&mut written, 0).items.len(), 0);
+        let leased = handoff.lease(&mut written, 0);
+        assert!(leased.lot.is_none());
+        assert_eq!(leased.unleased, 2);
         assert!(written.deliveries.iter().all(|d| d.lease_token.is_none()));
     }
 }

@@ -183,7 +183,7 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Attempts made so far.
     pub attempts: i64,
-    /// While attempted: when the lease of the node making the attempt ends (see `lease_token`).
+    /// When the next attempt is due; while one is being made, when its lease ends.
     pub next_attempt_at: i64,
     /// Who holds the delivery while an attempt is made; `None` when nobody does.
     pub lease_token: Option<String>,
