@@ -26,6 +26,7 @@ use crate::{
     },
     housekeeping,
     ingest::Ingest,
+    sandbox::Sandbox,
     store::Store,
 };
 
@@ -77,14 +78,15 @@ impl Application {
             (Handoff::none(Arc::clone(&wake)), None)
         };
         let publisher = Publisher::new(store.clone(), Arc::clone(&wake), handoff);
-        let ingest = Ingest::new(&config, publisher.clone())
+        let sandbox = Sandbox::new(config.templates.clone());
+        let ingest = Ingest::new(&config, publisher.clone(), sandbox.clone())
             .await
             .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
         Ok(Application {
             listener,
             state: AppState {
                 publisher,
-                sender: Arc::new(Sender::new(config.target_policy.clone())),
+                sender: Arc::new(Sender::new(config.target_policy.clone(), sandbox)),
                 metrics: metrics_handle(),
                 store,
                 config,

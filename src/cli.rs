@@ -38,6 +38,12 @@ pub enum Command {
     Keys(KeysCommand),
     /// Apply pending database migrations and exit
     Migrate,
+    /// Render templates for a node (started by the node itself; see `hookd::sandbox`)
+    #[command(hide = true)]
+    RenderWorker {
+        #[arg(long)]
+        memory_mib: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -70,6 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(command) => keys(config, command).await,
+        Command::RenderWorker { memory_mib } => crate::sandbox::worker::run(memory_mib),
     }
 }
 

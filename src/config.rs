@@ -2,13 +2,20 @@
 //! < command-line flags. `docs/configuration.md` lists every setting; the doc comments below are
 //! what `hookd serve --help` prints.
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::domain::{delivery::DeliveryPolicy, net::TargetPolicy};
+use crate::{
+    domain::{delivery::DeliveryPolicy, net::TargetPolicy},
+    sandbox::SandboxSettings,
+};
 
 /// Every setting as it may be given: each is optional at each layer.
 #[derive(clap::Args, Deserialize, Debug, Clone, Default)]
@@ -70,6 +77,20 @@ pub struct Settings {
     #[arg(long, global = true, env = "HOOKD_NO_WORKERS")]
     #[serde(default)]
     pub no_workers: bool,
+    /// Wall-clock time one template render may take before its worker is killed, in ms
+    /// [default: 250]
+    #[arg(long, global = true, env = "HOOKD_TEMPLATE_TIMEOUT_MS")]
+    pub template_timeout_ms: Option<u64>,
+    /// Memory one template worker may allocate, in MiB [default: 256]
+    #[arg(long, global = true, env = "HOOKD_TEMPLATE_MEMORY_MIB")]
+    pub template_memory_mib: Option<u64>,
+    /// Template worker processes per node, i.e. renders in parallel [default: 2]
+    #[arg(long, global = true, env = "HOOKD_TEMPLATE_WORKERS")]
+    pub template_workers: Option<usize>,
+    /// Executable run as `… render-worker` for templates [default: this executable]; for
+    /// embedding hookd as a library
+    #[arg(long, global = true, env = "HOOKD_TEMPLATE_WORKER_PROGRAM")]
+    pub template_worker_program: Option<PathBuf>,
 }
 
 impl Settings {
@@ -95,6 +116,12 @@ impl Settings {
                 .or(fallback.per_target_concurrency),
             lease_ms: self.lease_ms.or(fallback.lease_ms),
             no_workers: self.no_workers || fallback.no_workers,
+            template_timeout_ms: self.template_timeout_ms.or(fallback.template_timeout_ms),
+            template_memory_mib: self.template_memory_mib.or(fallback.template_memory_mib),
+            template_workers: self.template_workers.or(fallback.template_workers),
+            template_worker_program: self
+                .template_worker_program
+                .or(fallback.template_worker_program),
         }
     }
 }
@@ -118,6 +145,7 @@ pub struct Config {
     /// How long a claimed delivery is held, in ms (see [`Settings::lease_ms`]).
     pub lease_ms: i64,
     pub workers: bool,
+    pub templates: SandboxSettings,
 }
 
 pub const DEFAULT_BIND: &str = "0.0.0.0:7437";
@@ -194,6 +222,12 @@ impl Config {
             per_target_concurrency: settings.per_target_concurrency.unwrap_or(16).max(1),
             lease_ms: positive("lease_ms", settings.lease_ms, 60_000)?,
             workers: !settings.no_workers,
+            templates: SandboxSettings {
+                timeout: Duration::from_millis(settings.template_timeout_ms.unwrap_or(250).max(1)),
+                memory_mib: settings.template_memory_mib.unwrap_or(256).max(16),
+                workers: settings.template_workers.unwrap_or(2).max(1),
+                program: settings.template_worker_program,
+            },
         })
     }
 }

@@ -1,7 +1,16 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+use hookd::cli::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // A template worker is a plain loop on its pipes: no runtime, no telemetry, no config.
+    if let Some(Command::RenderWorker { memory_mib }) = cli.command {
+        return hookd::sandbox::worker::run(memory_mib);
+    }
     hookd::telemetry::init();
-    hookd::cli::run(hookd::cli::Cli::parse()).await
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(hookd::cli::run(cli))
 }

@@ -52,6 +52,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the store is unavailable; nothing was written, retry later")]
     Unavailable,
+    /// A part of the node other than the store cannot take the request now.
+    #[error("{0}; retry later")]
+    Overloaded(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -71,7 +74,9 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable | ApiError::Overloaded(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -103,6 +108,7 @@ impl From<Refusal> for ApiError {
             Refusal::BadBody(BodyError::Json(_)) => ApiError::MalformedJson(detail),
             Refusal::BadBody(_) => ApiError::BadBody(detail),
             Refusal::Template(invalid) => ApiError::Invalid(invalid),
+            Refusal::TemplatesUnavailable(_) => ApiError::Overloaded(detail),
             Refusal::Store(error) => error.into(),
         }
     }

@@ -442,7 +442,7 @@ pub struct PreviewOut {
     request_body = PreviewIn, security(("bearer" = [])),
     params(("id" = String, Path, description = "Incoming webhook id")),
     responses((status = 200, body = PreviewOut), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn preview_incoming_webhook(
     State(state): State<AppState>,
     caller: Caller,
@@ -459,6 +459,9 @@ async fn preview_incoming_webhook(
         .template
         .map(|t| transform_from("template", t))
         .transpose()?;
-    let output = ingest::preview(&hook, &input.payload, template.as_ref())?;
+    let output = state
+        .ingest
+        .preview(&hook, &input.payload, template.as_ref())
+        .await?;
     Ok(Json(PreviewOut { output }))
 }

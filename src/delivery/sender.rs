@@ -16,15 +16,18 @@ use reqwest::{
 };
 use serde_json::{Value, json};
 
-use crate::domain::{
-    agent::{Agent, Endpoint, EndpointFormat},
-    delivery::render_body,
-    event::Event,
-    log::{MAX_LOGGED_BODY, truncate},
-    net::{TargetPolicy, TargetUrl},
-    outgoing::OutgoingWebhook,
-    signature::{hex_hmac_sha256, standard_webhooks_signature},
-    time::iso8601,
+use crate::{
+    domain::{
+        agent::{Agent, Endpoint, EndpointFormat},
+        delivery::{render_body, template_context},
+        event::Event,
+        log::{MAX_LOGGED_BODY, truncate},
+        net::{TargetPolicy, TargetUrl},
+        outgoing::OutgoingWebhook,
+        signature::{hex_hmac_sha256, standard_webhooks_signature},
+        time::iso8601,
+    },
+    sandbox::Sandbox,
 };
 
 /// What one attempt sent and got back.
@@ -104,12 +107,13 @@ impl Resolve for CheckedResolver {
 pub struct Sender {
     client: reqwest::Client,
     policy: TargetPolicy,
+    sandbox: Sandbox,
 }
 
 const USER_AGENT: &str = concat!("hookd/", env!("CARGO_PKG_VERSION"));
 
 impl Sender {
-    pub fn new(policy: TargetPolicy) -> Sender {
+    pub fn new(policy: TargetPolicy, sandbox: Sandbox) -> Sender {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(CheckedResolver {
@@ -122,25 +126,27 @@ impl Sender {
             .user_agent(USER_AGENT)
             .build()
             .expect("static client configuration is valid");
-        Sender { client, policy }
+        Sender {
+            client,
+            policy,
+            sandbox,
+        }
     }
 
     /// Sends `event` to `hook` as delivery `delivery_id`, once.
     pub async fn send(&self, hook: &OutgoingWebhook, event: &Event, delivery_id: &str) -> Attempt {
         let started = Instant::now();
         let settings = &hook.settings;
-        let rendered = settings
-            .compiled_template()
-            .map_err(|e| e.message)
-            .and_then(|template| {
-                render_body(
-                    event,
-                    &hook.id,
-                    settings.effective_format(),
-                    template.as_ref(),
-                )
-                .map_err(|e| format!("payload_template: {e}"))
-            });
+        let rendered = match settings.compiled_template() {
+            Ok(Some(template)) => self
+                .sandbox
+                .render(&template, &template_context(event, &hook.id))
+                .await
+                .map(|body| serde_json::to_vec(&body).unwrap_or_default())
+                .map_err(|e| format!("payload_template: {e}")),
+            Ok(None) => Ok(render_body(event, &hook.id, settings.effective_format())),
+            Err(e) => Err(e.message),
+        };
         let body = match rendered {
             Ok(body) => body,
             Err(error) => return Attempt::error(Vec::new(), Vec::new(), error, started),

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{event::Event, net::TargetUrl, template::Template};
+use super::{event::Event, net::TargetUrl};
 
 /// Timing knobs. Production values are the defaults; tests shrink the units so that a schedule
 /// of 60, 120, 240 "seconds" runs in milliseconds without changing what is asserted.
@@ -265,28 +265,26 @@ impl PayloadFormat {
     }
 }
 
-/// The bytes sent for `event` to `webhook_id`. A payload template wins over the format.
-pub fn render_body(
-    event: &Event,
-    webhook_id: &str,
-    format: PayloadFormat,
-    template: Option<&Template>,
-) -> Result<Vec<u8>, super::template::TemplateError> {
-    let envelope = event.envelope(webhook_id);
-    let body = match (template, format) {
-        (Some(template), _) => {
-            let mut context = envelope.clone();
-            if let Some(object) = context.as_object_mut() {
-                object.insert("event".into(), envelope);
-            }
-            template.render(&context)?
-        }
-        (None, PayloadFormat::Standard) => envelope,
-        (None, PayloadFormat::Slack) => json!({ "text": summary(event, 3_000) }),
-        (None, PayloadFormat::Discord) => json!({ "content": summary(event, 2_000) }),
+/// The bytes sent for `event` to `webhook_id` by a webhook without a payload template.
+pub fn render_body(event: &Event, webhook_id: &str, format: PayloadFormat) -> Vec<u8> {
+    let body = match format {
+        PayloadFormat::Standard => event.envelope(webhook_id),
+        PayloadFormat::Slack => json!({ "text": summary(event, 3_000) }),
+        PayloadFormat::Discord => json!({ "content": summary(event, 2_000) }),
     };
     // Serialising a JSON value cannot fail.
-    Ok(serde_json::to_vec(&body).unwrap_or_default())
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// What a payload template sees: the envelope's fields, and the whole envelope as `event`.
+/// A payload template wins over the format.
+pub fn template_context(event: &Event, webhook_id: &str) -> Value {
+    let envelope = event.envelope(webhook_id);
+    let mut context = envelope.clone();
+    if let Some(object) = context.as_object_mut() {
+        object.insert("event".into(), envelope);
+    }
+    context
 }
 
 /// One line for chat targets: the event type and its message (or its data as JSON).
@@ -313,7 +311,7 @@ fn summary(event: &Event, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{event::NewEvent, tenant::Tenant};
+    use crate::domain::{event::NewEvent, template::Template, tenant::Tenant};
 
     #[test]
     fn default_schedule_is_60_120_240_then_done() {
@@ -362,16 +360,14 @@ mod tests {
             0,
         );
         let body: Value =
-            serde_json::from_slice(&render_body(&event, "w", PayloadFormat::Slack, None).unwrap())
-                .unwrap();
+            serde_json::from_slice(&render_body(&event, "w", PayloadFormat::Slack)).unwrap();
         assert_eq!(body, json!({"text": "*chat.completed*: done"}));
         let long = Event {
             data: json!({"message": "x".repeat(5000)}),
             ..event
         };
         let body: Value =
-            serde_json::from_slice(&render_body(&long, "w", PayloadFormat::Discord, None).unwrap())
-                .unwrap();
+            serde_json::from_slice(&render_body(&long, "w", PayloadFormat::Discord)).unwrap();
         assert_eq!(body["content"].as_str().unwrap().chars().count(), 2000);
     }
 
@@ -392,10 +388,7 @@ mod tests {
         );
         let template =
             Template::compile_text(r#"{"text": "{{ event_type }} {{ data.task }}"}"#).unwrap();
-        let body = render_body(&event, "w", PayloadFormat::Standard, Some(&template)).unwrap();
-        assert_eq!(
-            serde_json::from_slice::<Value>(&body).unwrap(),
-            json!({"text": "task.failed t1"})
-        );
+        let body = template.render(&template_context(&event, "w")).unwrap();
+        assert_eq!(body, json!({"text": "task.failed t1"}));
     }
 }

@@ -5,10 +5,11 @@
 //! and the standard rendering context. Nothing here is HTML: auto-escaping is
 //! always off.
 
-use std::{fmt, sync::Arc};
+use std::{fmt, io, sync::Arc};
 
 use minijinja::value::{Kwargs, Value as MjValue, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Largest accepted template source (object templates: all leaves together).
@@ -22,7 +23,7 @@ pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 pub const FUEL: u64 = 100_000;
 
 /// A template problem, at save time or at render time.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemplateError {
     /// Dotted path of the failing leaf of an object template (`context.email`, `items[0]`).
     pub path: Option<String>,
@@ -53,9 +54,16 @@ impl TemplateError {
         }
     }
 
+    /// A render stopped from outside: it ran past its time or memory (see `crate::sandbox`).
+    pub fn too_much_work(limit: &str) -> Self {
+        Self::new("", None, format!("template does too much work ({limit})"))
+    }
+
     fn from_jinja(path: &str, err: &Error) -> Self {
         let message = match (err.kind(), err.detail()) {
             (ErrorKind::OutOfFuel, _) => format!("template does too much work (over {FUEL} fuel)"),
+            // The only writer is the output bound of `Budget::render`.
+            (ErrorKind::WriteFailure, _) => format!("output larger than {MAX_OUTPUT_BYTES} bytes"),
             (_, Some(detail)) => detail.to_string(),
             (kind, None) => kind.to_string(),
         };
@@ -85,6 +93,16 @@ impl fmt::Debug for Template {
     }
 }
 
+/// What a template or a routing rule was compiled from: enough to compile it again elsewhere
+/// (a template worker process, see `crate::sandbox`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Text(String),
+    Object(Value),
+    Condition(String),
+}
+
 impl Template {
     /// A string template (`transform_template`). If its output parses as JSON
     /// (`42`, `true`, `{"a": 1}`, …) the result is that JSON value, otherwise a
@@ -109,8 +127,17 @@ impl Template {
         Ok(Template(Arc::new((Shape::Object(skeleton), env))))
     }
 
+    /// What this template was compiled from.
+    pub fn source(&self) -> Source {
+        match &self.0.0 {
+            Shape::Text(source) => Source::Text(source.clone()),
+            Shape::Object(source) => Source::Object(source.clone()),
+        }
+    }
+
     /// Renders with `context`, whose keys (when it is an object) become the
-    /// template's variables; see [`context`].
+    /// template's variables; see [`context`]. In-process: user templates run
+    /// through `crate::sandbox`, which calls this in a worker it can kill.
     pub fn render(&self, context: &Value) -> Result<Value, TemplateError> {
         let (ctx, mut budget) = (to_jinja(context), Budget::default());
         match &self.0.0 {
@@ -157,6 +184,11 @@ impl fmt::Debug for Condition {
 }
 
 impl Condition {
+    /// What this rule was compiled from.
+    pub fn source(&self) -> Source {
+        Source::Condition(self.0.0.clone())
+    }
+
     /// Whether the expression is truthy for `context` (Jinja truthiness).
     pub fn matches(&self, context: &Value) -> Result<bool, TemplateError> {
         let out = Budget::default().render(&self.0.1, "0", &to_jinja(context), "")?;
@@ -238,17 +270,34 @@ impl Budget {
         if self.fuel >= FUEL {
             return fail(format!("template does too much work (over {FUEL} fuel)"));
         }
+        // Written through a bound, so one `{{ huge }}` stops at the limit instead of first
+        // building the whole text.
+        let mut out = Bounded(Vec::new(), MAX_OUTPUT_BYTES - self.output);
         let captured = env
             .get_template(name)
-            .and_then(|t| t.render_captured(ctx.clone()));
+            .and_then(|t| t.render_captured_to(ctx.clone(), &mut out));
         let captured = captured.map_err(|e| TemplateError::from_jinja(path, &e))?;
         self.fuel += captured.state().fuel_levels().map_or(0, |(used, _)| used);
-        // Checked after the fact: fuel already caps one leaf's output at a few MB.
-        self.output += captured.output().len();
-        if self.output > MAX_OUTPUT_BYTES {
-            return fail(format!("output larger than {MAX_OUTPUT_BYTES} bytes"));
+        self.output += out.0.len();
+        // MiniJinja writes whole `str` pieces, so this never replaces anything.
+        Ok(String::from_utf8_lossy(&out.0).into_owned())
+    }
+}
+
+/// A buffer that refuses to grow past its limit.
+struct Bounded(Vec<u8>, usize);
+
+impl io::Write for &mut Bounded {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.0.len() + bytes.len() > self.1 {
+            return Err(io::Error::other("output limit"));
         }
-        Ok(captured.into_output())
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -299,7 +348,17 @@ fn to_jinja(value: &Value) -> MjValue {
     }
 }
 
-fn to_json(value: &MjValue) -> Result<Value, Error> {
+/// Values `tojson` visits at most: a value with more nodes than half the output limit in bytes
+/// could not be printed within it, and a lazy `[x] * n` would otherwise be walked (and copied)
+/// in full before any limit applied.
+const TOJSON_ITEMS: usize = MAX_OUTPUT_BYTES / 2;
+
+/// Converts for `tojson`, visiting at most `budget` values.
+fn to_json(value: &MjValue, budget: &mut usize) -> Result<Value, Error> {
+    *budget = budget.checked_sub(1).ok_or_else(|| {
+        let detail = format!("value too large for tojson (over {TOJSON_ITEMS} items)");
+        Error::new(ErrorKind::InvalidOperation, detail)
+    })?;
     Ok(match value.kind() {
         ValueKind::Undefined | ValueKind::None => Value::Null,
         ValueKind::Bool => Value::Bool(value.is_true()),
@@ -310,12 +369,12 @@ fn to_json(value: &MjValue) -> Result<Value, Error> {
         ValueKind::Number => f64::try_from(value.clone())?.into(),
         ValueKind::Seq | ValueKind::Iterable => value
             .try_iter()?
-            .map(|v| to_json(&v))
+            .map(|v| to_json(&v, budget))
             .collect::<Result<_, _>>()?,
         ValueKind::Map => {
             let pairs = value
                 .try_iter()?
-                .map(|k| Ok((k.to_string(), to_json(&value.get_item(&k)?)?)));
+                .map(|k| Ok((k.to_string(), to_json(&value.get_item(&k)?, budget)?)));
             Value::Object(pairs.collect::<Result<_, Error>>()?)
         }
         _ => Value::String(value.to_string()),
@@ -332,7 +391,8 @@ fn tojson(value: &MjValue, indent: Option<MjValue>, kwargs: Kwargs) -> Result<Mj
         None => kwargs.get::<Option<MjValue>>("indent")?,
     };
     kwargs.assert_all_used()?;
-    let json = to_json(value)?;
+    let mut budget = TOJSON_ITEMS;
+    let json = to_json(value, &mut budget)?;
     let text = match indent.is_some_and(|i| i.is_true()) {
         true => serde_json::to_string_pretty(&json),
         false => serde_json::to_string(&json),

@@ -40,6 +40,7 @@ use crate::{
         tenant::Tenant,
         time::now_ms,
     },
+    sandbox::{Sandbox, SandboxError},
     store::{Acceptance, Store, StoreError},
 };
 use refusals::RefusalSampler;
@@ -70,6 +71,9 @@ pub enum Refusal {
     /// The template or a routing rule failed on this payload; names the field and the line.
     #[error(transparent)]
     Template(Invalid),
+    /// No template worker could run the template (the node is overloaded or broken).
+    #[error("{0}")]
+    TemplatesUnavailable(String),
     #[error(transparent)]
     Store(StoreError),
 }
@@ -155,12 +159,18 @@ pub struct Ingest {
     compiled: Mutex<HashMap<String, (i64, Arc<CompiledIncoming>)>>,
     inbox: broadcast::Sender<AgentMessage>,
     publisher: Publisher,
+    sandbox: Sandbox,
 }
 
 impl Ingest {
-    pub async fn new(config: &Config, publisher: Publisher) -> anyhow::Result<Ingest> {
+    pub async fn new(
+        config: &Config,
+        publisher: Publisher,
+        sandbox: Sandbox,
+    ) -> anyhow::Result<Ingest> {
         Ok(Ingest {
             publisher,
+            sandbox,
             limiter: RateLimiter::new(config.redis_url.as_deref()).await?,
             refusals: RefusalSampler::default(),
             compiled: Mutex::new(HashMap::new()),
@@ -287,17 +297,17 @@ impl Ingest {
         let compiled = self.compiled(hook)?;
         let context = request_context(hook, &payload, &trail.headers, query);
         let content = match &compiled.template {
-            Some(template) => template.render(&context).map_err(|e| {
-                Refusal::Template(transform_error(hook.settings.transform.as_ref(), e))
-            })?,
+            Some(template) => {
+                let field = transform_field(hook.settings.transform.as_ref());
+                let rendered = self.sandbox.render(template, &context).await;
+                rendered.map_err(|e| refusal(field, e))?
+            }
             None => payload,
         };
         let mut agent_ref = hook.settings.fallback_agent();
         for (i, (condition, agent)) in compiled.routes.iter().enumerate() {
-            let hit = condition.matches(&context).map_err(|e| {
-                Refusal::Template(Invalid::new(format!("routes[{i}].when"), e.to_string()))
-            })?;
-            if hit {
+            let hit = self.sandbox.matches(condition, &context).await;
+            if hit.map_err(|e| refusal(&format!("routes[{i}].when"), e))? {
                 agent_ref = agent;
                 break;
             }
@@ -430,6 +440,29 @@ impl Ingest {
             }
         });
     }
+
+    /// Renders `payload` through `hook`'s template, or through `template` when given, as a
+    /// request without headers or query would be; nothing is routed or stored.
+    pub async fn preview(
+        &self,
+        hook: &IncomingWebhook,
+        payload: &Value,
+        template: Option<&Transform>,
+    ) -> Result<Value, Refusal> {
+        let context = request_context(hook, payload, &HeaderMap::new(), None);
+        let compiled = match template {
+            Some(transform) => Some(transform.compile().map_err(Refusal::Template)?),
+            None => hook.settings.compile().map_err(Refusal::Template)?.template,
+        };
+        let field = transform_field(template.or(hook.settings.transform.as_ref()));
+        match compiled {
+            Some(compiled) => {
+                let rendered = self.sandbox.render(&compiled, &context).await;
+                rendered.map_err(|e| refusal(field, e))
+            }
+            None => Ok(payload.clone()),
+        }
+    }
 }
 
 /// Publishes events to the tenant's outgoing webhooks. A failure is logged, not returned: what
@@ -437,26 +470,6 @@ impl Ingest {
 pub async fn announce(publisher: &Publisher, tenant: &Tenant, events: Vec<NewEvent>) {
     if let Err(error) = publisher.publish(tenant, events, None).await {
         tracing::warn!(%error, "could not publish events");
-    }
-}
-
-/// Renders `payload` through `hook`'s template, or through `template` when given, as a request
-/// without headers or query would be; nothing is routed or stored.
-pub fn preview(
-    hook: &IncomingWebhook,
-    payload: &Value,
-    template: Option<&Transform>,
-) -> Result<Value, Invalid> {
-    let context = request_context(hook, payload, &HeaderMap::new(), None);
-    let compiled = match template {
-        Some(transform) => Some(transform.compile()?),
-        None => hook.settings.compile()?.template,
-    };
-    match compiled {
-        Some(compiled) => compiled
-            .render(&context)
-            .map_err(|e| transform_error(template.or(hook.settings.transform.as_ref()), e)),
-        None => Ok(payload.clone()),
     }
 }
 
@@ -520,11 +533,18 @@ fn request_context(
     template::context(payload, json!(headers), query, webhook)
 }
 
-/// A render failure, named after the field holding the template.
-fn transform_error(transform: Option<&Transform>, error: template::TemplateError) -> Invalid {
-    let field = match transform {
+/// The field holding a webhook's template.
+fn transform_field(transform: Option<&Transform>) -> &'static str {
+    match transform {
         Some(Transform::Object(_)) => "payload_transformation",
         _ => "transform_template",
-    };
-    Invalid::new(field, error.to_string())
+    }
+}
+
+/// A render failure, named after the field holding the template (or rule).
+fn refusal(field: &str, error: SandboxError) -> Refusal {
+    match error {
+        SandboxError::Template(e) => Refusal::Template(Invalid::new(field, e.to_string())),
+        SandboxError::Unavailable(why) => Refusal::TemplatesUnavailable(why),
+    }
 }

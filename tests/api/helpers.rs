@@ -173,6 +173,10 @@ pub fn test_settings(database_url: &str) -> Settings {
         database_url: Some(database_url.to_string()),
         admin_key: Some(ADMIN_KEY.into()),
         allowed_target_cidrs: Some("127.0.0.0/8".into()),
+        // The node runs inside the test binary, which cannot serve as a template worker.
+        template_worker_program: Some(env!("CARGO_BIN_EXE_hookd").into()),
+        // Generous: many tests share two cores, and an ordinary render must never time out.
+        template_timeout_ms: Some(2_000),
         ..Default::default()
     }
 }
