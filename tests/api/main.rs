@@ -18,3 +18,4 @@ mod receiver;
 mod receivers;
 mod receiving;
 mod statistics;
+mod untrusted_input;
