@@ -21,6 +21,7 @@ both_backends!(
     bad_query_and_path_values_answer_in_the_json_error_format,
     ipv6_forms_of_refused_ipv4_targets_are_refused_at_save_and_at_connect,
     credential_and_signature_headers_are_hidden_from_logs_and_templates,
+    nul_bytes_in_a_dashboard_form_are_shown_beside_the_field,
 );
 
 /// Generous: deliveries run in the background on a loaded machine.
@@ -296,4 +297,29 @@ async fn credential_and_signature_headers_are_hidden_from_logs_and_templates(bac
     }
     assert_eq!(seen["x-plain"], "visible");
     assert_eq!(logged["x-plain"], "visible");
+}
+
+async fn nul_bytes_in_a_dashboard_form_are_shown_beside_the_field(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let signed_in = crate::dashboard::sign_in(&app, &key).await;
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().to_string();
+    let form = "name=a%00b&url=http%3A%2F%2F127.0.0.1%3A9%2F&event_types=*&is_active=on";
+    let page = app
+        .client
+        .post(format!("{}/ui/outgoing", app.base))
+        .header("cookie", session)
+        .header("origin", &app.base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("name-error") && html.contains("must not contain the NUL character"),
+        "{html}"
+    );
 }
