@@ -1,9 +1,6 @@
 //! What webhooks of both directions did: logs and statistics.
 
-use axum::{
-    Json,
-    extract::{Path, Query, State},
-};
+use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -15,6 +12,7 @@ use super::{
     auth::Caller,
     deliveries::page,
     error::{ApiError, ApiResult, ErrorBody},
+    extract::{Path, Query},
 };
 use crate::{
     domain::{

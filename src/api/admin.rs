@@ -1,6 +1,6 @@
 //! The operator's API: issue, list and revoke tenants' API keys.
 
-use axum::{Json, extract::Path, extract::State, http::StatusCode};
+use axum::{Json, extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -9,7 +9,7 @@ use super::{
     AppState,
     auth::Admin,
     error::{ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, required_ident},
+    extract::{JsonBody, Path, required_ident},
 };
 use crate::domain::{
     Invalid,

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, collections::VecDeque, convert::Infallible, tim
 
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::sse::{Event, KeepAlive, Sse},
 };
@@ -19,7 +19,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiError, ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, nullable},
+    extract::{JsonBody, Path, Query, nullable},
 };
 use crate::{
     delivery::handoff::Leased,

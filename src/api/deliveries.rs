@@ -1,10 +1,6 @@
 //! A webhook's deliveries: the synchronous test, the list, retry of one and replay of many.
 
-use axum::{
-    Json,
-    extract::{Path, Query, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -14,7 +10,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, OptionalJsonBody},
+    extract::{JsonBody, OptionalJsonBody, Path, Query},
 };
 use crate::{
     delivery::worker::attempt_log,

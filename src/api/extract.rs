@@ -2,9 +2,11 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request},
+    extract::{FromRequest, FromRequestParts, RawPathParams, Request, rejection::PathRejection},
+    http::request::Parts,
 };
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde_json::Value;
 
 use super::{AppState, error::ApiError};
 use crate::domain::Invalid;
@@ -44,14 +46,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(Invalid::new("body", "must be a JSON object").into());
     }
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        // A missing required field has the root as its path; the message names the field.
-        let field = match error.path().to_string() {
-            root if root == "." => "body".to_string(),
-            path => path,
-        };
-        Invalid::new(field, error.into_inner().to_string()).into()
-    })
+    find_nul(&value, "")?;
+    serde_path_to_error::deserialize(value).map_err(|error| misfit(error, "body"))
+}
+
+/// A value of the wrong shape, named by its path; `whole` when the fault is not in one field
+/// (e.g. a missing required field, which the message names).
+fn misfit<E: std::fmt::Display>(error: serde_path_to_error::Error<E>, whole: &str) -> ApiError {
+    let field = match error.path().to_string() {
+        root if root == "." => whole.to_string(),
+        path => path,
+    };
+    Invalid::new(field, error.into_inner().to_string()).into()
 }
 
 /// For nullable fields of a partial update: absent → `None`, `null` → `Some(None)`.
@@ -117,5 +123,108 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
             return Ok(OptionalJsonBody(T::default()));
         }
         parse_json(&bytes).map(OptionalJsonBody)
+    }
+}
+
+/// Why U+0000 is refused everywhere in API input: PostgreSQL text cannot hold it (a 500 there,
+/// while SQLite would keep it), and no name, id or setting means anything with it.
+const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
+
+/// Refuses U+0000 in `text`, naming `field`.
+fn refuse_nul(field: &str, text: &str) -> Result<(), Invalid> {
+    match text.contains('\0') {
+        true => Err(Invalid::new(field, NUL_MESSAGE)),
+        false => Ok(()),
+    }
+}
+
+/// Finds U+0000 in any string or key of a JSON value, naming its path as serde_path_to_error
+/// does (`name`, `headers.X-Foo`, `event_types[0]`); `path` is where `value` sits.
+fn find_nul(value: &Value, path: &str) -> Result<(), Invalid> {
+    let at = |key: &str| match path {
+        "" => key.to_string(),
+        _ => format!("{path}.{key}"),
+    };
+    match value {
+        Value::String(text) => refuse_nul(path, text),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| find_nul(item, &format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().try_for_each(|(key, item)| {
+            // A bad key is named by where it stands, in the escaped form JSON gave it.
+            refuse_nul(&at(&key.escape_debug().to_string()), key)?;
+            find_nul(item, &at(key))
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Path parameters. Any failure (a segment that is not UTF-8 once percent-decoded, a value of
+/// the wrong type, U+0000) is a 422 naming the parameter, in our error format.
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let value = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(path_rejection)?;
+        // Decoding already succeeded above, so the raw parameters can be read.
+        if let Ok(raw) = RawPathParams::from_request_parts(parts, state).await {
+            for (key, text) in &raw {
+                refuse_nul(key, text)?;
+            }
+        }
+        Ok(Path(value.0))
+    }
+}
+
+/// axum's reason, with the parameter it concerns where axum knows it.
+fn path_rejection(rejection: PathRejection) -> ApiError {
+    use axum::extract::path::ErrorKind;
+    let PathRejection::FailedToDeserializePathParams(failure) = rejection else {
+        // No parameters at all: a route wired to the wrong extractor, our mistake.
+        return ApiError::Internal(anyhow::anyhow!("path parameters: {rejection}"));
+    };
+    let (field, message) = match failure.kind() {
+        ErrorKind::InvalidUtf8InPathParam { key } => {
+            (key.clone(), "is not UTF-8 once percent-decoded".to_string())
+        }
+        ErrorKind::ParseErrorAtKey {
+            key, expected_type, ..
+        } => (key.clone(), format!("must be a {expected_type}")),
+        ErrorKind::DeserializeError { key, message, .. } => (key.clone(), message.clone()),
+        other => ("path".to_string(), other.to_string()),
+    };
+    Invalid::new(field, message).into()
+}
+
+/// The query string. A value of the wrong type, a repeated single-valued parameter or U+0000 is
+/// a 422 naming the parameter, in our error format.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default().as_bytes();
+        for (key, value) in form_urlencoded::parse(query) {
+            refuse_nul(&key.escape_debug().to_string(), &key)?;
+            refuse_nul(&key, &value)?;
+        }
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(|error| misfit(error, "query"))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::{Json, extract::Path, extract::State, http::StatusCode};
+use axum::{Json, extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -12,7 +12,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, ident, nullable},
+    extract::{JsonBody, Path, ident, nullable},
 };
 use crate::domain::{
     Invalid,

@@ -5,14 +5,14 @@ use std::{net::SocketAddr, time::Instant};
 
 use axum::{
     Json,
-    extract::{ConnectInfo, Path, Request, State},
+    extract::{ConnectInfo, Request, State},
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::post,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{AppState, error::ApiError, error::ErrorBody};
+use super::{AppState, error::ApiError, error::ErrorBody, extract::Path};
 use crate::ingest::{self, Receipt};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -22,7 +22,7 @@ use crate::{
         agent::{Agent, AgentMessage, Endpoint},
         delivery::{CircuitState, Delivery, DeliveryStatus, Health, TargetKind},
         event::{Event, NewEvent},
-        log::{LogEntry, MAX_LOGGED_BODY, WebhookType, redact_headers, truncate},
+        log::{LogEntry, MAX_LOGGED_BODY, WebhookType, log_text, redact_headers},
         new_id,
         outgoing::OutgoingWebhook,
         time::now_ms,
@@ -604,21 +604,21 @@ pub fn attempt_log(delivery: &Delivery, attempt: &Attempt, now: i64) -> LogEntry
         }
         .to_string(),
         succeeded: attempt.succeeded(),
-        request_payload: Some(truncate(
-            &String::from_utf8_lossy(&attempt.request_body),
-            MAX_LOGGED_BODY,
-        )),
+        request_payload: Some(log_text(&attempt.request_body, MAX_LOGGED_BODY)),
         request_headers: redact_headers(
             attempt
                 .request_headers
                 .iter()
                 .map(|(n, v)| (n.as_str(), v.as_str())),
+            None,
         ),
         response_status: attempt.response_status.map(i64::from),
+        // The receiver's answer is kept as it came for reading a reply; only its log copy is
+        // made storable.
         response_body: attempt
             .response_body
             .as_deref()
-            .map(|body| truncate(body, MAX_LOGGED_BODY)),
+            .map(|body| log_text(body.as_bytes(), MAX_LOGGED_BODY)),
         error_message: attempt.failure(),
         retry_count: delivery.attempts,
         processing_time_ms: attempt.elapsed_ms,

@@ -53,6 +53,15 @@ pub struct LogEntry {
     pub created_at: i64,
 }
 
+/// Bytes from outside (a received body, a receiver's answer) as log text, cut to at most `max`
+/// bytes: invalid UTF-8 and U+0000, which PostgreSQL text cannot hold, become U+FFFD. The log
+/// is for people; the payload itself is kept faithfully elsewhere (as JSON, where U+0000 is the
+/// escape `\u0000`).
+pub fn log_text(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    truncate(&text, max).replace('\0', "\u{FFFD}")
+}
+
 /// `text` cut to at most `max` bytes without splitting a character.
 pub fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -65,31 +74,49 @@ pub fn truncate(text: &str, max: usize) -> String {
     text[..end].to_string()
 }
 
+/// Words that make a header name credential-like: `Authorization` and its kin (`auth`), cookies
+/// both ways, session ids, API keys, tokens (JWTs too), secrets, passwords, and the signatures
+/// and HMACs providers sign with (`X-Hub-Signature-256`, `X-Shopify-Hmac-Sha256`). Matched
+/// anywhere in the lowercase name, so a provider's own spelling is caught without listing it;
+/// hiding a harmless value by mistake costs less than showing a secret.
+const SENSITIVE_WORDS: [&str; 13] = [
+    "auth",
+    "cookie",
+    "session",
+    "credential",
+    "token",
+    "jwt",
+    "key",
+    "secret",
+    "pass",
+    "signature",
+    "hmac",
+    "csrf",
+    "xsrf",
+];
+
 /// Whether a header's value is a credential to hide in logs and listings.
 pub fn is_sensitive_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    name == "authorization"
-        || name == "cookie"
-        || ["token", "key", "secret", "password", "signature", "auth"]
-            .iter()
-            .any(|word| name.contains(word))
+    SENSITIVE_WORDS.iter().any(|word| name.contains(word))
 }
 
 /// What a credential-like header value is shown as.
 pub const REDACTED: &str = "********";
 
-/// Headers fit for a log: credential values replaced by [`REDACTED`].
+/// Headers fit for a log: credential values, and the value of `secret` (a header known to hold
+/// one whatever its name, e.g. the one a webhook's source verification reads), replaced by
+/// [`REDACTED`].
 pub fn redact_headers<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    secret: Option<&str>,
 ) -> BTreeMap<String, String> {
     headers
         .into_iter()
         .map(|(name, value)| {
-            let shown = if is_sensitive_header(name) {
-                REDACTED
-            } else {
-                value
-            };
+            let hidden = is_sensitive_header(name)
+                || secret.is_some_and(|secret| secret.eq_ignore_ascii_case(name));
+            let shown = if hidden { REDACTED } else { value };
             (name.to_string(), shown.to_string())
         })
         .collect()
@@ -145,15 +172,48 @@ mod tests {
     }
 
     #[test]
+    fn log_text_replaces_what_a_text_column_cannot_hold() {
+        assert_eq!(log_text(b"a\0b\xffc", 100), "a\u{FFFD}b\u{FFFD}c");
+        assert_eq!(log_text(b"a\0bc", 2), "a\u{FFFD}");
+    }
+
+    #[test]
     fn credentials_are_redacted() {
-        let h = redact_headers([
-            ("Authorization", "Bearer x"),
-            ("X-Api-Key", "k"),
-            ("Accept", "a"),
-        ]);
+        let h = redact_headers(
+            [
+                ("Authorization", "Bearer x"),
+                ("X-Api-Key", "k"),
+                ("Accept", "a"),
+                ("X-Custom-Check", "mac"),
+            ],
+            Some("x-custom-check"),
+        );
         assert_eq!(h["Authorization"], REDACTED);
         assert_eq!(h["X-Api-Key"], REDACTED);
+        assert_eq!(h["X-Custom-Check"], REDACTED, "the configured header");
         assert_eq!(h["Accept"], "a");
+    }
+
+    #[test]
+    fn credential_like_names_are_sensitive() {
+        for name in [
+            "Set-Cookie",
+            "Cookie",
+            "Proxy-Authorization",
+            "X-Session-Id",
+            "X-Credential",
+            "X-Jwt",
+            "X-Shopify-Hmac-Sha256",
+            "X-Hub-Signature-256",
+            "X-Auth-Token",
+            "X-Passphrase",
+            "X-CSRF-Token",
+        ] {
+            assert!(is_sensitive_header(name), "{name}");
+        }
+        for name in ["Accept", "Content-Type", "User-Agent", "X-Request-Id"] {
+            assert!(!is_sensitive_header(name), "{name}");
+        }
     }
 
     #[test]

@@ -196,6 +196,7 @@ const REFUSED_V6: &[(Ipv6Net, &str)] = &[
 /// it ends up at that address (mapped sockets, NAT64 gateways, 6to4 relays).
 const EMBEDS_V4: &[(Ipv6Net, u32)] = &[
     (v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), 0), // IPv4-mapped ::ffff:a.b.c.d
+    (v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), 0), // IPv4-translated ::ffff:0:a.b.c.d, RFC 2765
     (v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96), 0), // NAT64 well-known prefix, RFC 6052
     (v6([0x2002, 0, 0, 0, 0, 0, 0, 0], 16), 80), // 6to4 2002:AABB:CCDD::/48, RFC 3056
 ];
@@ -276,7 +277,7 @@ impl TargetPolicy {
     /// Refuses loopback, private, link-local (cloud metadata), CGNAT,
     /// unspecified, broadcast, multicast, documentation, benchmarking and
     /// reserved addresses, v4 and v6; IPv6 forms embedding an IPv4 address
-    /// (mapped, NAT64, 6to4) are judged by that address. An address inside
+    /// (mapped, translated, NAT64, 6to4) are judged by that address. An address inside
     /// one of the allowed ranges always passes.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), NetError> {
         match refusal(ip) {
@@ -482,6 +483,10 @@ mod tests {
             ("64:ff9b::a9fe:a9fe", "link-local"),
             ("2002:c0a8:0101::1", "private"),
             ("2002:7f00:1::", "loopback"),
+            ("::ffff:0:127.0.0.1", "loopback"),
+            ("::ffff:0:a9fe:a9fe", "link-local"),
+            ("::ffff:0:10.1.2.3", "private"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
         ];
         for (addr, why) in refused {
             match policy.check_ip(ip(addr)) {
@@ -508,6 +513,7 @@ mod tests {
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
             "2002:808:808::1",
+            "::ffff:0:8.8.8.8",
         ] {
             assert_eq!(policy.check_ip(ip(addr)), Ok(()), "{addr}");
         }
@@ -531,6 +537,8 @@ mod tests {
         assert_eq!(policy.check_ip(ip("::ffff:127.0.0.2")), Ok(()));
         assert!(policy.check_ip(ip("10.0.0.1")).is_err());
         assert!(policy.check_ip(ip("::1")).is_err());
+        assert_eq!(policy.check_ip(ip("::ffff:0:127.0.0.3")), Ok(()));
+        assert!(policy.check_ip(ip("::ffff:0:10.0.0.1")).is_err());
         let policy = TargetPolicy::new(nets("fd00::/8"));
         assert_eq!(policy.check_ip(ip("fd00::5")), Ok(()));
         assert!(policy.check_ip(ip("fc00::5")).is_err());
@@ -604,6 +612,10 @@ mod tests {
             "http://127.0.0.1/",
             "http://[::1]/",
             "http://[::ffff:169.254.169.254]/",
+            "http://[::ffff:0:127.0.0.1]:8080/",
+            "http://[64:ff9b::127.0.0.1]/",
+            "http://[2002:7f00:1::1]/",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
             "http://0x7f.1/",
             "http://0177.0.0.1/",
             "http://127.0.0.1./",

@@ -193,29 +193,40 @@ fn from_base64(s: &str) -> Option<Vec<u8>> {
 }
 
 impl SourceVerification {
+    /// The header that carries the signature: a credential (whoever holds it can replay the
+    /// request), so it is hidden wherever received headers are shown, whatever its name.
+    pub fn signature_header(&self) -> &str {
+        match self {
+            Self::Github { .. } => "X-Hub-Signature-256",
+            Self::Stripe { .. } => "Stripe-Signature",
+            Self::Slack { .. } => "X-Slack-Signature",
+            Self::StandardWebhooks { .. } => "webhook-signature",
+            Self::HmacSha256 { header, .. } => header,
+        }
+    }
+
     /// Checks the signature of an incoming webhook against the raw body.
     /// `headers` lookups are case-insensitive; `now` is unix seconds.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now: i64) -> Result<(), VerifyError> {
         // A setting that slipped past save-time validation fails closed.
         self.validate()?;
+        let h = self.signature_header();
         match self {
             Self::Github { secret } => {
-                const H: &str = "X-Hub-Signature-256";
-                let sig = header(headers, H)?
+                let sig = header(headers, h)?
                     .strip_prefix("sha256=")
-                    .ok_or_else(|| malformed(H, "sha256=<hex>"))?;
+                    .ok_or_else(|| malformed(h, "sha256=<hex>"))?;
                 any_matches(&hmac_sha256(secret.as_bytes(), &[body]), [sig], from_hex)
             }
             Self::Stripe {
                 secret,
                 tolerance_secs,
             } => {
-                const H: &str = "Stripe-Signature";
-                let value = header(headers, H)?;
+                let value = header(headers, h)?;
                 let pairs = value.split(',').filter_map(|p| p.trim().split_once('='));
                 let t = pairs.clone().find(|(k, _)| *k == "t").map(|(_, v)| v);
-                let t = t.ok_or_else(|| malformed(H, "t=<timestamp>,v1=<hex>"))?;
-                let ts = fresh_timestamp(H, t, now, *tolerance_secs)?;
+                let t = t.ok_or_else(|| malformed(h, "t=<timestamp>,v1=<hex>"))?;
+                let ts = fresh_timestamp(h, t, now, *tolerance_secs)?;
                 let signed = format!("{ts}.");
                 let expected = hmac_sha256(secret.as_bytes(), &[signed.as_bytes(), body]);
                 let v1 = pairs.filter(|(k, _)| *k == "v1").map(|(_, v)| v);
@@ -226,11 +237,10 @@ impl SourceVerification {
                 tolerance_secs,
             } => {
                 const TS: &str = "X-Slack-Request-Timestamp";
-                const H: &str = "X-Slack-Signature";
                 let ts = fresh_timestamp(TS, header(headers, TS)?, now, *tolerance_secs)?;
-                let sig = header(headers, H)?
+                let sig = header(headers, h)?
                     .strip_prefix("v0=")
-                    .ok_or_else(|| malformed(H, "v0=<hex>"))?;
+                    .ok_or_else(|| malformed(h, "v0=<hex>"))?;
                 let signed = format!("v0:{ts}:");
                 let expected = hmac_sha256(secret.as_bytes(), &[signed.as_bytes(), body]);
                 any_matches(&expected, [sig], from_hex)
@@ -242,7 +252,7 @@ impl SourceVerification {
                 const TS: &str = "webhook-timestamp";
                 let id = header(headers, "webhook-id")?;
                 let ts = fresh_timestamp(TS, header(headers, TS)?, now, *tolerance_secs)?;
-                let sigs = header(headers, "webhook-signature")?;
+                let sigs = header(headers, h)?;
                 // Other versions (e.g. asymmetric `v1a`) are skipped, as the spec says.
                 let v1 = sigs
                     .split_whitespace()
@@ -255,15 +265,15 @@ impl SourceVerification {
             }
             Self::HmacSha256 {
                 secret,
-                header: name,
                 encoding,
                 prefix,
+                ..
             } => {
-                let value = header(headers, name)?;
+                let value = header(headers, h)?;
                 let prefix = prefix.as_deref().unwrap_or("");
                 let sig = value
                     .strip_prefix(prefix)
-                    .ok_or_else(|| malformed(name, &format!("{prefix}<signature>")))?;
+                    .ok_or_else(|| malformed(h, &format!("{prefix}<signature>")))?;
                 let decode = match encoding {
                     SignatureEncoding::Hex => from_hex,
                     SignatureEncoding::Base64 => from_base64,

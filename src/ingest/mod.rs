@@ -12,7 +12,7 @@ pub use body::{BodyError, form_fields};
 pub use limit::{Decision, RateLimiter};
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{Arc, Mutex},
     time::Instant,
@@ -32,7 +32,7 @@ use crate::{
         delivery::{Delivery, TargetKind},
         event::NewEvent,
         incoming::{CompiledIncoming, IncomingWebhook, Transform},
-        log::{LogEntry, MAX_LOGGED_BODY, WebhookType, redact_headers, truncate},
+        log::{LogEntry, MAX_LOGGED_BODY, WebhookType, log_text, redact_headers},
         net::client_ip,
         new_id,
         signature::VerifyError,
@@ -108,6 +108,8 @@ pub struct Rejected {
 /// What is known about a request so far, for its log entry.
 pub struct Trail {
     webhook_id: Option<String>,
+    /// The header the webhook's source verification reads, hidden in the log whatever its name.
+    signature_header: Option<String>,
     headers: HeaderMap,
     body: Option<Bytes>,
     started: Instant,
@@ -122,10 +124,6 @@ impl Trail {
     }
 
     fn entry(&self, status: &str, response_status: u16, response_body: Option<String>) -> LogEntry {
-        let headers = self
-            .headers
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
         LogEntry {
             id: new_id(),
             webhook_type: WebhookType::Incoming,
@@ -134,11 +132,8 @@ impl Trail {
             event_type: None,
             status: status.to_string(),
             succeeded: status == "accepted",
-            request_payload: self
-                .body
-                .as_ref()
-                .map(|b| truncate(&String::from_utf8_lossy(b), MAX_LOGGED_BODY)),
-            request_headers: redact_headers(headers),
+            request_payload: self.body.as_ref().map(|b| log_text(b, MAX_LOGGED_BODY)),
+            request_headers: shown_headers(&self.headers, self.signature_header.as_deref()),
             response_status: Some(i64::from(response_status)),
             response_body,
             error_message: None,
@@ -197,6 +192,7 @@ impl Ingest {
     ) -> Result<Receipt, Rejected> {
         let mut trail = Trail {
             webhook_id: None,
+            signature_header: None,
             headers: request.headers,
             body: None,
             started: Instant::now(),
@@ -209,6 +205,10 @@ impl Ingest {
         };
         trail.webhook_id = Some(hook.id.clone());
         let s = &hook.settings;
+        trail.signature_header = s
+            .verification
+            .as_ref()
+            .map(|v| v.signature_header().to_string());
         if !s.is_active {
             return Err(trail.refuse(Refusal::Inactive));
         }
@@ -509,19 +509,25 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Refusal> {
     })
 }
 
+/// Received headers as logs and templates see them: text values only, credentials and the
+/// `signature_header` hidden.
+fn shown_headers(headers: &HeaderMap, signature_header: Option<&str>) -> BTreeMap<String, String> {
+    let text = headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
+    redact_headers(text, signature_header)
+}
+
 /// The template context of a request: the payload's keys, `data`, `headers` (lowercase names,
-/// credentials redacted), `query` and `webhook`.
+/// credentials and the signature redacted), `query` and `webhook`.
 fn request_context(
     hook: &IncomingWebhook,
     payload: &Value,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Value {
-    let headers = redact_headers(
-        headers
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
-    );
+    let signature_header = hook.settings.verification.as_ref();
+    let headers = shown_headers(headers, signature_header.map(|v| v.signature_header()));
     let query = query
         .and_then(|q| form_fields(q.as_bytes()).ok())
         .unwrap_or_else(|| json!({}));

@@ -27,7 +27,7 @@ fn form_key(key: &str) -> String {
     serde_urlencoded::to_string([("key", key)]).unwrap()
 }
 
-async fn sign_in(app: &TestApp, key: &str) -> reqwest::Response {
+pub(crate) async fn sign_in(app: &TestApp, key: &str) -> reqwest::Response {
     no_redirects()
         .post(format!("{}/ui/signin", app.base))
         .header("origin", &app.base)

@@ -19,3 +19,4 @@ mod receivers;
 mod receiving;
 mod statistics;
 mod templates;
+mod untrusted_input;
