@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod domain;
 pub mod housekeeping;
 pub mod ingest;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
