@@ -5,7 +5,6 @@ use std::{
     future::Future,
     net::SocketAddr,
     sync::{Arc, OnceLock},
-    time::Duration,
 };
 
 use anyhow::Context;
@@ -27,15 +26,15 @@ use crate::{
     housekeeping,
     ingest::Ingest,
     sandbox::Sandbox,
+    server,
     store::Store,
 };
-
-/// How long a stopping node waits for attempts in flight before abandoning them to their leases.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// Turned true when shutdown starts: workers, housekeeping and open event streams stop.
+    stop: watch::Sender<bool>,
     wake: Arc<Notify>,
     /// The worker's attempt slots and the deliveries handed off to it (see
     /// [`handoff`](crate::delivery::handoff)); `None` on a node that does not deliver.
@@ -82,8 +81,10 @@ impl Application {
         let ingest = Ingest::new(&config, publisher.clone(), sandbox.clone())
             .await
             .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
+        let (stop, stopping) = watch::channel(false);
         Ok(Application {
             listener,
+            stop,
             state: AppState {
                 publisher,
                 sender: Arc::new(Sender::new(config.target_policy.clone(), sandbox)),
@@ -91,6 +92,7 @@ impl Application {
                 store,
                 config,
                 ingest: Arc::new(ingest),
+                stopping,
             },
             wake,
             worker_line,
@@ -114,7 +116,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state;
-        let (stop, stopped) = watch::channel(false);
+        let stop = self.stop;
+        let grace = state.config.shutdown_grace;
         let mut background = Vec::new();
         if let Some((slots, handed)) = self.worker_line {
             state.store.release_stale_leases().await?;
@@ -127,34 +130,29 @@ impl Application {
                 state.ingest.inbox(),
                 slots,
             );
-            background.push(tokio::spawn(worker.run(
-                handed,
-                stopped.clone(),
-                SHUTDOWN_GRACE,
-            )));
+            background.push(tokio::spawn(worker.run(handed, stop.subscribe(), grace)));
             background.push(tokio::spawn(housekeeping::run(
                 state.store.clone(),
                 Arc::clone(&state.config),
-                stopped,
+                stop.subscribe(),
             )));
         }
         let store = state.store.clone();
+        let timeouts = server::Timeouts {
+            header: state.config.header_timeout,
+            body: state.config.body_timeout,
+        };
         let router = api::router(state);
-        let served = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        server::serve(self.listener, router, timeouts, grace, async move {
             shutdown.await;
             let _ = stop.send(true);
         })
-        .await
-        .context("serving HTTP");
+        .await;
         for task in background {
             let _ = task.await;
         }
         store.close().await;
-        served
+        Ok(())
     }
 }
 

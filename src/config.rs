@@ -73,6 +73,19 @@ pub struct Settings {
     /// crashed node's deliveries are retried this long after it died [default: 60000]
     #[arg(long, global = true, env = "HOOKD_LEASE_MS")]
     pub lease_ms: Option<i64>,
+    /// How long a client may take to send a request's headers, in ms, counted from when its
+    /// connection opened or its previous answer was sent: so also how long an idle keep-alive
+    /// connection is kept [default: 30000]
+    #[arg(long, global = true, env = "HOOKD_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<i64>,
+    /// How long a client may take to send a request's whole body, in ms; slower is a 408
+    /// [default: 30000]
+    #[arg(long, global = true, env = "HOOKD_BODY_TIMEOUT_MS")]
+    pub body_timeout_ms: Option<i64>,
+    /// How long a stopping node waits for requests and deliveries in flight before it exits
+    /// anyway, in ms [default: 10000]
+    #[arg(long, global = true, env = "HOOKD_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<i64>,
     /// Run no delivery workers on this node (API and incoming only)
     #[arg(long, global = true, env = "HOOKD_NO_WORKERS")]
     #[serde(default)]
@@ -80,7 +93,7 @@ pub struct Settings {
     /// Wall-clock time one template render may take before its worker is killed, in ms
     /// [default: 250]
     #[arg(long, global = true, env = "HOOKD_TEMPLATE_TIMEOUT_MS")]
-    pub template_timeout_ms: Option<u64>,
+    pub template_timeout_ms: Option<i64>,
     /// Memory one template worker may allocate, in MiB [default: 256]
     #[arg(long, global = true, env = "HOOKD_TEMPLATE_MEMORY_MIB")]
     pub template_memory_mib: Option<u64>,
@@ -115,6 +128,9 @@ impl Settings {
                 .per_target_concurrency
                 .or(fallback.per_target_concurrency),
             lease_ms: self.lease_ms.or(fallback.lease_ms),
+            header_timeout_ms: self.header_timeout_ms.or(fallback.header_timeout_ms),
+            body_timeout_ms: self.body_timeout_ms.or(fallback.body_timeout_ms),
+            shutdown_grace_ms: self.shutdown_grace_ms.or(fallback.shutdown_grace_ms),
             no_workers: self.no_workers || fallback.no_workers,
             template_timeout_ms: self.template_timeout_ms.or(fallback.template_timeout_ms),
             template_memory_mib: self.template_memory_mib.or(fallback.template_memory_mib),
@@ -144,6 +160,12 @@ pub struct Config {
     pub per_target_concurrency: usize,
     /// How long a claimed delivery is held, in ms (see [`Settings::lease_ms`]).
     pub lease_ms: i64,
+    /// See [`Settings::header_timeout_ms`].
+    pub header_timeout: Duration,
+    /// See [`Settings::body_timeout_ms`].
+    pub body_timeout: Duration,
+    /// See [`Settings::shutdown_grace_ms`].
+    pub shutdown_grace: Duration,
     pub workers: bool,
     pub templates: SandboxSettings,
 }
@@ -221,9 +243,12 @@ impl Config {
             delivery_concurrency: settings.delivery_concurrency.unwrap_or(256).max(1),
             per_target_concurrency: settings.per_target_concurrency.unwrap_or(16).max(1),
             lease_ms: positive("lease_ms", settings.lease_ms, 60_000)?,
+            header_timeout: millis("header_timeout_ms", settings.header_timeout_ms, 30_000)?,
+            body_timeout: millis("body_timeout_ms", settings.body_timeout_ms, 30_000)?,
+            shutdown_grace: millis("shutdown_grace_ms", settings.shutdown_grace_ms, 10_000)?,
             workers: !settings.no_workers,
             templates: SandboxSettings {
-                timeout: Duration::from_millis(settings.template_timeout_ms.unwrap_or(250).max(1)),
+                timeout: millis("template_timeout_ms", settings.template_timeout_ms, 250)?,
                 memory_mib: settings.template_memory_mib.unwrap_or(256).max(16),
                 workers: settings.template_workers.unwrap_or(2).max(1),
                 program: settings.template_worker_program,
@@ -238,6 +263,11 @@ fn positive(name: &str, value: Option<i64>, default: i64) -> anyhow::Result<i64>
         Some(v) => Ok(v),
         None => Ok(default),
     }
+}
+
+fn millis(name: &str, value: Option<i64>, default: i64) -> anyhow::Result<Duration> {
+    let ms = positive(name, value, default)?;
+    Ok(Duration::from_millis(ms.unsigned_abs()))
 }
 
 fn read_file(path: &Path) -> anyhow::Result<Settings> {

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod housekeeping;
 pub mod ingest;
 pub mod sandbox;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod ui;

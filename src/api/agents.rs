@@ -11,7 +11,7 @@ use axum::{
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -422,6 +422,7 @@ async fn stream_agent_messages(
         pending: VecDeque::new(),
         catch_up: true,
         poll: tokio::time::interval(STREAM_POLL),
+        stopping: state.stopping.clone(),
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         let message = feed.next().await?;
@@ -445,6 +446,7 @@ struct Feed {
     pending: VecDeque<AgentMessage>,
     catch_up: bool,
     poll: tokio::time::Interval,
+    stopping: watch::Receiver<bool>,
 }
 
 impl Feed {
@@ -486,6 +488,7 @@ impl Feed {
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 _ = self.poll.tick() => self.catch_up = true,
+                _ = self.stopping.wait_for(|stopping| *stopping) => return None,
             }
         }
     }

@@ -46,6 +46,8 @@ pub enum ApiError {
     Invalid(#[from] Invalid),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the request body did not arrive within {} ms", .0.as_millis())]
+    SlowBody(std::time::Duration),
     #[error("{0}")]
     Conflict(String),
     #[error("method not allowed for this path")]
@@ -72,6 +74,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable | ApiError::Overloaded(_) => {
@@ -103,6 +106,7 @@ impl From<Refusal> for ApiError {
             Refusal::Inactive | Refusal::IpNotAllowed(_) => ApiError::Forbidden(detail),
             Refusal::RateLimited { retry_after_secs } => ApiError::RateLimited { retry_after_secs },
             Refusal::TooLarge(limit) => ApiError::TooLarge(limit),
+            Refusal::SlowBody(deadline) => ApiError::SlowBody(deadline),
             Refusal::Unreadable(_) => ApiError::BadBody(detail),
             Refusal::BadSignature(_) => ApiError::BadSignature(detail),
             Refusal::BadBody(BodyError::Json(_)) => ApiError::MalformedJson(detail),

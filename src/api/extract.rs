@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{AppState, error::ApiError};
-use crate::domain::Invalid;
+use crate::{domain::Invalid, ingest::read_bounded};
 
 /// A JSON body. Malformed JSON is a 400; well-formed JSON of the wrong shape is a 422 naming the
 /// field path; a body over the limit is a 413. The Content-Type header is not required, since
@@ -25,18 +25,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// The raw body, with the size limit (`DefaultBodyLimit`, set from the config) mapped to a 413.
+/// The raw body, bounded in size (413) and in time (408) as the receiving URLs' bodies are.
 pub async fn read_body(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    let limit = state.config.max_body_bytes;
-    Bytes::from_request(request, state)
+    read_bounded(request.into_body(), state.config.max_body_bytes)
         .await
-        .map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge(limit)
-            } else {
-                ApiError::MalformedJson(format!("could not read the request body: {rejection}"))
-            }
-        })
+        .map_err(ApiError::from)
 }
 
 /// Parses a request body that must be a JSON object into `T`.

@@ -43,6 +43,9 @@ pub struct AppState {
     pub sender: Arc<Sender>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub ingest: Arc<Ingest>,
+    /// Turns true when the node starts shutting down; long-lived answers (event streams) end
+    /// then, so that draining connections does not wait on them.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(OpenApi)]

@@ -46,8 +46,9 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// A 2xx answer, read whole (and, for a model, holding a reply). A connection cut mid-answer
-    /// is retried: receivers dedupe on the delivery id.
+    /// A 2xx answer read as far as it is kept, within the timeout (and, for a model, holding a
+    /// reply). An answer cut or stalled before that is retried: receivers dedupe on the delivery
+    /// id.
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
             && self

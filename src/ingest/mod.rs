@@ -15,10 +15,10 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use http::HeaderMap;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -41,6 +41,7 @@ use crate::{
         time::now_ms,
     },
     sandbox::{Sandbox, SandboxError},
+    server::BodyTimeout,
     store::{Acceptance, Store, StoreError},
 };
 use refusals::RefusalSampler;
@@ -64,6 +65,8 @@ pub enum Refusal {
     TooLarge(usize),
     #[error("could not read the request body: {0}")]
     Unreadable(String),
+    #[error("the request body did not arrive within {} ms", .0.as_millis())]
+    SlowBody(Duration),
     #[error("source verification failed: {0}")]
     BadSignature(VerifyError),
     #[error(transparent)]
@@ -222,7 +225,7 @@ impl Ingest {
         {
             return Err(trail.refuse(Refusal::RateLimited { retry_after_secs }));
         }
-        let body = match read_limited(request.body, config.max_body_bytes).await {
+        let body = match read_bounded(request.body, config.max_body_bytes).await {
             Ok(body) => body,
             Err(refusal) => return Err(trail.refuse(refusal)),
         };
@@ -497,15 +500,26 @@ fn forwarded_for(headers: &HeaderMap) -> Option<String> {
     (!values.is_empty()).then(|| values.join(","))
 }
 
-/// The body, up to `limit` bytes.
-async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Refusal> {
+/// The body, up to `limit` bytes. A declared length over the limit is refused before anything is
+/// read; a body arriving too slowly is cut by the connection layer's deadline
+/// ([`BodyTimeout`]).
+pub async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, Refusal> {
+    if body.size_hint().lower() > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Err(Refusal::TooLarge(limit));
+    }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let inner = e.into_inner();
         if inner.is::<http_body_util::LengthLimitError>() {
-            Refusal::TooLarge(limit)
-        } else {
-            Refusal::Unreadable(inner.to_string())
+            return Refusal::TooLarge(limit);
         }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*inner);
+        while let Some(error) = cause {
+            if let Some(BodyTimeout(after)) = error.downcast_ref() {
+                return Refusal::SlowBody(*after);
+            }
+            cause = error.source();
+        }
+        Refusal::Unreadable(inner.to_string())
     })
 }
 

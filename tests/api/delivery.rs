@@ -26,6 +26,7 @@ both_backends!(
     idempotency_key_and_batches,
     logs_statistics_and_metrics_report_attempts,
     chat_targets_get_their_own_body_shape,
+    answers_are_read_only_as_far_as_the_log_needs_and_only_within_the_timeout,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -814,4 +815,67 @@ async fn chat_targets_get_their_own_body_shape(backend: Backend) {
         .await
         .expect_error(422, "validation_error");
     assert!(detail.starts_with("payload_template"), "{detail}");
+}
+
+async fn answers_are_read_only_as_far_as_the_log_needs_and_only_within_the_timeout(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let endless = Receiver::start().await;
+    endless.always(Reply::Endless);
+    let stalled = Receiver::start().await;
+    stalled.always(Reply::StallBody);
+    let counted = webhook(
+        &app,
+        &key,
+        json!({"url": endless.url, "timeout": 5, "event_types": ["task.completed"]}),
+    )
+    .await;
+    let cut = webhook(
+        &app,
+        &key,
+        json!({"url": stalled.url, "timeout": 1, "retry_count": 0,
+               "event_types": ["task.started"]}),
+    )
+    .await;
+    publish(&app, &key, "task.completed", json!({})).await;
+    publish(&app, &key, "task.started", json!({})).await;
+    wait_for_status(&app, &key, &counted, "delivered").await;
+    wait_for_status(&app, &key, &cut, "failed").await;
+
+    let logs = app
+        .get(&format!("/api/webhooks/{counted}/logs"), &key)
+        .await
+        .expect(200);
+    let entry = &logs[0];
+    assert_eq!(entry["response_status"], 200);
+    assert_eq!(
+        entry["response_body"].as_str().unwrap().len(),
+        16 * 1024,
+        "the first 16 KiB are kept; the rest is not read"
+    );
+    assert!(
+        entry["processing_time_ms"].as_i64().unwrap() < 5_000,
+        "{entry}"
+    );
+
+    let logs = app
+        .get(&format!("/api/webhooks/{cut}/logs"), &key)
+        .await
+        .expect(200);
+    let entry = &logs[0];
+    assert_eq!(entry["response_status"], 200);
+    assert!(
+        entry["error_message"]
+            .as_str()
+            .unwrap()
+            .starts_with("timed out"),
+        "{entry}"
+    );
+    let took = entry["processing_time_ms"].as_i64().unwrap();
+    assert!(
+        (900..10_000).contains(&took),
+        "a stalled answer holds the attempt for its 1 s timeout, no longer: {took} ms"
+    );
 }

@@ -8,6 +8,7 @@ mod agent_push;
 mod agents;
 mod auth;
 mod cli;
+mod connections;
 mod dashboard;
 mod delivery;
 mod incoming_receive;

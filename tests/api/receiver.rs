@@ -2,17 +2,19 @@
 
 use std::{
     collections::VecDeque,
+    convert::Infallible,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::{
     Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::State,
     http::{HeaderMap, StatusCode, Uri},
     response::{IntoResponse, Response},
 };
+use futures_util::{StreamExt, stream};
 use tokio::sync::Notify;
 
 /// How the receiver answers one request.
@@ -25,6 +27,10 @@ pub enum Reply {
     Stall(Duration),
     /// 200 with this JSON body (e.g. a model's chat completion).
     Json(serde_json::Value),
+    /// 200 with a body that never ends.
+    Endless,
+    /// 200 with the start of a body, then nothing more on a connection held open.
+    StallBody,
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +99,14 @@ async fn record(
             response
         }
         Reply::Json(body) => axum::Json(body).into_response(),
+        Reply::Endless => {
+            let chunk = Bytes::from(vec![b'x'; 8192]);
+            Body::from_stream(stream::repeat(Ok::<_, Infallible>(chunk))).into_response()
+        }
+        Reply::StallBody => {
+            let start = stream::iter([Ok::<_, Infallible>(Bytes::from_static(b"{\"ok\":"))]);
+            Body::from_stream(start.chain(stream::pending())).into_response()
+        }
         Reply::Stall(wait) => {
             tokio::time::sleep(wait).await;
             (StatusCode::OK, "late").into_response()

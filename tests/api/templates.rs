@@ -38,7 +38,7 @@ fn is_too_much_work(detail: &str) -> bool {
 }
 
 async fn template_bombs_get_a_422_quickly_while_the_node_keeps_answering(backend: Backend) {
-    let app = spawn_app_with(backend, |s| s.template_timeout_ms = Some(TIMEOUT_MS)).await;
+    let app = spawn_app_with(backend, |s| s.template_timeout_ms = Some(TIMEOUT_MS as i64)).await;
     // Only `webhooks:read`: previewing is all such a key can do, and enough to try.
     let owner = app.key_for("user-1", "company-1", &[]).await;
     let hook = create_hook(&app, &owner, json!({"agent_id": "a"})).await;
@@ -85,7 +85,7 @@ async fn template_bombs_get_a_422_quickly_while_the_node_keeps_answering(backend
 }
 
 async fn saved_template_bombs_are_refused_wherever_they_run(backend: Backend) {
-    let app = spawn_app_with(backend, |s| s.template_timeout_ms = Some(TIMEOUT_MS)).await;
+    let app = spawn_app_with(backend, |s| s.template_timeout_ms = Some(TIMEOUT_MS as i64)).await;
     let key = app.tenant_key().await;
     let bomb = BOMBS[0];
     let transform = create_hook(

@@ -358,3 +358,74 @@ async fn sigterm_stops_taking_requests_finishes_in_flight_work_and_exits_in_time
         "in-flight attempts are finished, not repeated"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_event_streams_and_exits_in_time() {
+    let (_db, url) = database(Backend::Sqlite).await.expect("sqlite");
+    // A grace longer than the bound below: exiting in time means the streams ended, not that
+    // the grace ran out on them.
+    let mut node = Node::start(&url, &[("HOOKD_SHUTDOWN_GRACE_MS", "60000")]).await;
+    let key = node.tenant_key().await;
+    let agent = node
+        .post("/api/agents", &key, &json!({"name": "listener"}))
+        .await
+        .expect(201);
+    let path = format!(
+        "{}/api/agents/{}/messages/stream",
+        node.base,
+        agent["id"].as_str().expect("id")
+    );
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let stream = node
+            .client
+            .get(&path)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("stream opens");
+        assert_eq!(stream.status(), 200);
+        streams.push(stream);
+    }
+    let readers: Vec<_> = streams
+        .into_iter()
+        .map(|stream| tokio::spawn(async move { stream.bytes().await.is_ok() }))
+        .collect();
+    let took = node.terminate(Duration::from_secs(20)).await;
+    for reader in readers {
+        assert!(
+            reader.await.expect("reader"),
+            "each stream ends cleanly, not cut"
+        );
+    }
+    eprintln!("SIGTERM with 3 open event streams: exited in {took:.1?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cuts_requests_still_open_after_the_grace() {
+    let (_db, url) = database(Backend::Sqlite).await.expect("sqlite");
+    let mut node = Node::start(
+        &url,
+        &[
+            ("HOOKD_SHUTDOWN_GRACE_MS", "1000"),
+            ("HOOKD_BODY_TIMEOUT_MS", "600000"),
+        ],
+    )
+    .await;
+    let key = node.tenant_key().await;
+    // A request whose body never finishes: only the grace can end it.
+    let mut slow = tokio::net::TcpStream::connect(node.base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/events HTTP/1.1\r\nHost: hookd\r\nAuthorization: Bearer {key}\r\n\
+         Content-Length: 100\r\n\r\n{{"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut slow, head.as_bytes())
+        .await
+        .expect("head sent");
+    // Give the node a moment to take the request in before it is told to stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let took = node.terminate(Duration::from_secs(20)).await;
+    eprintln!("SIGTERM with a request stuck mid-body: exited in {took:.1?}");
+}
