@@ -19,13 +19,14 @@ mod session;
 use axum::{
     Form, Router,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     middleware,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use maud::html;
 use serde::Deserialize;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::AppState;
 use layout::{Nav, page};
@@ -53,8 +54,28 @@ pub fn router(app: AppState, api: Router) -> Router {
         .merge(events::routes())
         .merge(keys::routes())
         .layer(middleware::from_fn(session::same_origin_only))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        // Pages show receiving tokens and keys' details: no shared or back-button cache may keep
+        // them. Assets set their own caching, which stays.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
         .with_state(UiState { app, api })
 }
+
+/// Everything the dashboard loads comes from `/ui/assets` (no inline script, style or event
+/// handler, so injected markup cannot run), and no other site may frame it (clickjacking).
+/// `X-Frame-Options` says the latter again for browsers that predate `frame-ancestors`.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; frame-ancestors 'none'; \
+    base-uri 'none'; form-action 'self'; object-src 'none'";
 
 fn sign_in_page(error: Option<&str>) -> maud::Markup {
     page(
