@@ -24,6 +24,7 @@ use crate::{
         sender::Sender,
         worker::Worker,
     },
+    domain::throttle::FailureThrottle,
     housekeeping,
     ingest::Ingest,
     store::Store,
@@ -80,6 +81,10 @@ impl Application {
         let ingest = Ingest::new(&config, publisher.clone())
             .await
             .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
+        let auth_failures = Arc::new(FailureThrottle::new(
+            config.auth_failure_limit,
+            config.auth_failure_window,
+        ));
         Ok(Application {
             listener,
             state: AppState {
@@ -89,6 +94,7 @@ impl Application {
                 store,
                 config,
                 ingest: Arc::new(ingest),
+                auth_failures,
             },
             wake,
             worker_line,

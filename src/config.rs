@@ -2,7 +2,7 @@
 //! < command-line flags. `docs/configuration.md` lists every setting; the doc comments below are
 //! what `hookd serve --help` prints.
 
-use std::{net::SocketAddr, path::Path};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use anyhow::Context;
 use ipnet::IpNet;
@@ -66,6 +66,15 @@ pub struct Settings {
     /// crashed node's deliveries are retried this long after it died [default: 60000]
     #[arg(long, global = true, env = "HOOKD_LEASE_MS")]
     pub lease_ms: Option<i64>,
+    /// Failed authentications (wrong API, admin or dashboard key) one client address may make
+    /// within the window; then it gets 429 until the window ends, whatever key it sends
+    /// [default: 10]
+    #[arg(long, global = true, env = "HOOKD_AUTH_FAILURE_LIMIT")]
+    pub auth_failure_limit: Option<i64>,
+    /// The window of `auth_failure_limit`, in seconds, counted from an address's first failure
+    /// [default: 300]
+    #[arg(long, global = true, env = "HOOKD_AUTH_FAILURE_WINDOW_SECS")]
+    pub auth_failure_window_secs: Option<i64>,
     /// Run no delivery workers on this node (API and incoming only)
     #[arg(long, global = true, env = "HOOKD_NO_WORKERS")]
     #[serde(default)]
@@ -94,6 +103,10 @@ impl Settings {
                 .per_target_concurrency
                 .or(fallback.per_target_concurrency),
             lease_ms: self.lease_ms.or(fallback.lease_ms),
+            auth_failure_limit: self.auth_failure_limit.or(fallback.auth_failure_limit),
+            auth_failure_window_secs: self
+                .auth_failure_window_secs
+                .or(fallback.auth_failure_window_secs),
             no_workers: self.no_workers || fallback.no_workers,
         }
     }
@@ -117,6 +130,9 @@ pub struct Config {
     pub per_target_concurrency: usize,
     /// How long a claimed delivery is held, in ms (see [`Settings::lease_ms`]).
     pub lease_ms: i64,
+    /// Failed authentications per client address and window (see [`Settings::auth_failure_limit`]).
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
     pub workers: bool,
 }
 
@@ -193,6 +209,20 @@ impl Config {
             delivery_concurrency: settings.delivery_concurrency.unwrap_or(256).max(1),
             per_target_concurrency: settings.per_target_concurrency.unwrap_or(16).max(1),
             lease_ms: positive("lease_ms", settings.lease_ms, 60_000)?,
+            auth_failure_limit: u32::try_from(positive(
+                "auth_failure_limit",
+                settings.auth_failure_limit,
+                10,
+            )?)
+            .unwrap_or(u32::MAX),
+            auth_failure_window: Duration::from_secs(
+                positive(
+                    "auth_failure_window_secs",
+                    settings.auth_failure_window_secs,
+                    300,
+                )?
+                .unsigned_abs(),
+            ),
             workers: !settings.no_workers,
         })
     }

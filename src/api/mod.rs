@@ -28,6 +28,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     config::Config,
     delivery::{publish::Publisher, sender::Sender},
+    domain::throttle::FailureThrottle,
     ingest::Ingest,
     store::Store,
 };
@@ -43,6 +44,8 @@ pub struct AppState {
     pub sender: Arc<Sender>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub ingest: Arc<Ingest>,
+    /// Failed authentications per client address (see [`auth`]).
+    pub auth_failures: Arc<FailureThrottle>,
 }
 
 #[derive(OpenApi)]

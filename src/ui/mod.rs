@@ -19,7 +19,7 @@ mod session;
 use axum::{
     Form, Router,
     extract::State,
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header, request::Parts},
     middleware,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -28,7 +28,7 @@ use maud::html;
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::api::AppState;
+use crate::api::{AppState, auth::client_of, error::ApiError};
 use layout::{Nav, page};
 use session::{Role, Session};
 
@@ -112,21 +112,28 @@ struct SignIn {
     key: String,
 }
 
-async fn sign_in(
-    State(state): State<UiState>,
-    headers: HeaderMap,
-    Form(form): Form<SignIn>,
-) -> Response {
+async fn sign_in(State(state): State<UiState>, parts: Parts, Form(form): Form<SignIn>) -> Response {
     let key = form.key.trim();
-    let Some(role) = session::role_of(&state, key).await else {
-        let page = sign_in_page(Some("This key is not valid (or has been revoked)."));
-        return (StatusCode::UNAUTHORIZED, page).into_response();
+    let client = client_of(&parts, &state.app);
+    let role = match session::role_of(&state, client, key).await {
+        Ok(role) => role,
+        Err(ApiError::TooManyFailures { retry_after_secs }) => {
+            let page = sign_in_page(Some(&format!(
+                "Too many failed sign-ins from your address: try again in {retry_after_secs} s."
+            )));
+            let wait = [(header::RETRY_AFTER, retry_after_secs.to_string())];
+            return (StatusCode::TOO_MANY_REQUESTS, wait, page).into_response();
+        }
+        Err(_) => {
+            let page = sign_in_page(Some("This key is not valid (or has been revoked)."));
+            return (StatusCode::UNAUTHORIZED, page).into_response();
+        }
     };
     let landing = match role {
         Role::Tenant => "/ui",
         Role::Operator => "/ui/keys",
     };
-    let cookie = session::sign_in_cookie(key, session::came_over_https(&headers));
+    let cookie = session::sign_in_cookie(key, session::came_over_https(&parts.headers));
     ([(header::SET_COOKIE, cookie)], Redirect::to(landing)).into_response()
 }
 

@@ -229,3 +229,31 @@ fn inline_code(html: &str) -> Option<String> {
         (name > 0 && html[at + 3 + name..].starts_with('=')).then(|| excerpt(at))
     })
 }
+
+both_backends!(wrong_sign_ins_from_one_address_are_throttled);
+
+async fn wrong_sign_ins_from_one_address_are_throttled(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    for _ in 0..10 {
+        assert_eq!(
+            sign_in(&app, "hk_wrong").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let refused = sign_in(&app, "hk_wrong").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    assert!(refused.headers().get(header::SET_COOKIE).is_none());
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
+    // Until the window ends, not even the right key signs in from there.
+    let right = sign_in(&app, &key).await;
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(right.headers().get(header::SET_COOKIE).is_none());
+}
