@@ -23,6 +23,7 @@ use crate::{
         sender::Sender,
         worker::Worker,
     },
+    domain::throttle::FailureThrottle,
     housekeeping,
     ingest::Ingest,
     sandbox::Sandbox,
@@ -82,6 +83,10 @@ impl Application {
             .await
             .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
         let (stop, stopping) = watch::channel(false);
+        let auth_failures = Arc::new(FailureThrottle::new(
+            config.auth_failure_limit,
+            config.auth_failure_window,
+        ));
         Ok(Application {
             listener,
             stop,
@@ -93,6 +98,7 @@ impl Application {
                 config,
                 ingest: Arc::new(ingest),
                 stopping,
+                auth_failures,
             },
             wake,
             worker_line,

@@ -86,6 +86,15 @@ pub struct Settings {
     /// anyway, in ms [default: 10000]
     #[arg(long, global = true, env = "HOOKD_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<i64>,
+    /// Failed authentications (wrong API, admin or dashboard key) one client address may make
+    /// within the window; then it gets 429 until the window ends, whatever key it sends
+    /// [default: 10]
+    #[arg(long, global = true, env = "HOOKD_AUTH_FAILURE_LIMIT")]
+    pub auth_failure_limit: Option<i64>,
+    /// The window of `auth_failure_limit`, in seconds, counted from an address's first failure
+    /// [default: 300]
+    #[arg(long, global = true, env = "HOOKD_AUTH_FAILURE_WINDOW_SECS")]
+    pub auth_failure_window_secs: Option<i64>,
     /// Run no delivery workers on this node (API and incoming only)
     #[arg(long, global = true, env = "HOOKD_NO_WORKERS")]
     #[serde(default)]
@@ -131,6 +140,10 @@ impl Settings {
             header_timeout_ms: self.header_timeout_ms.or(fallback.header_timeout_ms),
             body_timeout_ms: self.body_timeout_ms.or(fallback.body_timeout_ms),
             shutdown_grace_ms: self.shutdown_grace_ms.or(fallback.shutdown_grace_ms),
+            auth_failure_limit: self.auth_failure_limit.or(fallback.auth_failure_limit),
+            auth_failure_window_secs: self
+                .auth_failure_window_secs
+                .or(fallback.auth_failure_window_secs),
             no_workers: self.no_workers || fallback.no_workers,
             template_timeout_ms: self.template_timeout_ms.or(fallback.template_timeout_ms),
             template_memory_mib: self.template_memory_mib.or(fallback.template_memory_mib),
@@ -166,6 +179,9 @@ pub struct Config {
     pub body_timeout: Duration,
     /// See [`Settings::shutdown_grace_ms`].
     pub shutdown_grace: Duration,
+    /// Failed authentications per client address and window (see [`Settings::auth_failure_limit`]).
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
     pub workers: bool,
     pub templates: SandboxSettings,
 }
@@ -246,6 +262,20 @@ impl Config {
             header_timeout: millis("header_timeout_ms", settings.header_timeout_ms, 30_000)?,
             body_timeout: millis("body_timeout_ms", settings.body_timeout_ms, 30_000)?,
             shutdown_grace: millis("shutdown_grace_ms", settings.shutdown_grace_ms, 10_000)?,
+            auth_failure_limit: u32::try_from(positive(
+                "auth_failure_limit",
+                settings.auth_failure_limit,
+                10,
+            )?)
+            .unwrap_or(u32::MAX),
+            auth_failure_window: Duration::from_secs(
+                positive(
+                    "auth_failure_window_secs",
+                    settings.auth_failure_window_secs,
+                    300,
+                )?
+                .unsigned_abs(),
+            ),
             workers: !settings.no_workers,
             templates: SandboxSettings {
                 timeout: millis("template_timeout_ms", settings.template_timeout_ms, 250)?,

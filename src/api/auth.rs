@@ -1,13 +1,24 @@
 //! Who is calling: a tenant's API key (`Authorization: Bearer hk_…`) or the operator's admin key.
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Instant,
+};
+
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::request::Parts,
+};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{AppState, error::ApiError};
-use crate::domain::{
-    api_key::{ApiKey, hash_secret},
-    tenant::{Scope, Tenant},
+use crate::{
+    domain::{
+        api_key::{ApiKey, hash_secret},
+        tenant::{Scope, Tenant},
+    },
+    ingest::client_addr,
 };
 
 /// A request authenticated with a live API key.
@@ -58,8 +69,43 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Caller::from_key(state, bearer(parts)?).await
+        let key = bearer(parts)?;
+        throttled(state, client_of(parts, state), Caller::from_key(state, key)).await
     }
+}
+
+/// The address a request came from, as the receiving URLs see it (`X-Forwarded-For` only from
+/// trusted proxies). `None` for the dashboard's in-process API calls: they carry the key the
+/// dashboard has just checked, and throttled, for the browser's own address.
+pub fn client_of(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+    Some(client_addr(
+        peer.ip(),
+        &parts.headers,
+        &state.config.trusted_proxies,
+    ))
+}
+
+/// Runs the key check `check` for `client`, unless that address has used up its failed
+/// attempts: then it is refused (429) without the key being looked at, so a guesser learns
+/// nothing even from a right guess. A wrong key counts against the address; a right one does not
+/// reset the count, or a tenant could interleave its own key with guesses at the admin key.
+pub async fn throttled<T>(
+    state: &AppState,
+    client: Option<IpAddr>,
+    check: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let Some(client) = client else {
+        return check.await;
+    };
+    if let Err(retry_after_secs) = state.auth_failures.check(client, Instant::now()) {
+        return Err(ApiError::TooManyFailures { retry_after_secs });
+    }
+    let outcome = check.await;
+    if let Err(ApiError::Unauthorized(_)) = &outcome {
+        state.auth_failures.failed(client, Instant::now());
+    }
+    outcome
 }
 
 /// A request authenticated with `HOOKD_ADMIN_KEY`.
@@ -89,6 +135,10 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Admin::from_key(state, bearer(parts)?)
+        let key = bearer(parts)?;
+        throttled(state, client_of(parts, state), async {
+            Admin::from_key(state, key)
+        })
+        .await
     }
 }

@@ -42,6 +42,12 @@ pub enum ApiError {
     Forbidden(String),
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Too many wrong keys from one address: refused before the key is looked at.
+    #[error(
+        "too many failed authentications from this address; Authorization is not checked \
+         again for {retry_after_secs} s"
+    )]
+    TooManyFailures { retry_after_secs: u64 },
     #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error("request body is larger than {0} bytes")]
@@ -71,7 +77,9 @@ impl ApiError {
             ApiError::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::RateLimited { .. } | ApiError::TooManyFailures { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            }
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
@@ -154,7 +162,8 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::RateLimited { retry_after_secs } => {
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::TooManyFailures { retry_after_secs } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

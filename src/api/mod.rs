@@ -28,6 +28,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     config::Config,
     delivery::{publish::Publisher, sender::Sender},
+    domain::throttle::FailureThrottle,
     ingest::Ingest,
     store::Store,
 };
@@ -46,6 +47,8 @@ pub struct AppState {
     /// Turns true when the node starts shutting down; long-lived answers (event streams) end
     /// then, so that draining connections does not wait on them.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Failed authentications per client address (see [`auth`]).
+    pub auth_failures: Arc<FailureThrottle>,
 }
 
 #[derive(OpenApi)]

@@ -12,6 +12,7 @@ pub mod outgoing;
 pub mod signature;
 pub mod template;
 pub mod tenant;
+pub mod throttle;
 pub mod time;
 
 /// A rule broken by user input, naming the field it concerns.

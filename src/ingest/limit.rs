@@ -1,11 +1,17 @@
 //! Per-webhook rate limits for receiving URLs: GCRA, so a limit of N per minute allows a burst of
 //! N and then one request every 60/N seconds. In process (governor) by default; with
 //! `HOOKD_REDIS_URL` the state lives in Redis so the limit holds for the whole cluster.
+//!
+//! A Redis that stops answering is taken out of the path at its first failure: requests are then
+//! limited per node without waiting for it, while a background probe watches for its return.
 
 use std::{
     collections::HashMap,
     num::NonZeroU32,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -18,6 +24,10 @@ use redis::{Script, aio::ConnectionManager};
 /// A Redis call slower than this counts as failed, and the local limiter decides instead: a
 /// sick Redis must not stall intake.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// While Redis is out of the path, how often the probe asks whether it is back. Short, since
+/// until then each node limits alone (a cluster of N nodes lets up to N times the limit through).
+const REDIS_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// GCRA in Redis. KEYS[1]: the webhook's key; ARGV[1]: emission interval (µs, 60 s / limit);
 /// ARGV[2]: burst window (µs, 60 s). Redis's own clock is used so that nodes with skewed clocks
@@ -48,7 +58,15 @@ pub enum Decision {
 
 pub struct RateLimiter {
     local: Mutex<HashMap<String, (u32, Arc<DefaultDirectRateLimiter>)>>,
-    redis: Option<(ConnectionManager, Script)>,
+    redis: Option<Arc<SharedLimit>>,
+}
+
+/// The Redis side, with whether it is believed to answer.
+struct SharedLimit {
+    connection: ConnectionManager,
+    script: Script,
+    /// Set at a failure, cleared by the probe once Redis answers again.
+    down: AtomicBool,
 }
 
 impl RateLimiter {
@@ -58,7 +76,11 @@ impl RateLimiter {
         let redis = match redis_url {
             Some(url) => {
                 let client = redis::Client::open(url)?;
-                Some((ConnectionManager::new(client).await?, Script::new(GCRA_LUA)))
+                Some(Arc::new(SharedLimit {
+                    connection: ConnectionManager::new(client).await?,
+                    script: Script::new(GCRA_LUA),
+                    down: AtomicBool::new(false),
+                }))
             }
             None => None,
         };
@@ -71,23 +93,12 @@ impl RateLimiter {
     /// Counts one request against `webhook_id`'s limit of `per_minute` (1..=1,000,000).
     pub async fn check(&self, webhook_id: &str, per_minute: i64) -> Decision {
         let per_minute = u32::try_from(per_minute.max(1)).unwrap_or(u32::MAX);
-        if let Some((connection, script)) = &self.redis {
-            let interval_us = 60_000_000 / u64::from(per_minute);
-            let mut connection = connection.clone();
-            let mut invocation = script.key(format!("hookd:ratelimit:incoming:{webhook_id}"));
-            invocation.arg(interval_us.max(1)).arg(60_000_000u64);
-            let call = invocation.invoke_async::<u64>(&mut connection);
-            match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-                Ok(Ok(0)) => return Decision::Allow,
-                Ok(Ok(wait_us)) => {
-                    return Decision::Deny {
-                        retry_after_secs: wait_us.div_ceil(1_000_000).max(1),
-                    };
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "redis rate limiter failed; limiting on this node")
-                }
-                Err(_) => tracing::warn!("redis rate limiter timed out; limiting on this node"),
+        if let Some(shared) = &self.redis
+            && !shared.down.load(Ordering::Acquire)
+        {
+            match shared.check(webhook_id, per_minute).await {
+                Ok(decision) => return decision,
+                Err(reason) => SharedLimit::went_down(shared, &reason),
             }
         }
         self.check_local(webhook_id, per_minute)
@@ -113,6 +124,56 @@ impl RateLimiter {
                 Decision::Deny {
                     retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
                 }
+            }
+        }
+    }
+}
+
+impl SharedLimit {
+    async fn check(&self, webhook_id: &str, per_minute: u32) -> Result<Decision, String> {
+        let interval_us = 60_000_000 / u64::from(per_minute);
+        let mut connection = self.connection.clone();
+        let mut invocation = self
+            .script
+            .key(format!("hookd:ratelimit:incoming:{webhook_id}"));
+        invocation.arg(interval_us.max(1)).arg(60_000_000u64);
+        let call = invocation.invoke_async::<u64>(&mut connection);
+        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+            Ok(Ok(0)) => Ok(Decision::Allow),
+            Ok(Ok(wait_us)) => Ok(Decision::Deny {
+                retry_after_secs: wait_us.div_ceil(1_000_000).max(1),
+            }),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", REDIS_TIMEOUT.as_millis())),
+        }
+    }
+
+    /// Takes Redis out of the path and starts the probe; only the first failure of an outage
+    /// logs, so a dead Redis costs one line, not one per request.
+    fn went_down(this: &Arc<SharedLimit>, reason: &str) {
+        if this.down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(
+            error = reason,
+            "redis rate limiter is down; limiting on this node until it answers again"
+        );
+        tokio::spawn(Self::probe(Arc::downgrade(this)));
+    }
+
+    /// Pings until Redis answers, then puts it back in the path. Holds only a weak reference, so
+    /// it ends with its limiter.
+    async fn probe(this: Weak<SharedLimit>) {
+        loop {
+            tokio::time::sleep(REDIS_PROBE_EVERY).await;
+            let Some(shared) = this.upgrade() else { return };
+            let mut connection = shared.connection.clone();
+            let ping = redis::cmd("PING");
+            let answer = ping.query_async::<String>(&mut connection);
+            if let Ok(Ok(_)) = tokio::time::timeout(REDIS_TIMEOUT, answer).await {
+                shared.down.store(false, Ordering::Release);
+                tracing::info!("redis rate limiter answers again; limits are shared again");
+                return;
             }
         }
     }

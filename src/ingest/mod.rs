@@ -20,6 +20,7 @@ use std::{
 
 use axum::body::{Body, Bytes, HttpBody};
 use http::HeaderMap;
+use ipnet::IpNet;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
@@ -215,8 +216,7 @@ impl Ingest {
         if !s.is_active {
             return Err(trail.refuse(Refusal::Inactive));
         }
-        let forwarded = forwarded_for(&trail.headers);
-        let ip = client_ip(request.peer, forwarded.as_deref(), &config.trusted_proxies);
+        let ip = client_addr(request.peer, &trail.headers, &config.trusted_proxies);
         if !s.allowed_ips.allows(ip) {
             return Err(trail.refuse(Refusal::IpNotAllowed(ip)));
         }
@@ -490,14 +490,17 @@ fn slack_challenge(body: &[u8]) -> Option<String> {
         .flatten()
 }
 
-/// All `X-Forwarded-For` headers joined in arrival order, as [`client_ip`] expects.
-fn forwarded_for(headers: &HeaderMap) -> Option<String> {
+/// The client behind `peer`: its `X-Forwarded-For` headers (joined in arrival order) are
+/// believed only from `trusted` proxies. The API's failed-authentication count uses it too, so
+/// both see the same client.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let values: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    (!values.is_empty()).then(|| values.join(","))
+    let forwarded = (!values.is_empty()).then(|| values.join(","));
+    client_ip(peer, forwarded.as_deref(), trusted)
 }
 
 /// The body, up to `limit` bytes. A declared length over the limit is refused before anything is

@@ -75,7 +75,7 @@ pub fn deliveries(entries: &[Value], now: DateTime<Utc>) -> Markup {
         .iter()
         .fold((0, 0), |(s, f), m| (s + m.succeeded, f + m.failed));
     html! {
-        figure.chart-box style="margin:0" {
+        figure.chart-box {
             svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT + 16.0) } role="img"
                 aria-label={ "Last hour: " (succeeded) " succeeded, " (failed) " failed" } {
                 line.axis x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) {}

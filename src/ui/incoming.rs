@@ -185,7 +185,7 @@ impl InPlaceForm for SettingsForm {
                 (field("Agent (id or name)", text_input("agent_id", &self.agent_id, error), "agent_id", error))
                 (field("Rate limit (requests per minute)", text_input("rate_limit", &self.rate_limit, error), "rate_limit", error))
                 (field("Allowed addresses (one address or CIDR range per line; empty: anyone with the URL)",
-                    html! { textarea.code #allowed_ips name="allowed_ips" style="min-height:80px" { (self.allowed_ips) } },
+                    html! { textarea.code.short #allowed_ips name="allowed_ips" { (self.allowed_ips) } },
                     "allowed_ips", error))
                 (checkbox("is_active", "Active: accept requests", self.is_active.is_some()))
                 (save_button("Save settings", saved))

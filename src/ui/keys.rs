@@ -77,7 +77,7 @@ async fn keys_page(
                     legend { "Scopes (none ticked: all)" }
                     @for scope in Scope::ALL {
                         @let id = format!("scope-{}", scope.as_str().replace(':', "-"));
-                        span.check style="margin-right:14px;white-space:nowrap" {
+                        span.check.scope {
                             input id=(id) type="checkbox" name="scopes" value=(scope.as_str())
                                 checked[form.iter().any(|(n, v)| n == "scopes" && v == scope.as_str())];
                             " " label for=(id) { (scope.as_str()) }

@@ -37,6 +37,9 @@ pub fn page(title: &str, role: Option<Role>, current: Nav, body: Markup) -> Mark
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="color-scheme" content="light dark";
+                // htmx would add its indicator styles as an inline <style>, and evaluate
+                // `js:` attributes; the CSP forbids both and the dashboard needs neither.
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false}"#;
                 title { (title) " · hookd" }
                 link rel="stylesheet" href="/ui/assets/hookd.css";
                 script src="/ui/assets/htmx.min.js" defer {}

@@ -118,15 +118,15 @@ async fn section(
                 }
                 @if direction == "outgoing" {
                     label for="log-event-type" { "Event type" }
-                    input #log-event-type type="text" name="event_type" value=(filter.event_type)
-                        placeholder="e.g. chat.completed" style="width:auto";
+                    input.fit #log-event-type type="text" name="event_type" value=(filter.event_type)
+                        placeholder="e.g. chat.completed";
                 }
                 button.secondary type="submit" { "Filter" }
             }
             @if entries.is_empty() {
                 p.muted.empty { "Nothing logged yet" @if filter.page > 0 { " on this page" } "." }
             } @else {
-                ol.log-entries style="list-style:none;padding:0" {
+                ol.log-entries {
                     @for entry in entries.iter().take(PAGE_SIZE) { (entry_markup(direction, id, entry)) }
                 }
             }

@@ -19,15 +19,16 @@ mod session;
 use axum::{
     Form, Router,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderValue, StatusCode, header, request::Parts},
     middleware,
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use maud::html;
 use serde::Deserialize;
+use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::api::AppState;
+use crate::api::{AppState, auth::client_of, error::ApiError};
 use layout::{Nav, page};
 use session::{Role, Session};
 
@@ -53,8 +54,28 @@ pub fn router(app: AppState, api: Router) -> Router {
         .merge(events::routes())
         .merge(keys::routes())
         .layer(middleware::from_fn(session::same_origin_only))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        // Pages show receiving tokens and keys' details: no shared or back-button cache may keep
+        // them. Assets set their own caching, which stays.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
         .with_state(UiState { app, api })
 }
+
+/// Everything the dashboard loads comes from `/ui/assets` (no inline script, style or event
+/// handler, so injected markup cannot run), and no other site may frame it (clickjacking).
+/// `X-Frame-Options` says the latter again for browsers that predate `frame-ancestors`.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; frame-ancestors 'none'; \
+    base-uri 'none'; form-action 'self'; object-src 'none'";
 
 fn sign_in_page(error: Option<&str>) -> maud::Markup {
     page(
@@ -91,21 +112,28 @@ struct SignIn {
     key: String,
 }
 
-async fn sign_in(
-    State(state): State<UiState>,
-    headers: HeaderMap,
-    Form(form): Form<SignIn>,
-) -> Response {
+async fn sign_in(State(state): State<UiState>, parts: Parts, Form(form): Form<SignIn>) -> Response {
     let key = form.key.trim();
-    let Some(role) = session::role_of(&state, key).await else {
-        let page = sign_in_page(Some("This key is not valid (or has been revoked)."));
-        return (StatusCode::UNAUTHORIZED, page).into_response();
+    let client = client_of(&parts, &state.app);
+    let role = match session::role_of(&state, client, key).await {
+        Ok(role) => role,
+        Err(ApiError::TooManyFailures { retry_after_secs }) => {
+            let page = sign_in_page(Some(&format!(
+                "Too many failed sign-ins from your address: try again in {retry_after_secs} s."
+            )));
+            let wait = [(header::RETRY_AFTER, retry_after_secs.to_string())];
+            return (StatusCode::TOO_MANY_REQUESTS, wait, page).into_response();
+        }
+        Err(_) => {
+            let page = sign_in_page(Some("This key is not valid (or has been revoked)."));
+            return (StatusCode::UNAUTHORIZED, page).into_response();
+        }
     };
     let landing = match role {
         Role::Tenant => "/ui",
         Role::Operator => "/ui/keys",
     };
-    let cookie = session::sign_in_cookie(key, session::came_over_https(&headers));
+    let cookie = session::sign_in_cookie(key, session::came_over_https(&parts.headers));
     ([(header::SET_COOKIE, cookie)], Redirect::to(landing)).into_response()
 }
 

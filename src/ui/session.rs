@@ -2,6 +2,8 @@
 //! with the API's own key checks, so a revoked key is signed out at its next click. Nothing is
 //! kept on the server, so any node can serve any page.
 
+use std::net::IpAddr;
+
 use axum::{
     extract::{FromRequestParts, Request},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
@@ -10,7 +12,10 @@ use axum::{
 };
 
 use super::{UiState, backend::Backend};
-use crate::api::auth::{Admin, Caller};
+use crate::api::{
+    auth::{Admin, Caller, client_of, throttled},
+    error::ApiError,
+};
 
 pub const COOKIE: &str = "hookd_session";
 
@@ -29,15 +34,18 @@ pub struct Session {
     pub api: Backend,
 }
 
-/// Which role `key` opens, with the same checks the API applies to a bearer token.
-pub async fn role_of(state: &UiState, key: &str) -> Option<Role> {
-    if Admin::from_key(&state.app, key).is_ok() {
-        return Some(Role::Operator);
-    }
-    Caller::from_key(&state.app, key)
-        .await
-        .ok()
-        .map(|_| Role::Tenant)
+/// Which role `key` opens, with the same checks, and the same count of failures from `client`,
+/// that the API applies to a bearer token.
+pub async fn role_of(state: &UiState, client: Option<IpAddr>, key: &str) -> Result<Role, ApiError> {
+    throttled(&state.app, client, async {
+        if Admin::from_key(&state.app, key).is_ok() {
+            return Ok(Role::Operator);
+        }
+        Caller::from_key(&state.app, key)
+            .await
+            .map(|_| Role::Tenant)
+    })
+    .await
 }
 
 /// The `Set-Cookie` value that signs `key` in. No `Max-Age`: the browser forgets it when it
@@ -94,7 +102,10 @@ impl FromRequestParts<UiState> for Session {
             response
         };
         let key = cookie_key(&parts.headers).ok_or_else(signed_out)?;
-        let role = role_of(state, &key).await.ok_or_else(signed_out)?;
+        let client = client_of(parts, &state.app);
+        let role = role_of(state, client, &key)
+            .await
+            .map_err(|_| signed_out())?;
         let host = parts.headers.get(header::HOST).cloned();
         Ok(Session {
             role,

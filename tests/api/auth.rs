@@ -2,7 +2,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::helpers::{ADMIN_KEY, Backend, spawn_app, spawn_app_with};
+use crate::helpers::{ADMIN_KEY, Answer, Backend, send, spawn_app, spawn_app_with};
 
 both_backends!(
     missing_wrong_and_revoked_keys_are_401,
@@ -114,5 +114,68 @@ async fn tenants_never_see_each_others_webhooks(backend: Backend) {
         // Still there, unchanged, for its owner.
         let mine = app.get(&path, &alice).await.expect(200);
         assert_eq!(mine["is_active"], true);
+    }
+}
+
+both_backends!(wrong_keys_from_one_address_are_refused_before_checking_while_others_pass);
+
+/// A GET of the webhook list as `client` (behind the trusted proxy 127.0.0.1) with `key`.
+async fn list_from(app: &crate::helpers::TestApp, client: &str, key: &str) -> Answer {
+    send(
+        app.client
+            .get(format!("{}/api/webhooks/outgoing", app.base))
+            .header("x-forwarded-for", client)
+            .bearer_auth(key),
+    )
+    .await
+}
+
+async fn wrong_keys_from_one_address_are_refused_before_checking_while_others_pass(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, |s| {
+        s.trusted_proxies = Some("127.0.0.1/32".into());
+    })
+    .await;
+    let key = app.tenant_key().await;
+    const GUESSER: &str = "203.0.113.7";
+
+    // The default allows 10 failures per address and window.
+    for _ in 0..10 {
+        list_from(&app, GUESSER, "hk_wrong")
+            .await
+            .expect_error(401, "unauthorized");
+    }
+    for _ in 0..20 {
+        let refused = list_from(&app, GUESSER, "hk_wrong").await;
+        let retry_after: u64 = refused.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=300).contains(&retry_after), "{retry_after}");
+        assert!(
+            refused
+                .expect_error(429, "rate_limited")
+                .contains("failed authentications")
+        );
+    }
+    // The admin API shares the count, and a right key does not open a throttled address: it is
+    // not even looked at.
+    let admin = send(
+        app.client
+            .get(format!("{}/api/admin/keys", app.base))
+            .header("x-forwarded-for", GUESSER)
+            .bearer_auth(ADMIN_KEY),
+    )
+    .await;
+    admin.expect_error(429, "rate_limited");
+    list_from(&app, GUESSER, &key)
+        .await
+        .expect_error(429, "rate_limited");
+
+    // Another address is not slowed, however often it calls with its good key.
+    for _ in 0..30 {
+        list_from(&app, "198.51.100.9", &key).await.expect(200);
     }
 }

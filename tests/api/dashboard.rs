@@ -133,3 +133,127 @@ async fn assets_are_served_from_the_binary_with_their_types(backend: Backend) {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 }
+
+both_backends!(pages_may_not_be_framed_or_cached_and_carry_no_inline_code);
+
+/// The session cookie `key` signs in with.
+async fn session_cookie(app: &TestApp, key: &str) -> String {
+    let answer = sign_in(app, key).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let cookie = answer.headers()[header::SET_COOKIE].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_string()
+}
+
+async fn pages_may_not_be_framed_or_cached_and_carry_no_inline_code(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let session = session_cookie(&app, &key).await;
+    // The incoming page shows a receiving token: the page a cache must not keep.
+    let hook = app
+        .post(
+            "/api/webhooks/incoming",
+            &key,
+            &serde_json::json!({"name": "hook", "agent_id": "a"}),
+        )
+        .await
+        .expect(201);
+    let incoming = format!("/ui/incoming/{}", hook["id"].as_str().unwrap());
+    let outgoing = app
+        .post(
+            "/api/webhooks/outgoing",
+            &key,
+            &serde_json::json!({"url": "http://127.0.0.1:9/hook"}),
+        )
+        .await
+        .expect(201);
+    let outgoing = format!("/ui/outgoing/{}", outgoing["id"].as_str().unwrap());
+    for path in [
+        "/ui/signin",
+        "/ui",
+        "/ui/incoming/new",
+        incoming.as_str(),
+        outgoing.as_str(),
+        "/ui/agents",
+        "/ui/events",
+    ] {
+        let answer = no_redirects()
+            .get(format!("{}{path}", app.base))
+            .header(header::COOKIE, &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+        let headers = answer.headers();
+        let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(policy.contains("default-src 'self'"), "{path}: {policy}");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store", "{path}");
+        let html = answer.text().await.unwrap();
+        // What the policy would block: the page must not need it.
+        if let Some(found) = inline_code(&html) {
+            panic!("{path} has inline code: {found}");
+        }
+    }
+    // Assets are the same for everyone and keep their own caching.
+    let css = app
+        .client
+        .get(format!("{}/ui/assets/hookd.css", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.headers()[header::CACHE_CONTROL], "public, max-age=300");
+}
+
+/// The start of the first inline style, inline script or event handler attribute in `html`.
+fn inline_code(html: &str) -> Option<String> {
+    let html = html.to_ascii_lowercase();
+    let excerpt = |at: usize| html[at..].chars().take(80).collect::<String>();
+    if let Some(at) = html.find(" style=").or_else(|| html.find("<style")) {
+        return Some(excerpt(at));
+    }
+    for (at, _) in html.match_indices("<script") {
+        let tag = &html[at..at + html[at..].find('>').unwrap_or(0)];
+        if !tag.contains(" src=") {
+            return Some(excerpt(at));
+        }
+    }
+    html.match_indices(" on").map(|(at, _)| at).find_map(|at| {
+        let name = html[at + 3..]
+            .bytes()
+            .take_while(u8::is_ascii_lowercase)
+            .count();
+        (name > 0 && html[at + 3 + name..].starts_with('=')).then(|| excerpt(at))
+    })
+}
+
+both_backends!(wrong_sign_ins_from_one_address_are_throttled);
+
+async fn wrong_sign_ins_from_one_address_are_throttled(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    for _ in 0..10 {
+        assert_eq!(
+            sign_in(&app, "hk_wrong").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let refused = sign_in(&app, "hk_wrong").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key(header::RETRY_AFTER));
+    assert!(refused.headers().get(header::SET_COOKIE).is_none());
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
+    // Until the window ends, not even the right key signs in from there.
+    let right = sign_in(&app, &key).await;
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(right.headers().get(header::SET_COOKIE).is_none());
+}

@@ -992,3 +992,126 @@ async fn preview_renders_a_sample_or_names_the_line(backend: Backend) {
         .await
         .expect_error(404, "not_found");
 }
+
+/// A `redis-server` of this test's own on a free port, so it can be killed and started again.
+struct OwnRedis {
+    port: u16,
+    process: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    /// `None` when `redis-server` is not installed.
+    async fn start() -> Option<OwnRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let mut redis = OwnRedis {
+            port,
+            process: None,
+        };
+        redis.restart().await.then_some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    async fn restart(&mut self) -> bool {
+        let Ok(process) = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        self.process = Some(process);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_redis_is_skipped_at_once_and_used_again_when_it_returns() {
+    let Some(mut redis) = OwnRedis::start().await else {
+        eprintln!("SKIPPED: redis-server is not installed");
+        return;
+    };
+    let url = redis.url();
+    let app = spawn_app_with(Backend::Sqlite, |s| s.redis_url = Some(url.clone())).await;
+    let key = app.tenant_key().await;
+    let hook = create_hook(&app, &key, json!({"agent_id": "a", "rate_limit": 1000})).await;
+    post_json(&app, &hook, &json!({})).await.expect(202);
+
+    redis.kill();
+    // Before: every request waited out the 250 ms Redis timeout. Now the first failure takes
+    // Redis out of the path; the bound leaves room for that one and for a slow machine.
+    let mut waited = 0;
+    for i in 0..20 {
+        let started = Instant::now();
+        post_json(&app, &hook, &json!({ "i": i })).await.expect(202);
+        if started.elapsed() >= Duration::from_millis(250) {
+            waited += 1;
+        }
+    }
+    assert!(
+        waited <= 3,
+        "{waited} of 20 requests waited for the dead Redis"
+    );
+
+    // Back again: a limit exhausted in Redis (a theoretical arrival time far in the future)
+    // refuses requests that the node's own limiter would let through.
+    redis.restart().await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("hookd:ratelimit:incoming:{}", hook.id))
+        .arg("99999999999999999")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = post_json(&app, &hook, &json!({})).await;
+        if answer.status.as_u16() == 429 {
+            break;
+        }
+        assert_eq!(answer.status.as_u16(), 202, "{}", answer.body);
+        assert!(
+            Instant::now() < deadline,
+            "Redis was not used again within 30 s of its return"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
