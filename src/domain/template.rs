@@ -356,7 +356,7 @@ const TOJSON_ITEMS: usize = MAX_OUTPUT_BYTES / 2;
 /// Converts for `tojson`, visiting at most `budget` values.
 fn to_json(value: &MjValue, budget: &mut usize) -> Result<Value, Error> {
     *budget = budget.checked_sub(1).ok_or_else(|| {
-        let detail = format!("value too large for tojson (over {TOJSON_ITEMS} items)");
+        let detail = format!("too much work for tojson (over {TOJSON_ITEMS} items)");
         Error::new(ErrorKind::InvalidOperation, detail)
     })?;
     Ok(match value.kind() {
