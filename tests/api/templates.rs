@@ -19,6 +19,7 @@ use crate::receiving::{create_hook, inbox, post_json};
 both_backends!(
     template_bombs_get_a_422_quickly_while_the_node_keeps_answering,
     saved_template_bombs_are_refused_wherever_they_run,
+    unknown_filters_are_refused_at_save_and_in_preview,
 );
 
 /// Each did, before the sandbox, hang a runtime thread, or grow without bound, or both.
@@ -136,6 +137,49 @@ async fn saved_template_bombs_are_refused_wherever_they_run(backend: Backend) {
     assert!(error.starts_with("payload_template: "), "{error}");
     assert!(is_too_much_work(error), "{error}");
     assert_eq!(receiver.count(), 0);
+}
+
+async fn unknown_filters_are_refused_at_save_and_in_preview(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let key = app.tenant_key().await;
+    let bad = "{{ x | nosuchfilter }}";
+    let attempts = [
+        (
+            "/api/webhooks/incoming",
+            json!({"name": "t", "agent_id": "a", "transform_template": bad}),
+            "transform_template",
+        ),
+        (
+            "/api/webhooks/incoming",
+            json!({"name": "o", "agent_id": "a", "transform_template": {"m": bad}}),
+            "payload_transformation.m",
+        ),
+        (
+            "/api/webhooks/incoming",
+            json!({"name": "r", "agent_id": "a", "routes": [{"when": "x | nope", "agent_id": "b"}]}),
+            "routes[0].when",
+        ),
+        (
+            "/api/webhooks/outgoing",
+            json!({"url": "http://127.0.0.1:9/x", "payload_template": bad}),
+            "payload_template",
+        ),
+    ];
+    for (path, body, field) in attempts {
+        let detail = app
+            .post(path, &key, &body)
+            .await
+            .expect_error(422, "validation_error");
+        assert!(detail.starts_with(field), "{detail}");
+        assert!(detail.contains("unknown filter"), "{detail}");
+    }
+    let hook = create_hook(&app, &key, json!({"agent_id": "a"})).await;
+    let preview = format!("/api/webhooks/incoming/{}/preview", hook.id);
+    let detail = app
+        .post(&preview, &key, &json!({"payload": {}, "template": bad}))
+        .await
+        .expect_error(422, "validation_error");
+    assert!(detail.contains("unknown filter `nosuchfilter`"), "{detail}");
 }
 
 fn sandbox(timeout_ms: u64, memory_mib: u64) -> Sandbox {
