@@ -62,6 +62,21 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// A field that may be left out but not sent as `null`: it has no empty value to clear to, so
+/// a `null` is a mistake to point out, not a silent "unchanged".
+pub fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    match Option::<T>::deserialize(deserializer)? {
+        Some(value) => Ok(Some(value)),
+        None => Err(serde::de::Error::custom(
+            "may not be null: it cannot be cleared (leave it out to keep its value)",
+        )),
+    }
+}
+
 /// An identifier given as a string or a number (the spec writes `"agent_id": 1` and
 /// `"agent_id": "sales_agent"`); kept as a string.
 pub fn ident<'de, D: Deserializer<'de>>(

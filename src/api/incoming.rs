@@ -14,7 +14,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, Path, ident, nullable},
+    extract::{JsonBody, Path, ident, not_null, nullable},
 };
 use crate::{
     domain::{
@@ -44,6 +44,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// required; on update (PUT), only the fields sent change and `null` clears a nullable field.
 #[derive(Deserialize, ToSchema, Default)]
 pub struct IncomingWebhookIn {
+    #[serde(default, deserialize_with = "not_null")]
     name: Option<String>,
     /// The agent that receives the data (string or integer).
     #[serde(default, deserialize_with = "ident")]
@@ -58,6 +59,7 @@ pub struct IncomingWebhookIn {
     description: Option<Option<String>>,
     /// Whether requests are accepted (default true). `active` is accepted as an alias.
     #[serde(alias = "active")]
+    #[serde(default, deserialize_with = "not_null")]
     is_active: Option<bool>,
     /// A Jinja2 template (string) whose output, parsed as JSON when it is JSON, is what the
     /// agent receives. An object here is taken as `payload_transformation`.
@@ -69,8 +71,10 @@ pub struct IncomingWebhookIn {
     #[schema(value_type = Option<Object>)]
     payload_transformation: Option<Option<Value>>,
     /// Requests per minute at most (default 100).
+    #[serde(default, deserialize_with = "not_null")]
     rate_limit: Option<i64>,
     /// Addresses and CIDR ranges allowed to post; empty: anyone with the URL.
+    #[serde(default, deserialize_with = "not_null")]
     allowed_ips: Option<Vec<String>>,
     /// Source verification of each request: `{"type": "github"|"stripe"|"slack"|
     /// "standard_webhooks"|"hmac_sha256", "secret", …}`. Shown without its secret; sent back

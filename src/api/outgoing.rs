@@ -12,7 +12,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, Path, ident, nullable},
+    extract::{JsonBody, Path, ident, not_null, nullable},
 };
 use crate::domain::{
     Invalid,
@@ -39,21 +39,26 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema, Default)]
 pub struct OutgoingWebhookIn {
     /// Display name; defaults to the target's host.
+    #[serde(default, deserialize_with = "not_null")]
     name: Option<String>,
     /// Target URL, http or https. `target_url` is accepted as an alias.
     #[serde(alias = "target_url")]
+    #[serde(default, deserialize_with = "not_null")]
     url: Option<String>,
     /// Event types to receive: names from `/api/webhooks/event-types`, `chat.*`, or `*`
     /// (the default: every event).
+    #[serde(default, deserialize_with = "not_null")]
     event_types: Option<Vec<String>>,
     /// Whether events are delivered (default true). `active` is accepted as an alias.
     #[serde(alias = "active")]
+    #[serde(default, deserialize_with = "not_null")]
     is_active: Option<bool>,
     /// HMAC-SHA256 signing secret; deliveries are signed when set.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     secret: Option<Option<String>>,
     /// Extra HTTP headers sent with each delivery.
+    #[serde(default, deserialize_with = "not_null")]
     headers: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -63,10 +68,13 @@ pub struct OutgoingWebhookIn {
     #[schema(value_type = Option<String>)]
     agent_id: Option<Option<String>>,
     /// Further attempts after a failed one (default 3, 0–20).
+    #[serde(default, deserialize_with = "not_null")]
     retry_count: Option<i64>,
     /// Seconds before the first retry, doubling each time (default 60).
+    #[serde(default, deserialize_with = "not_null")]
     retry_delay: Option<i64>,
     /// Seconds to wait for the target's answer (default 30, 1–300).
+    #[serde(default, deserialize_with = "not_null")]
     timeout: Option<i64>,
     /// Deliveries per minute at most; `null` for no limit (the default).
     #[serde(default, deserialize_with = "nullable")]
@@ -75,6 +83,7 @@ pub struct OutgoingWebhookIn {
     /// Deliver only events whose fields (or `data` fields, dotted paths allowed) equal these
     /// values; a list means any of its values.
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "not_null")]
     filters: Option<Map<String, Value>>,
     /// A MiniJinja template for the delivered body (context: the standard payload's fields and
     /// `event`); output that is JSON is sent as that JSON.

@@ -23,22 +23,19 @@ const MAX_SECRET: usize = 512;
 const MAX_HEADERS: usize = 50;
 const MAX_FILTERS: usize = 50;
 
-/// Headers hookd sets itself on every delivery; a custom header may not claim these names, so
-/// a receiver can trust them.
-pub const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "x-webhook-event",
-    "x-webhook-id",
-    "x-webhook-timestamp",
-    "x-webhook-delivery",
-    "x-webhook-signature",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-];
+/// Headers hookd sets itself on every delivery; a custom header may not claim these names, nor
+/// any name of the `X-Webhook-*` and `webhook-*` families hookd signs and identifies deliveries
+/// with (hookd may add members to them), so a receiver can trust them.
+const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
+const RESERVED_PREFIXES: &[&str] = &["x-webhook-", "webhook-"];
+
+fn is_reserved(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&name.as_str())
+        || RESERVED_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
 
 #[derive(Debug, Clone)]
 pub struct OutgoingWebhook {
@@ -251,7 +248,7 @@ pub(crate) fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), In
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(Invalid::new(field, "is not a valid HTTP header name"));
         }
-        if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        if is_reserved(name) {
             return Err(Invalid::new(
                 field,
                 "is set by hookd on every delivery and cannot be overridden",

@@ -9,7 +9,67 @@ both_backends!(
     secrets_and_credential_headers_are_not_echoed,
     bad_input_is_a_clear_4xx_and_writes_nothing,
     private_targets_are_refused_unless_allowed,
+    required_fields_cannot_be_cleared_with_null,
 );
+
+async fn required_fields_cannot_be_cleared_with_null(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let created = app
+        .post(
+            "/api/webhooks/outgoing",
+            &key,
+            &json!({"url": "https://e.com/h", "event_types": ["task.*"]}),
+        )
+        .await
+        .expect(201);
+    let path = format!("/api/webhooks/outgoing/{}", created["id"].as_str().unwrap());
+    for field in [
+        "url",
+        "target_url",
+        "event_types",
+        "name",
+        "is_active",
+        "timeout",
+    ] {
+        let detail = app
+            .put(&path, &key, &json!({ field: null }))
+            .await
+            .expect_error(422, "validation_error");
+        assert!(detail.starts_with(field), "{field}: {detail}");
+        assert!(detail.contains("may not be null"), "{detail}");
+    }
+    let kept = app.get(&path, &key).await.expect(200);
+    assert_eq!(kept["url"], "https://e.com/h");
+    assert_eq!(kept["event_types"], json!(["task.*"]));
+    // Nullable fields still clear with null.
+    let cleared = app
+        .put(
+            &path,
+            &key,
+            &json!({"description": null, "rate_limit": null}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(cleared["rate_limit"], Value::Null);
+    let incoming = app
+        .post(
+            "/api/webhooks/incoming",
+            &key,
+            &json!({"name": "in", "agent_id": "a"}),
+        )
+        .await
+        .expect(201);
+    let path = format!(
+        "/api/webhooks/incoming/{}",
+        incoming["id"].as_str().unwrap()
+    );
+    let detail = app
+        .put(&path, &key, &json!({"name": null}))
+        .await
+        .expect_error(422, "validation_error");
+    assert!(detail.starts_with("name"), "{detail}");
+}
 
 async fn spec_example_round_trips_with_defaults_and_aliases(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -215,6 +275,14 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing(backend: Backend) {
         (
             json!({"url": "https://e.com", "headers": {"X-Webhook-Signature": "forged"}}),
             "X-Webhook-Signature",
+        ),
+        (
+            json!({"url": "https://e.com", "headers": {"X-Webhook-Custom": "mine"}}),
+            "X-Webhook-Custom",
+        ),
+        (
+            json!({"url": "https://e.com", "headers": {"webhook-version": "2"}}),
+            "webhook-version",
         ),
         (
             json!({"url": "https://e.com", "is_active": "yes"}),
