@@ -352,7 +352,11 @@ impl Ingest {
         let acceptance = Acceptance {
             message: message.clone(),
             dedup: dedup_key.map(|key| (key.to_string(), answer.clone())),
-            log: trail.entry("accepted", 202, Some(answer.to_string())),
+            log: LogEntry {
+                error_message: (compiled.template.as_ref())
+                    .and_then(|_| unparsed_json(&message.content)),
+                ..trail.entry("accepted", 202, Some(answer.to_string()))
+            },
             publication,
         };
         if !store.accept(acceptance).await.map_err(Refusal::Store)? {
@@ -554,6 +558,20 @@ fn request_context(
         "agent_id": hook.settings.fallback_agent(),
     });
     template::context(payload, json!(headers), query, webhook)
+}
+
+/// A note for the log when a string template's output looks like JSON but does not parse: it is
+/// kept as a string (as documented), which is rarely what its author meant. (Only a string
+/// template renders to a string; an object template's leaves sit inside an object.)
+fn unparsed_json(rendered: &Value) -> Option<String> {
+    let text = rendered.as_str()?;
+    if !matches!(text.trim_start().chars().next(), Some('{' | '[')) {
+        return None;
+    }
+    let error = serde_json::from_str::<Value>(text).err()?;
+    Some(format!(
+        "transform_template output is not valid JSON ({error}); the message holds it as a string"
+    ))
 }
 
 /// The field holding a webhook's template.

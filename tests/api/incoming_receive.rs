@@ -239,6 +239,26 @@ async fn spec_multi_line_json_string_template_becomes_json(backend: Backend) {
         only_message(&app, &key, "chat_agent").await,
         json!({"message": "hello", "user": "ada", "timestamp": "2025-01-01T00:00:00Z"})
     );
+    assert_eq!(logs_settled(&app, &hook, 1).await[0].error_message, None);
+    // A quote too few: kept as the string it is, and the log entry says why.
+    let sloppy = create_hook(
+        &app,
+        &key,
+        json!({"agent_name": "sloppy", "transform_template": "{\"message\": {{ data.text }}}"}),
+    )
+    .await;
+    post_json(&app, &sloppy, &json!({"text": "hello"}))
+        .await
+        .expect(202);
+    assert_eq!(
+        only_message(&app, &key, "sloppy").await,
+        json!("{\"message\": hello}")
+    );
+    let note = logs_settled(&app, &sloppy, 1).await[0]
+        .error_message
+        .clone();
+    let note = note.expect("a note on the log entry");
+    assert!(note.contains("not valid JSON"), "{note}");
 }
 
 async fn form_encoded_and_text_bodies_reach_templates(backend: Backend) {
