@@ -348,8 +348,7 @@ impl Ingest {
             let push = Delivery::pending(received, TargetKind::Agent, &agent.id, now);
             publication.deliveries.push(push);
         }
-        let leased = self.publisher.lease(&mut publication);
-        let acceptance = Acceptance {
+        let acceptance = |publication| Acceptance {
             message: message.clone(),
             dedup: dedup_key.map(|key| (key.to_string(), answer.clone())),
             log: LogEntry {
@@ -359,10 +358,16 @@ impl Ingest {
             },
             publication,
         };
-        if !store.accept(acceptance).await.map_err(Refusal::Store)? {
+        let accepted = self
+            .publisher
+            .commit(publication, |publication| {
+                store.accept(acceptance(publication))
+            })
+            .await
+            .map_err(Refusal::Store)?;
+        if !accepted {
             return Ok(None);
         }
-        leased.start();
         // Nobody listening is fine: streams catch up from the store.
         let _ = self.inbox.send(message);
         Ok(Some(answer))
