@@ -433,13 +433,15 @@ impl Ingest {
             }
             return;
         };
-        let Some(suppressed) = self.refusals.admit(webhook_id, status, now) else {
-            return;
-        };
         if status >= 500 {
             // The store failing is why we are here; writing to it again would only add load.
             return;
         }
+        let Some(suppressed) = self.refusals.admit(webhook_id, status, now) else {
+            let took = i64::try_from(trail.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+            self.refusals.tally(webhook_id, took, now);
+            return;
+        };
         let mut entry = trail.entry("rejected", status, None);
         entry.error_message = Some(match suppressed {
             0 => detail,
@@ -451,6 +453,17 @@ impl Ingest {
                 tracing::warn!(%error, "could not log a refused incoming request");
             }
         });
+    }
+
+    /// Adds the refusals left out of the log since the last call to their webhooks' totals; run
+    /// about once a second, and once more at shutdown.
+    pub async fn tally_refusals(&self, store: &Store) {
+        let tallies = self.refusals.drain();
+        if !tallies.is_empty()
+            && let Err(error) = store.count_unlogged(tallies).await
+        {
+            tracing::warn!(%error, "could not count refused incoming requests");
+        }
     }
 
     /// Renders `payload` through `hook`'s template, or through `template` when given, as a

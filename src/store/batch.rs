@@ -16,7 +16,7 @@ use super::{
     deliveries::{AttemptRecord, HealthFold, update_attempts, update_health},
     events::{insert_deliveries, insert_events, insert_idempotency},
     inbox::{Acceptance, insert_dedup, insert_messages},
-    logs::insert_logs,
+    logs::{Tally, insert_logs},
 };
 use crate::domain::{
     agent::AgentMessage, delivery::Delivery, delivery::TargetKind, event::Event, log::LogEntry,
@@ -30,6 +30,8 @@ pub enum Op {
     /// `false`: the delivery's lease was lost (the attempt is logged all the same).
     Attempt(Box<AttemptRecord>),
     Log(Box<LogEntry>),
+    /// Requests counted in their webhooks' totals without log entries.
+    Tally(Vec<Tally>),
     /// An accepted incoming request; `false` when its delivery id was taken meanwhile.
     Accept(Box<Acceptance>),
 }
@@ -125,6 +127,7 @@ struct Rows<'a> {
     deliveries: Vec<&'a Delivery>,
     messages: Vec<&'a AgentMessage>,
     logs: Vec<&'a LogEntry>,
+    tallies: Vec<&'a Tally>,
     /// With their position in the group.
     attempts: Vec<(usize, &'a AttemptRecord)>,
 }
@@ -167,6 +170,7 @@ async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
                 }
                 Op::Attempt(record) => rows.attempts.push((position, record)),
                 Op::Log(entry) => rows.logs.push(entry),
+                Op::Tally(tallies) => rows.tallies.extend(tallies),
             }
         }
         // Deliveries in id order: nodes updating the same rows (a lease taken over) lock them in
@@ -194,7 +198,7 @@ async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
         insert_events!(tx, &rows.events);
         insert_deliveries!(tx, &rows.deliveries);
         insert_messages!(tx, &rows.messages);
-        insert_logs!(tx, &rows.logs);
+        insert_logs!(tx, &rows.logs, &rows.tallies);
         update_health!(tx, health.iter().map(|((target, id), fold)| ((*target, *id), fold)));
         tx.commit().await?;
         results

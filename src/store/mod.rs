@@ -16,7 +16,7 @@ mod outgoing;
 pub use deliveries::{AttemptRecord, HealthChange, Reply};
 pub use events::{Idempotency, Publication};
 pub use inbox::Acceptance;
-pub use logs::LogQuery;
+pub use logs::{LogQuery, Tally};
 
 use std::{str::FromStr, time::Duration};
 

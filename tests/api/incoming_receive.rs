@@ -297,6 +297,21 @@ async fn form_encoded_and_text_bodies_reach_templates(backend: Backend) {
         only_message(&app, &key, "text_agent").await,
         json!("got: plain words")
     );
+    // `curl -d '{…}'` labels JSON as a form: an object or array body is JSON whatever its type.
+    let curl = create_hook(&app, &key, json!({"agent_id": "curl_agent"})).await;
+    post_with(
+        &app,
+        &curl,
+        "application/x-www-form-urlencoded",
+        r#"{"hello":"x"}"#,
+        headers(&[]),
+    )
+    .await
+    .expect(202);
+    assert_eq!(
+        only_message(&app, &key, "curl_agent").await,
+        json!({"hello": "x"})
+    );
     // JSON that does not parse, sent as JSON, is a 400.
     post_with(&app, &text, "application/json", "{oops", headers(&[]))
         .await
@@ -914,6 +929,19 @@ async fn a_flood_of_refusals_is_logged_sampled(backend: Backend) {
     }
     assert_eq!(accounted, 51, "every refusal accounted for");
     assert!(written <= buckets + 1, "{written} entries for 51 refusals");
+    // The log is sampled; the statistics are not (refusals left out are counted within ~1 s).
+    let path = format!("/api/webhooks/{}/statistics?webhook_type=incoming", hook.id);
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = app.get(&path, &key).await.expect(200);
+        if stats["total_requests"] == 52 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats["total_requests"], 52, "{stats}");
+    assert_eq!(stats["successful_requests"], 1);
+    assert_eq!(stats["failed_requests"], 51);
 }
 
 async fn inactive_unknown_and_oversized(backend: Backend) {

@@ -73,7 +73,7 @@ async fn required_fields_cannot_be_cleared_with_null(backend: Backend) {
 
 async fn spec_example_round_trips_with_defaults_and_aliases(backend: Backend) {
     let app = spawn_app(backend).await;
-    let key = app.tenant_key().await;
+    let key = app.key_for("user-7", "company-7", &[]).await;
     // The spec's "Create Outgoing Webhook" body, verbatim.
     let created = app
         .post(
@@ -97,7 +97,12 @@ async fn spec_example_round_trips_with_defaults_and_aliases(backend: Backend) {
         created["secret"], "webhook-secret",
         "shown once, at creation"
     );
-    assert_eq!(created["agent_id"], "1");
+    assert_eq!(
+        created["agent_id"], "1",
+        "ids are strings; a number is kept as its text"
+    );
+    assert_eq!(created["user_id"], "user-7", "the owner, from the key");
+    assert_eq!(created["company_id"], "company-7");
     assert_eq!(created["timeout"], 30);
     assert_eq!(created["target_url"], "https://example.com/webhook");
     assert_eq!(created["active"], true);
