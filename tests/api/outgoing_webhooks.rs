@@ -349,4 +349,25 @@ async fn private_targets_are_refused_unless_allowed(backend: Backend) {
     )
     .await
     .expect(201);
+    // `localhost` is 127.0.0.1 and ::1; with only 127.0.0.0/8 allowed it is accepted, and
+    // delivery reaches it over 127.0.0.1.
+    let receiver = crate::receiver::Receiver::start().await;
+    let url = receiver.url.replace("127.0.0.1", "localhost") + "/x";
+    app.post(
+        "/api/webhooks/outgoing",
+        &key,
+        &json!({"url": url, "event_types": ["task.completed"]}),
+    )
+    .await
+    .expect(201);
+    app.post(
+        "/api/events",
+        &key,
+        &json!({"event_type": "task.completed", "data": {}}),
+    )
+    .await
+    .expect(202);
+    receiver
+        .wait_for(1, std::time::Duration::from_secs(10))
+        .await;
 }
