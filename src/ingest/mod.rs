@@ -93,9 +93,18 @@ pub enum Receipt {
     Handshake(Value),
 }
 
+/// Which incoming webhook a request is for.
+pub enum Address {
+    /// The secret token of its receiving URL.
+    Token(String),
+    /// Its id, with the tenant of an API key the HTTP layer has checked (the spec's
+    /// `POST /api/webhook/{incoming_webhook_id}` with `Authorization: Bearer <api key>`).
+    Owned { tenant: Tenant, id: String },
+}
+
 /// A request to a receiving URL, as the HTTP layer hands it over.
 pub struct Request {
-    pub token: String,
+    pub webhook: Address,
     /// The TCP peer; `X-Forwarded-For` is believed only from trusted proxies.
     pub peer: IpAddr,
     pub headers: HeaderMap,
@@ -201,8 +210,15 @@ impl Ingest {
             body: None,
             started: Instant::now(),
         };
-        // Looked up by the token's hash: the comparison never touches the token itself.
-        let hook = match store.find_incoming_by_token(&request.token).await {
+        let found = match &request.webhook {
+            // Looked up by the token's hash: the comparison never touches the token itself.
+            Address::Token(token) => store.find_incoming_by_token(token).await,
+            Address::Owned { tenant, id } => match store.get_incoming(tenant, id).await {
+                Err(StoreError::NotFound) => Ok(None),
+                found => found.map(Some),
+            },
+        };
+        let hook = match found {
             Ok(Some(hook)) => hook,
             Ok(None) => return Err(trail.refuse(Refusal::UnknownToken)),
             Err(e) => return Err(trail.refuse(Refusal::Store(e))),

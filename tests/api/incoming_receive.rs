@@ -23,6 +23,7 @@ both_backends!(
     spec_multi_line_json_string_template_becomes_json,
     form_encoded_and_text_bodies_reach_templates,
     spec_curl_alias_paths_accept_and_log_redacted_headers,
+    spec_curl_with_the_webhook_id_and_an_api_key,
     allowed_ips_by_cidr_v4_and_v6_and_spoofed_forwarded_for_is_ignored,
     rate_limit_defaults_to_100_per_minute_and_can_be_overridden,
     rate_limit_is_shared_across_nodes_through_redis,
@@ -316,6 +317,55 @@ async fn form_encoded_and_text_bodies_reach_templates(backend: Backend) {
     post_with(&app, &text, "application/json", "{oops", headers(&[]))
         .await
         .expect_error(400, "invalid_json");
+}
+
+async fn spec_curl_with_the_webhook_id_and_an_api_key(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.key_for("user-1", "company-1", &[]).await;
+    let hook = create_hook(&app, &key, json!({"agent_id": "a"})).await;
+    let receive_only = app
+        .key_for("user-1", "company-1", &["webhooks:receive"])
+        .await;
+    let read_only = app.key_for("user-1", "company-1", &["webhooks:read"]).await;
+    let stranger = app.key_for("user-2", "company-2", &[]).await;
+    let send = |prefix: &str, authorization: Option<String>| {
+        let mut request = app
+            .client
+            .post(format!("{}{prefix}/{}", app.base, hook.id))
+            .json(&json!({"message": "Test message", "data": {"key": "value"}}));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        crate::helpers::send(request)
+    };
+    // The spec's curl, and AGiXT's path, with a key of the webhook's tenant.
+    send("/api/webhook", Some(format!("Bearer {key}")))
+        .await
+        .expect(202);
+    send("/v1/webhook", Some(format!("Bearer {receive_only}")))
+        .await
+        .expect(202);
+    assert_eq!(inbox(&app, &key, "a").await.len(), 2);
+    let detail = send("/api/webhook", Some(format!("Bearer {read_only}")))
+        .await
+        .expect_error(403, "forbidden");
+    assert!(detail.contains("webhooks:receive"), "{detail}");
+    send("/api/webhook", Some(format!("Bearer {stranger}")))
+        .await
+        .expect_error(404, "not_found");
+    let detail = send("/api/webhook", None)
+        .await
+        .expect_error(401, "unauthorized");
+    assert!(detail.contains("Authorization: Bearer"), "{detail}");
+    let detail = send("/api/webhook", Some(key.clone()))
+        .await
+        .expect_error(401, "unauthorized");
+    assert!(detail.contains("`Bearer ` prefix is missing"), "{detail}");
+    assert_eq!(
+        inbox(&app, &key, "a").await.len(),
+        2,
+        "refusals route nothing"
+    );
 }
 
 async fn spec_curl_alias_paths_accept_and_log_redacted_headers(backend: Backend) {
