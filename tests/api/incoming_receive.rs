@@ -322,7 +322,14 @@ async fn form_encoded_and_text_bodies_reach_templates(backend: Backend) {
 async fn spec_curl_with_the_webhook_id_and_an_api_key(backend: Backend) {
     let app = spawn_app(backend).await;
     let key = app.key_for("user-1", "company-1", &[]).await;
-    let hook = create_hook(&app, &key, json!({"agent_id": "a"})).await;
+    // The spec's body has a `data` of its own: `data.key` reaches it, `data` is still the body.
+    let hook = create_hook(
+        &app,
+        &key,
+        json!({"agent_id": "a",
+               "payload_transformation": {"key": "{{ data.key }}", "body": "{{ data | tojson }}"}}),
+    )
+    .await;
     let receive_only = app
         .key_for("user-1", "company-1", &["webhooks:receive"])
         .await;
@@ -345,7 +352,15 @@ async fn spec_curl_with_the_webhook_id_and_an_api_key(backend: Backend) {
     send("/v1/webhook", Some(format!("Bearer {receive_only}")))
         .await
         .expect(202);
-    assert_eq!(inbox(&app, &key, "a").await.len(), 2);
+    let messages = inbox(&app, &key, "a").await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["content"]["key"], "value");
+    let body: Value =
+        serde_json::from_str(messages[0]["content"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"message": "Test message", "data": {"key": "value"}})
+    );
     let detail = send("/api/webhook", Some(format!("Bearer {read_only}")))
         .await
         .expect_error(403, "forbidden");
