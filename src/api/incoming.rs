@@ -284,25 +284,15 @@ fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
-/// Creates the agents the settings name that do not exist yet (emitting `agent.created`), so the spec's examples (which
-/// name agents without creating them) work as written.
+/// Creates the agents the settings name that do not exist yet (each with its `agent.created`),
+/// so the spec's examples (which name agents without creating them) work as written.
 async fn ensure_agents(
     state: &AppState,
     tenant: &crate::domain::tenant::Tenant,
     settings: &IncomingSettings,
 ) -> ApiResult<()> {
-    let mut created = Vec::new();
     for reference in settings.agents() {
-        let (agent, new) = state
-            .store
-            .ensure_agent(tenant, reference, now_ms())
-            .await?;
-        if new {
-            created.push(agent.event("agent.created"));
-        }
-    }
-    if !created.is_empty() {
-        ingest::announce(&state.publisher, tenant, created).await;
+        ingest::ensure_agent(&state.publisher, &state.store, tenant, reference, now_ms()).await?;
     }
     Ok(())
 }

@@ -88,6 +88,21 @@ pub struct AgentChanges {
 }
 
 impl Agent {
+    /// A new agent with just a name, as incoming webhooks create the agents they name.
+    pub fn named(tenant: Tenant, name: &str, now: i64) -> Agent {
+        Agent {
+            id: super::new_id(),
+            tenant,
+            settings: AgentSettings {
+                name: name.to_string(),
+                endpoint: None,
+            },
+            health: Health::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// The event announcing a change to this agent: `agent.created`, `agent.updated` or
     /// `agent.deleted`, carrying its id and name (what the spec's receivers read).
     pub fn event(&self, event_type: &str) -> NewEvent {

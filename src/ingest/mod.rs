@@ -29,9 +29,8 @@ use crate::{
     delivery::publish::Publisher,
     domain::{
         Invalid,
-        agent::{AgentMessage, MessageKind},
+        agent::{Agent, AgentMessage, MessageKind},
         delivery::{Delivery, TargetKind},
-        event::NewEvent,
         incoming::{CompiledIncoming, IncomingWebhook, Transform},
         log::{LogEntry, MAX_LOGGED_BODY, WebhookType, log_text, redact_headers},
         net::client_ip,
@@ -332,8 +331,7 @@ impl Ingest {
             }
         }
         let now = now_ms();
-        let (agent, created) = store
-            .ensure_agent(&hook.tenant, agent_ref, now)
+        let agent = ensure_agent(&self.publisher, store, &hook.tenant, agent_ref, now)
             .await
             .map_err(Refusal::Store)?;
         let message = AgentMessage {
@@ -346,14 +344,9 @@ impl Ingest {
             created_at: now,
         };
         let answer = json!({"status": "accepted", "id": message.id, "agent_id": agent.id});
-        let mut events = Vec::with_capacity(2);
-        if created {
-            events.push(agent.event("agent.created"));
-        }
-        events.push(message.received_event(&agent));
         let (mut publication, _) = self
             .publisher
-            .prepare(&hook.tenant, events)
+            .prepare(&hook.tenant, vec![message.received_event(&agent)])
             .await
             .map_err(Refusal::Store)?;
         if agent.settings.endpoint.is_some()
@@ -506,11 +499,35 @@ impl Ingest {
     }
 }
 
-/// Publishes events to the tenant's outgoing webhooks. A failure is logged, not returned: what
-/// they announce has already happened (and is durable), so its caller's answer stands.
-pub async fn announce(publisher: &Publisher, tenant: &Tenant, events: Vec<NewEvent>) {
-    if let Err(error) = publisher.publish(tenant, events, None).await {
-        tracing::warn!(%error, "could not publish events");
+/// The agent `reference` names (its id, else its name); when there is none, an agent named
+/// `reference` is created, in one transaction with its `agent.created` event, as the Agents API
+/// does (so the event is never lost, whatever happens to the request that caused it).
+pub async fn ensure_agent(
+    publisher: &Publisher,
+    store: &Store,
+    tenant: &Tenant,
+    reference: &str,
+    now: i64,
+) -> Result<Agent, StoreError> {
+    match store.get_agent(tenant, reference).await {
+        Err(StoreError::NotFound) => {}
+        found => return found,
+    }
+    let agent = Agent::named(tenant.clone(), reference, now);
+    let (announcement, _) = publisher
+        .prepare(tenant, vec![agent.event("agent.created")])
+        .await?;
+    let insert = |announcement| async {
+        store
+            .insert_agent(&agent, announcement)
+            .await
+            .map(|()| true)
+    };
+    match publisher.commit(announcement, insert).await {
+        Ok(_) => Ok(agent),
+        // A concurrent request created it first (and announced it).
+        Err(StoreError::Conflict(_)) => store.get_agent(tenant, reference).await,
+        Err(error) => Err(error),
     }
 }
 

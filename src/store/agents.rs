@@ -12,7 +12,6 @@ use crate::domain::{
     agent::{Agent, AgentSettings, DEFAULT_ENDPOINT_TIMEOUT_SECS, Endpoint, EndpointFormat},
     delivery::Health,
     net::TargetUrl,
-    new_id,
     outgoing::{DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY_SECS},
     tenant::Tenant,
 };
@@ -168,36 +167,6 @@ impl Store {
             .fetch_one(pool)
             .await?);
         row.try_into()
-    }
-
-    /// The agent `reference` names (see [`Store::get_agent`]); when there is none, a new agent
-    /// named `reference` is created. The flag says whether this call created it.
-    pub async fn ensure_agent(
-        &self,
-        tenant: &Tenant,
-        reference: &str,
-        now: i64,
-    ) -> Result<(Agent, bool)> {
-        match self.get_agent(tenant, reference).await {
-            Err(StoreError::NotFound) => {}
-            found => return found.map(|agent| (agent, false)),
-        }
-        let created = on_writer!(self, pool => sqlx::query(
-            "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, NULL, $5, $5)
-             ON CONFLICT (company_id, user_id, name) DO NOTHING",
-        )
-        .bind(new_id())
-        .bind(&tenant.user_id)
-        .bind(&tenant.company_id)
-        .bind(reference)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        // Whoever lost a race to create the same name reads the winner's row.
-        let agent = self.get_agent(tenant, reference).await?;
-        Ok((agent, created == 1))
     }
 
     /// Agents by id, whatever their tenant (for the delivery workers).

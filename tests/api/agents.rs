@@ -17,6 +17,7 @@ both_backends!(
     inbox_stream_catches_up_then_follows_live,
     agent_changes_and_received_messages_reach_outgoing_subscribers,
     incoming_logs_and_statistics_are_served_by_the_logs_api,
+    an_agent_created_by_receiving_is_announced_exactly_once,
 );
 
 async fn agents_are_managed_per_tenant(backend: Backend) {
@@ -394,4 +395,52 @@ async fn incoming_logs_and_statistics_are_served_by_the_logs_api(backend: Backen
     assert_eq!(stats["total_requests"], 2);
     assert_eq!(stats["successful_requests"], 1);
     assert_eq!(stats["failed_requests"], 1);
+}
+
+/// An agent that receiving creates is written with its `agent.created` in one transaction:
+/// the event is never lost to the request that created it failing or losing a race (here, 20
+/// copies of one delivery id racing to a deleted agent: only one request is accepted, and it
+/// need not be the one that created the agent).
+async fn an_agent_created_by_receiving_is_announced_exactly_once(backend: Backend) {
+    let app = std::sync::Arc::new(spawn_app(backend).await);
+    let receiver = Receiver::start().await;
+    let key = app.tenant_key().await;
+    let hook = create_hook(
+        &app,
+        &key,
+        json!({"agent_id": "recreated", "dedup_header": "X-Delivery-Id"}),
+    )
+    .await;
+    app.delete("/api/agents/recreated", &key).await.expect(204);
+    app.post(
+        "/api/webhooks/outgoing",
+        &key,
+        &json!({"url": receiver.url, "event_types": ["agent.created"]}),
+    )
+    .await
+    .expect(201);
+    let racers: Vec<_> = (0..20)
+        .map(|_| {
+            let (app, token) = (std::sync::Arc::clone(&app), hook.token.clone());
+            tokio::spawn(async move {
+                let request = app
+                    .client
+                    .post(format!("{}/webhook/{token}", app.base))
+                    .header("x-delivery-id", "same")
+                    .json(&json!({"n": 1}));
+                crate::helpers::send(request).await.status.as_u16()
+            })
+        })
+        .collect();
+    for racer in racers {
+        assert!(matches!(racer.await.unwrap(), 200 | 202));
+    }
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let names: Vec<Value> = receiver
+        .received()
+        .iter()
+        .map(|r| r.json()["data"]["agent_name"].clone())
+        .collect();
+    assert_eq!(names, [json!("recreated")]);
 }
