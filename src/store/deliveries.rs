@@ -24,6 +24,8 @@ struct DeliveryRow {
     last_error: Option<String>,
     created_at: i64,
     updated_at: i64,
+    seq: i64,
+    fifo: bool,
 }
 
 impl TryFrom<DeliveryRow> for Delivery {
@@ -47,6 +49,7 @@ impl TryFrom<DeliveryRow> for Delivery {
             last_error: row.last_error,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            fifo: row.fifo,
         })
     }
 }
@@ -63,7 +66,19 @@ struct Sums {
 }
 
 const COLUMNS: &str = "id, event_id, target, webhook_id, company_id, event_type, status, attempts, \
-     next_attempt_at, lease_token, last_status, last_error, created_at, updated_at";
+     next_attempt_at, lease_token, last_status, last_error, created_at, updated_at, seq, fifo";
+
+/// Whether due delivery `d` may be claimed at `$3`: one without order always; a FIFO one only
+/// when no FIFO delivery of its webhook is pending ahead of it (in flight, waiting for a retry or
+/// deferred by the circuit or rate limit) or in flight behind it (a replayed older delivery comes
+/// next, but only after the one being made). Each probe is one entry of a partial index
+/// (migration 0007, whose predicates these repeat word for word).
+const CLAIMABLE: &str = "(NOT d.fifo OR (
+        NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.webhook_id = d.webhook_id
+                    AND o.status = 'pending' AND o.fifo AND o.seq < d.seq)
+        AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.webhook_id = d.webhook_id
+                    AND o.status = 'pending' AND o.fifo AND o.lease_token IS NOT NULL
+                    AND o.next_attempt_at > $3)))";
 
 /// What an attempt teaches about its webhook's target.
 #[derive(Debug, Clone, Copy)]
@@ -250,9 +265,12 @@ macro_rules! update_health {
 pub(super) use update_health;
 
 impl Store {
-    /// Leases up to `limit` due deliveries until `lease_until`: their `next_attempt_at` moves to
-    /// the lease's end, so a worker that dies leaves them due again then. PostgreSQL skips rows
-    /// other nodes are leasing at the same moment; SQLite has one writer anyway.
+    /// Leases up to `limit` due deliveries until `lease_until`, oldest publication first (by
+    /// `seq`, not by `next_attempt_at`, which is one node's clock and moves with every retry or
+    /// deferral): their `next_attempt_at` moves to the lease's end, so a worker that dies leaves
+    /// them due again then. FIFO deliveries only as [`CLAIMABLE`] says. PostgreSQL skips rows
+    /// other nodes are leasing at the same moment; SQLite has one writer anyway. The leased
+    /// deliveries come back in publish order.
     pub async fn claim_due(
         &self,
         now: i64,
@@ -266,25 +284,32 @@ impl Store {
         };
         let sql = format!(
             "UPDATE deliveries SET next_attempt_at = $1, lease_token = $2, updated_at = $3
-             WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3
-                          ORDER BY next_attempt_at LIMIT $4 {lock})
+             WHERE id IN (SELECT id FROM deliveries d
+                          WHERE d.status = 'pending' AND d.next_attempt_at <= $3 AND {CLAIMABLE}
+                          ORDER BY d.seq LIMIT $4 {lock})
              RETURNING {COLUMNS}"
         );
-        let rows: Vec<DeliveryRow> = on_writer!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let mut rows: Vec<DeliveryRow> = on_writer!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(lease_until)
             .bind(token)
             .bind(now)
             .bind(limit)
             .fetch_all(pool)
             .await?);
+        // RETURNING promises no order.
+        rows.sort_unstable_by_key(|row| row.seq);
         rows.into_iter().map(Delivery::try_from).collect()
     }
 
-    /// When the next pending delivery falls due, if any.
-    pub async fn next_due_at(&self) -> Result<Option<i64>> {
+    /// When the next pending delivery falls due after `after` (the time of the claim that found
+    /// nothing to take), if any. Rows due by `after` were there to be claimed: what is left of
+    /// them waits behind a FIFO head, whose end wakes this node's workers (or, on another node,
+    /// whose lease ends in the future and so counts here).
+    pub async fn next_due_at(&self, after: i64) -> Result<Option<i64>> {
         Ok(on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > $1",
         )
+        .bind(after)
         .fetch_one(pool)
         .await?))
     }

@@ -14,6 +14,7 @@ mod delivery;
 mod incoming_receive;
 mod incoming_webhooks;
 mod meta;
+mod order;
 mod outgoing_webhooks;
 mod receiver;
 mod receivers;
