@@ -31,16 +31,13 @@ DROP TABLE deliveries;
 ALTER TABLE deliveries_ordered RENAME TO deliveries;
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id, status, created_at);
--- The claim walks this in publish order. `seq` never changes, so only inserts and a delivery's
--- end touch it (leases and retries move `next_attempt_at`, not this).
-CREATE INDEX deliveries_queue ON deliveries (seq) WHERE status = 'pending';
--- A FIFO delivery is claimed only when nothing of its webhook is ahead of it (the first entry
--- of its webhook here) and nothing of its webhook is in flight (the second). Only FIFO rows
--- enter them, so webhooks without order pay nothing. The predicates must stay word for word
+-- Claims walk this in publish order. `seq` never changes, so only inserts and a delivery's end
+-- touch it (leases and retries move `next_attempt_at`, not this). FIFO deliveries stay out of
+-- it: those waiting behind their webhook's head would be walked past at every claim.
+CREATE INDEX deliveries_queue ON deliveries (seq) WHERE status = 'pending' AND NOT fifo;
+-- FIFO heads (the first entry of each webhook) are found here; only FIFO rows enter it, so
+-- webhooks without order pay nothing. The predicates of both indexes must stay word for word
 -- what `store::deliveries` asks (the planner matches them), like webhook_logs_failures.
-CREATE INDEX deliveries_fifo ON deliveries (webhook_id, seq)
-    WHERE status = 'pending' AND fifo;
-CREATE INDEX deliveries_fifo_in_flight ON deliveries (webhook_id)
-    WHERE status = 'pending' AND fifo AND lease_token IS NOT NULL;
+CREATE INDEX deliveries_fifo ON deliveries (webhook_id, seq) WHERE status = 'pending' AND fifo;
 
 ALTER TABLE outgoing_webhooks ADD COLUMN ordering TEXT NOT NULL DEFAULT 'none';

@@ -68,18 +68,6 @@ struct Sums {
 const COLUMNS: &str = "id, event_id, target, webhook_id, company_id, event_type, status, attempts, \
      next_attempt_at, lease_token, last_status, last_error, created_at, updated_at, seq, fifo";
 
-/// Whether due delivery `d` may be claimed at `$3`: one without order always; a FIFO one only
-/// when no FIFO delivery of its webhook is pending ahead of it (in flight, waiting for a retry or
-/// deferred by the circuit or rate limit) or in flight behind it (a replayed older delivery comes
-/// next, but only after the one being made). Each probe is one entry of a partial index
-/// (migration 0007, whose predicates these repeat word for word).
-const CLAIMABLE: &str = "(NOT d.fifo OR (
-        NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.webhook_id = d.webhook_id
-                    AND o.status = 'pending' AND o.fifo AND o.seq < d.seq)
-        AND NOT EXISTS (SELECT 1 FROM deliveries o WHERE o.webhook_id = d.webhook_id
-                    AND o.status = 'pending' AND o.fifo AND o.lease_token IS NOT NULL
-                    AND o.next_attempt_at > $3)))";
-
 /// What an attempt teaches about its webhook's target.
 #[derive(Debug, Clone, Copy)]
 pub enum HealthChange {
@@ -268,9 +256,16 @@ impl Store {
     /// Leases up to `limit` due deliveries until `lease_until`, oldest publication first (by
     /// `seq`, not by `next_attempt_at`, which is one node's clock and moves with every retry or
     /// deferral): their `next_attempt_at` moves to the lease's end, so a worker that dies leaves
-    /// them due again then. FIFO deliveries only as [`CLAIMABLE`] says. PostgreSQL skips rows
-    /// other nodes are leasing at the same moment; SQLite has one writer anyway. The leased
-    /// deliveries come back in publish order.
+    /// them due again then. They come back in publish order.
+    ///
+    /// Deliveries without order are walked in `seq` order (index `deliveries_queue`). Of a FIFO
+    /// webhook's, only its head may go: the first of its pending deliveries (in flight, waiting
+    /// for a retry, or deferred by the circuit or rate limit, it holds the rest), and only while
+    /// none of the webhook's is in flight (a replayed older delivery becomes the head while a
+    /// later one is being made). Heads are the first entry of each webhook in `deliveries_fifo`,
+    /// so the ones waiting behind them cost a claim one index entry each, not a row read and a
+    /// probe. PostgreSQL skips rows other nodes are leasing at the same moment; SQLite has one
+    /// writer anyway.
     pub async fn claim_due(
         &self,
         now: i64,
@@ -279,14 +274,27 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Delivery>> {
         let lock = match self.backend() {
-            "postgres" => "FOR UPDATE SKIP LOCKED",
+            "postgres" => "FOR UPDATE OF d SKIP LOCKED",
             _ => "",
         };
         let sql = format!(
-            "UPDATE deliveries SET next_attempt_at = $1, lease_token = $2, updated_at = $3
-             WHERE id IN (SELECT id FROM deliveries d
-                          WHERE d.status = 'pending' AND d.next_attempt_at <= $3 AND {CLAIMABLE}
-                          ORDER BY d.seq LIMIT $4 {lock})
+            "WITH ordinary AS (
+                SELECT d.id, d.seq FROM deliveries d
+                WHERE d.status = 'pending' AND NOT d.fifo AND d.next_attempt_at <= $3
+                ORDER BY d.seq LIMIT $4 {lock}),
+             heads AS (
+                SELECT d.id, d.seq
+                FROM (SELECT o.webhook_id, MIN(o.seq) AS seq FROM deliveries o
+                      WHERE o.status = 'pending' AND o.fifo GROUP BY o.webhook_id) h
+                JOIN deliveries d ON d.webhook_id = h.webhook_id AND d.seq = h.seq
+                WHERE d.status = 'pending' AND d.fifo AND d.next_attempt_at <= $3
+                  AND d.webhook_id NOT IN (SELECT o.webhook_id FROM deliveries o
+                                WHERE o.status = 'pending' AND o.fifo AND o.lease_token IS NOT NULL
+                                  AND o.next_attempt_at > $3)
+                ORDER BY d.seq LIMIT $4 {lock})
+             UPDATE deliveries SET next_attempt_at = $1, lease_token = $2, updated_at = $3
+             WHERE id IN (SELECT id FROM (SELECT id, seq FROM ordinary UNION ALL SELECT id, seq FROM heads) due
+                          ORDER BY seq LIMIT $4)
              RETURNING {COLUMNS}"
         );
         let mut rows: Vec<DeliveryRow> = on_writer!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))

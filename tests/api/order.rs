@@ -55,6 +55,19 @@ async fn fifo_webhook_gets_publishes_strictly_one_at_a_time_in_order(backend: Ba
         .await
         .expect(200);
     assert_eq!(hook["ordering"], "fifo");
+    let openapi = app
+        .request(reqwest::Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200);
+    let schemas = &openapi["components"]["schemas"];
+    assert!(schemas["OutgoingWebhookIn"]["properties"]["ordering"].is_object());
+    assert!(schemas["OutgoingWebhookOut"]["properties"]["ordering"].is_object());
+    assert_eq!(
+        schemas["Ordering"]["enum"],
+        json!(["none", "fifo"]),
+        "{}",
+        schemas["Ordering"]
+    );
 
     for n in 0..20 {
         app.post(
@@ -67,6 +80,10 @@ async fn fifo_webhook_gets_publishes_strictly_one_at_a_time_in_order(backend: Ba
     }
     let got = receiver.wait_for(20, WAIT).await;
     assert_eq!(numbers(&got), (0..20).collect::<Vec<_>>());
+    eprintln!(
+        "fifo ({backend:?}): 20 deliveries to a 50 ms target, first to last arrival {:?}",
+        got[19].at.duration_since(got[0].at)
+    );
     // One at a time: each request arrives only after the previous one was answered.
     for pair in got.windows(2) {
         let gap = pair[1].at.duration_since(pair[0].at);
