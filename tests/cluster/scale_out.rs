@@ -108,21 +108,18 @@ async fn fifo_webhook_keeps_publish_order_across_three_nodes_and_a_killed_one() 
     let Some((_db, url)) = database(Backend::Postgres).await else {
         return;
     };
-    // A short lease so the dead node's delivery in flight is taken over within the test.
-    let mut nodes = three_nodes(&url, &[("HOOKD_LEASE_MS", "3000")]).await;
+    // A short lease so the dead node's delivery in flight is taken over within the test; a
+    // retry_delay of 1 is 200 ms.
+    let env = [("HOOKD_LEASE_MS", "3000"), ("HOOKD_RETRY_UNIT_MS", "200")];
+    let mut nodes = three_nodes(&url, &env).await;
     let receiver = Receiver::start().await;
-    // Slow enough that a delivery is in flight on some node most of the time (and, without
-    // FIFO, that the killed node has several, which come back out of order).
+    // The first event fails once: the rest must wait for its retry. Each request then takes
+    // 50 ms, so a delivery is in flight on some node most of the time.
+    receiver.script([Reply::Status(500)]);
     receiver.always(Reply::Stall(Duration::from_millis(50)));
     let key = nodes[0].tenant_key().await;
-    nodes[0]
-        .webhooks(
-            &key,
-            &receiver,
-            1,
-            json!({"ordering": "fifo", "timeout": 1}),
-        )
-        .await;
+    let settings = json!({"ordering": "fifo", "timeout": 1, "retry_delay": 1});
+    nodes[0].webhooks(&key, &receiver, 1, settings).await;
 
     // Events one at a time, each to the next live node; one node is killed mid-stream.
     let mut live: Vec<usize> = vec![0, 1, 2];
@@ -130,7 +127,7 @@ async fn fifo_webhook_keeps_publish_order_across_three_nodes_and_a_killed_one() 
     let mut killed_at = None;
     for n in 0..EVENTS {
         if n == EVENTS / 2 {
-            receiver.wait_for(EVENTS / 4, Duration::from_secs(60)).await;
+            receiver.wait_for(3, Duration::from_secs(30)).await;
             nodes[1].kill();
             live.retain(|i| *i != 1);
             killed_at = Some(Instant::now());
@@ -156,7 +153,7 @@ async fn fifo_webhook_keeps_publish_order_across_three_nodes_and_a_killed_one() 
     let mut distinct = arrived.clone();
     distinct.dedup();
     eprintln!(
-        "fifo on 3 nodes, one SIGKILLed: {EVENTS} events in order, {} repeated, all there {:.1?} after the kill",
+        "fifo on 3 nodes, one SIGKILLed: {EVENTS} events in order, {} requests repeated (one is the first event's retry), all there {:.1?} after the kill",
         duplicates(&tally),
         killed_at.expect("killed").elapsed()
     );
@@ -165,8 +162,9 @@ async fn fifo_webhook_keeps_publish_order_across_three_nodes_and_a_killed_one() 
         (0..EVENTS).collect::<Vec<_>>(),
         "publish order, repeats only adjacent: {arrived:?}"
     );
+    // The first event's retry, and at most the delivery the killed node had in flight.
     assert!(
-        arrived.len() - distinct.len() <= 1,
-        "at most the delivery in flight is repeated: {arrived:?}"
+        arrived.len() - distinct.len() <= 2,
+        "more repeated than the retry and the delivery in flight: {arrived:?}"
     );
 }
