@@ -16,7 +16,7 @@ use super::{
     deliveries::{AttemptRecord, HealthFold, update_attempts, update_health},
     events::{insert_deliveries, insert_events, insert_idempotency},
     inbox::{Acceptance, insert_dedup, insert_messages},
-    logs::insert_logs,
+    logs::{Tally, insert_logs},
 };
 use crate::domain::{
     agent::AgentMessage, delivery::Delivery, delivery::TargetKind, event::Event, log::LogEntry,
@@ -30,6 +30,8 @@ pub enum Op {
     /// `false`: the delivery's lease was lost (the attempt is logged all the same).
     Attempt(Box<AttemptRecord>),
     Log(Box<LogEntry>),
+    /// Requests counted in their webhooks' totals without log entries.
+    Tally(Vec<Tally>),
     /// An accepted incoming request; `false` when its delivery id was taken meanwhile.
     Accept(Box<Acceptance>),
 }
@@ -52,29 +54,70 @@ pub(super) fn start(db: Db) -> mpsc::Sender<Job> {
     sender
 }
 
-/// Writes `group` in one transaction and answers each job. If the transaction fails, every job
-/// gets the error (nothing of the group was written).
+/// Writes `group` in one transaction and answers each job. If the transaction fails for a
+/// reason other than the database being unreachable, each write is tried again alone, so that a
+/// write the database refuses fails by itself and the others of its group still commit (one
+/// tenant's bad value must not fail another tenant's publish).
 async fn commit(db: &Db, group: Vec<Job>) {
     let (ops, replies): (Vec<Op>, Vec<_>) = group.into_iter().unzip();
     let results = match write_all(db, &ops).await {
         Ok(results) => results,
-        Err(error) => {
+        Err(error @ StoreError::Unavailable(_)) => {
             let message = error.to_string();
-            let unavailable = matches!(error, StoreError::Unavailable(_));
             (0..replies.len())
-                .map(|_| {
-                    Err(if unavailable {
-                        StoreError::Unavailable(sqlx::Error::PoolClosed)
-                    } else {
-                        StoreError::Corrupt(format!("group commit failed: {message}"))
-                    })
-                })
+                .map(|_| Err(unavailable(&message)))
                 .collect()
         }
+        Err(error) if ops.len() > 1 => {
+            tracing::warn!(%error, writes = ops.len(), "group commit refused; writing its writes one by one");
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                results.push(alone(db, op).await);
+            }
+            results
+        }
+        Err(error) => vec![Err(refused(error))],
     };
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }
+}
+
+/// One write in a transaction of its own. An attempt's outcome the database refuses is recorded
+/// again without the texts that came from outside (the receiver's answer, what was sent): the
+/// delivery must still end or be rescheduled, or its lease would run out and the same attempt
+/// would be made again and again.
+async fn alone(db: &Db, mut op: Op) -> Result<bool> {
+    let result = match write_all(db, std::slice::from_ref(&op)).await {
+        Ok(mut results) => return results.pop().unwrap_or(Ok(false)),
+        Err(error @ StoreError::Unavailable(_)) => return Err(unavailable(&error.to_string())),
+        Err(error) => error,
+    };
+    let Op::Attempt(record) = &mut op else {
+        return Err(refused(result));
+    };
+    tracing::error!(error = %result, delivery = %record.delivery_id,
+        "an attempt's outcome was refused; recording it without the receiver's texts");
+    record.log.strip_outside_texts(&result.to_string());
+    record.last_error = record.log.error_message.clone();
+    match write_all(db, std::slice::from_ref(&op)).await {
+        Ok(mut results) => results.pop().unwrap_or(Ok(false)),
+        Err(error @ StoreError::Unavailable(_)) => Err(unavailable(&error.to_string())),
+        Err(error) => Err(refused(error)),
+    }
+}
+
+fn unavailable(message: &str) -> StoreError {
+    tracing::debug!(message, "group commit: store unavailable");
+    StoreError::Unavailable(sqlx::Error::PoolClosed)
+}
+
+/// A write the database refused, as it is (a lost race on a unique key stays a `Conflict`).
+fn refused(error: StoreError) -> StoreError {
+    if !matches!(error, StoreError::Conflict(_)) {
+        tracing::error!(%error, "the database refused a write");
+    }
+    error
 }
 
 /// The rows a group writes, gathered from its operations.
@@ -84,6 +127,7 @@ struct Rows<'a> {
     deliveries: Vec<&'a Delivery>,
     messages: Vec<&'a AgentMessage>,
     logs: Vec<&'a LogEntry>,
+    tallies: Vec<&'a Tally>,
     /// With their position in the group.
     attempts: Vec<(usize, &'a AttemptRecord)>,
 }
@@ -126,6 +170,7 @@ async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
                 }
                 Op::Attempt(record) => rows.attempts.push((position, record)),
                 Op::Log(entry) => rows.logs.push(entry),
+                Op::Tally(tallies) => rows.tallies.extend(tallies),
             }
         }
         // Deliveries in id order: nodes updating the same rows (a lease taken over) lock them in
@@ -153,7 +198,7 @@ async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
         insert_events!(tx, &rows.events);
         insert_deliveries!(tx, &rows.deliveries);
         insert_messages!(tx, &rows.messages);
-        insert_logs!(tx, &rows.logs);
+        insert_logs!(tx, &rows.logs, &rows.tallies);
         update_health!(tx, health.iter().map(|((target, id), fold)| ((*target, *id), fold)));
         tx.commit().await?;
         results

@@ -73,10 +73,11 @@ pub struct LogQuery {
 }
 
 /// Inserts log entries (a slice of `&LogEntry`) on `$conn` in multi-row statements, and adds
-/// them to their webhooks' running totals: one row per webhook, in webhook order (so that
-/// concurrent groups on several nodes lock totals rows in the same order and cannot deadlock).
+/// them and `$tallies` (requests counted without an entry of their own) to their webhooks'
+/// running totals: one row per webhook, in webhook order (so that concurrent groups on several
+/// nodes lock totals rows in the same order and cannot deadlock).
 macro_rules! insert_logs {
-    ($conn:expr, $entries:expr) => {{
+    ($conn:expr, $entries:expr, $tallies:expr) => {{
         let entries: &[&crate::domain::log::LogEntry] = $entries;
         for chunk in entries.chunks(crate::store::events::CHUNK) {
             sqlx::QueryBuilder::new(
@@ -104,7 +105,7 @@ macro_rules! insert_logs {
             .execute(&mut *$conn)
             .await?;
         }
-        let totals = crate::store::logs::sum_by_webhook(entries);
+        let totals = crate::store::logs::sum_by_webhook(entries, $tallies);
         for chunk in totals.chunks(crate::store::events::CHUNK) {
             let mut query = sqlx::QueryBuilder::new(
                 "INSERT INTO webhook_stats (webhook_id, webhook_type, total, succeeded, failed, total_ms,
@@ -135,8 +136,11 @@ macro_rules! insert_logs {
 }
 pub(super) use insert_logs;
 
-/// The entries' totals per webhook, in webhook order.
-pub(super) fn sum_by_webhook<'a>(entries: &[&'a LogEntry]) -> Vec<(&'a str, WebhookType, Totals)> {
+/// The entries' totals per webhook, with `tallies` added, in webhook order.
+pub(super) fn sum_by_webhook<'a>(
+    entries: &[&'a LogEntry],
+    tallies: &[&'a Tally],
+) -> Vec<(&'a str, WebhookType, Totals)> {
     let mut sums: BTreeMap<&str, (WebhookType, Totals)> = BTreeMap::new();
     for entry in entries {
         let (_, totals) = sums
@@ -153,9 +157,29 @@ pub(super) fn sum_by_webhook<'a>(entries: &[&'a LogEntry]) -> Vec<(&'a str, Webh
             totals.last_failure_at = totals.last_failure_at.max(at);
         }
     }
+    for tally in tallies {
+        let (_, totals) = sums
+            .entry(&tally.webhook_id)
+            .or_insert_with(|| (tally.webhook_type, Totals::default()));
+        totals.total += tally.failed;
+        totals.failed += tally.failed;
+        totals.total_ms += tally.total_ms;
+        totals.last_failure_at = totals.last_failure_at.max(Some(tally.last_at));
+    }
     sums.into_iter()
         .map(|(id, (kind, totals))| (id, kind, totals))
         .collect()
+}
+
+/// Failed requests of one webhook counted without log entries of their own (refusals left out
+/// of a flood's log), for its totals.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    pub webhook_id: String,
+    pub webhook_type: WebhookType,
+    pub failed: i64,
+    pub total_ms: i64,
+    pub last_at: i64,
 }
 
 /// How many recent entries the latency percentiles are computed over: bounded, and read
@@ -177,6 +201,11 @@ impl Store {
         self.write(super::batch::Op::Log(Box::new(entry)))
             .await
             .map(drop)
+    }
+
+    /// Adds requests that have no log entry of their own to their webhooks' totals.
+    pub async fn count_unlogged(&self, tallies: Vec<Tally>) -> Result<()> {
+        self.write(super::batch::Op::Tally(tallies)).await.map(drop)
     }
 
     /// Log entries of one webhook, newest first. The caller has checked ownership.
