@@ -19,7 +19,7 @@ use crate::domain::{
     delivery::{CircuitState, DeliveryPolicy, Health, PayloadFormat},
     log::{REDACTED, is_sensitive_header},
     new_id,
-    outgoing::{OutgoingChanges, OutgoingSettings, OutgoingWebhook},
+    outgoing::{Ordering, OutgoingChanges, OutgoingSettings, OutgoingWebhook},
     tenant::Scope,
     time::{iso8601, now_ms},
 };
@@ -94,6 +94,13 @@ pub struct OutgoingWebhookIn {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<PayloadFormat>)]
     payload_format: Option<Option<PayloadFormat>>,
+    /// `none` (the default): events are taken in publish order but delivered concurrently, so
+    /// they arrive close to that order. `fifo`: strictly one at a time in publish order, across
+    /// nodes and restarts; a failing delivery holds the ones behind it until it succeeds or has
+    /// spent its retries (then it is marked failed and the next one goes). A change applies to
+    /// the deliveries still pending too.
+    #[serde(default, deserialize_with = "not_null")]
+    ordering: Option<Ordering>,
 }
 
 impl From<OutgoingWebhookIn> for OutgoingChanges {
@@ -114,6 +121,7 @@ impl From<OutgoingWebhookIn> for OutgoingChanges {
             filters: input.filters,
             payload_template: input.payload_template,
             payload_format: input.payload_format,
+            ordering: input.ordering,
         }
     }
 }
@@ -150,6 +158,8 @@ pub struct OutgoingWebhookOut {
     pub payload_template: Option<String>,
     /// As set; `null` means chosen from the target's host.
     pub payload_format: Option<PayloadFormat>,
+    /// `none` or `fifo` (see the request body).
+    pub ordering: Ordering,
     /// The circuit breaker's state for this target.
     pub circuit_state: CircuitState,
     pub consecutive_failures: i64,
@@ -198,6 +208,7 @@ impl OutgoingWebhookOut {
             filters: s.filters,
             payload_template: s.payload_template,
             payload_format: s.payload_format,
+            ordering: s.ordering,
             circuit_state,
             consecutive_failures: hook.health.consecutive_failures,
             deactivated_reason: hook.health.deactivated_reason,

@@ -16,7 +16,7 @@ use crate::{
         delivery::{Delivery, TargetKind},
         event::{Event, NewEvent},
         new_id,
-        outgoing::OutgoingWebhook,
+        outgoing::{Ordering, OutgoingWebhook},
         tenant::Tenant,
         time::now_ms,
     },
@@ -174,11 +174,10 @@ impl Publisher {
         for new in events {
             let event = Event::new(new_id(), tenant.clone(), new, now);
             let before = deliveries.len();
-            deliveries.extend(
-                hooks
-                    .wanting(&event)
-                    .map(|hook| Delivery::pending(&event, TargetKind::Webhook, &hook.id, now)),
-            );
+            deliveries.extend(hooks.wanting(&event).map(|hook| Delivery {
+                fifo: hook.settings.ordering == Ordering::Fifo,
+                ..Delivery::pending(&event, TargetKind::Webhook, &hook.id, now)
+            }));
             published.events.push(PublishedEvent {
                 event_id: event.id.clone(),
                 deliveries: deliveries.len() - before,

@@ -178,6 +178,7 @@ impl Worker {
     ) {
         let taking = tokio::spawn(Arc::clone(&self).take_handed(handed, shutdown.clone()));
         while !*shutdown.borrow() {
+            let looked = now_ms();
             let claimed = match self.claim().await {
                 Ok(claimed) => claimed,
                 Err(error) => {
@@ -186,7 +187,7 @@ impl Worker {
                 }
             };
             if claimed == 0 {
-                let idle = self.idle_time().await;
+                let idle = self.idle_time(looked).await;
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(idle) => {}
@@ -234,10 +235,11 @@ impl Worker {
         }
     }
 
-    /// How long to sleep with nothing due: until the next retry falls due, at most [`POLL`]
-    /// (other nodes may publish meanwhile; this node's publishes wake it at once).
-    async fn idle_time(&self) -> Duration {
-        match self.store.next_due_at().await {
+    /// How long to sleep after a claim at `looked` found nothing to take: until the next retry
+    /// falls due, at most [`POLL`] (other nodes may publish meanwhile; this node's publishes,
+    /// and the end of its FIFO attempts, wake it at once).
+    async fn idle_time(&self, looked: i64) -> Duration {
+        match self.store.next_due_at(looked).await {
             Ok(Some(due)) => {
                 let wait = u64::try_from(due - now_ms()).unwrap_or(0);
                 Duration::from_millis(wait).min(POLL)
@@ -312,6 +314,10 @@ impl Worker {
                     tracing::warn!(delivery = %delivery.id, %error, "delivery attempt not recorded; it will be retried when its lease ends");
                 }
                 drop(permit);
+                // The next FIFO delivery of this webhook may be claimed now, not at the next poll.
+                if delivery.fifo {
+                    worker.wake.notify_one();
+                }
             });
         }
         Ok(())

@@ -191,6 +191,9 @@ pub struct Delivery {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Made strictly one at a time in publish order with the other FIFO deliveries of its
+    /// webhook (its `ordering` when the event was published, or when it last changed).
+    pub fifo: bool,
 }
 
 impl Delivery {
@@ -211,6 +214,7 @@ impl Delivery {
             last_error: None,
             created_at: now,
             updated_at: now,
+            fifo: false,
         }
     }
 }

@@ -69,6 +69,45 @@ pub struct OutgoingSettings {
     pub payload_template: Option<String>,
     /// The body's shape when there is no template; `None`: chosen from the target's host.
     pub payload_format: Option<PayloadFormat>,
+    pub ordering: Ordering,
+}
+
+/// In what order a webhook's events are delivered.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// Taken in publish order but made concurrently: they arrive close to that order, and a
+    /// failing delivery does not hold up the others.
+    #[default]
+    None,
+    /// Strictly one at a time in publish order: a failing delivery holds the ones behind it
+    /// until it succeeds or has spent its retries.
+    Fifo,
+}
+
+impl Ordering {
+    pub const ALL: [Ordering; 2] = [Ordering::None, Ordering::Fifo];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ordering::None => "none",
+            Ordering::Fifo => "fifo",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Ordering> {
+        Ordering::ALL.into_iter().find(|o| o.as_str() == name)
+    }
 }
 
 /// A set of changes: `None` leaves a field as it is; for nullable fields `Some(None)` clears it.
@@ -89,6 +128,7 @@ pub struct OutgoingChanges {
     pub filters: Option<Map<String, Value>>,
     pub payload_template: Option<Option<String>>,
     pub payload_format: Option<Option<PayloadFormat>>,
+    pub ordering: Option<Ordering>,
 }
 
 impl OutgoingSettings {
@@ -118,6 +158,7 @@ impl OutgoingSettings {
             filters: Map::new(),
             payload_template: None,
             payload_format: None,
+            ordering: Ordering::None,
         };
         defaults.apply(OutgoingChanges {
             url: None,
@@ -145,6 +186,7 @@ impl OutgoingSettings {
         set(&mut next.filters, changes.filters);
         set(&mut next.payload_template, changes.payload_template);
         set(&mut next.payload_format, changes.payload_format);
+        set(&mut next.ordering, changes.ordering);
         next.validate()?;
         Ok(next)
     }

@@ -24,6 +24,8 @@ struct DeliveryRow {
     last_error: Option<String>,
     created_at: i64,
     updated_at: i64,
+    seq: i64,
+    fifo: bool,
 }
 
 impl TryFrom<DeliveryRow> for Delivery {
@@ -47,6 +49,7 @@ impl TryFrom<DeliveryRow> for Delivery {
             last_error: row.last_error,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            fifo: row.fifo,
         })
     }
 }
@@ -63,7 +66,7 @@ struct Sums {
 }
 
 const COLUMNS: &str = "id, event_id, target, webhook_id, company_id, event_type, status, attempts, \
-     next_attempt_at, lease_token, last_status, last_error, created_at, updated_at";
+     next_attempt_at, lease_token, last_status, last_error, created_at, updated_at, seq, fifo";
 
 /// What an attempt teaches about its webhook's target.
 #[derive(Debug, Clone, Copy)]
@@ -250,9 +253,19 @@ macro_rules! update_health {
 pub(super) use update_health;
 
 impl Store {
-    /// Leases up to `limit` due deliveries until `lease_until`: their `next_attempt_at` moves to
-    /// the lease's end, so a worker that dies leaves them due again then. PostgreSQL skips rows
-    /// other nodes are leasing at the same moment; SQLite has one writer anyway.
+    /// Leases up to `limit` due deliveries until `lease_until`, oldest publication first (by
+    /// `seq`, not by `next_attempt_at`, which is one node's clock and moves with every retry or
+    /// deferral): their `next_attempt_at` moves to the lease's end, so a worker that dies leaves
+    /// them due again then. They come back in publish order.
+    ///
+    /// Deliveries without order are walked in `seq` order (index `deliveries_queue`). Of a FIFO
+    /// webhook's, only its head may go: the first of its pending deliveries (in flight, waiting
+    /// for a retry, or deferred by the circuit or rate limit, it holds the rest), and only while
+    /// none of the webhook's is in flight (a replayed older delivery becomes the head while a
+    /// later one is being made). Heads are the first entry of each webhook in `deliveries_fifo`,
+    /// so the ones waiting behind them cost a claim one index entry each, not a row read and a
+    /// probe. PostgreSQL skips rows other nodes are leasing at the same moment; SQLite has one
+    /// writer anyway.
     pub async fn claim_due(
         &self,
         now: i64,
@@ -261,30 +274,50 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Delivery>> {
         let lock = match self.backend() {
-            "postgres" => "FOR UPDATE SKIP LOCKED",
+            "postgres" => "FOR UPDATE OF d SKIP LOCKED",
             _ => "",
         };
         let sql = format!(
-            "UPDATE deliveries SET next_attempt_at = $1, lease_token = $2, updated_at = $3
-             WHERE id IN (SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= $3
-                          ORDER BY next_attempt_at LIMIT $4 {lock})
+            "WITH ordinary AS (
+                SELECT d.id, d.seq FROM deliveries d
+                WHERE d.status = 'pending' AND NOT d.fifo AND d.next_attempt_at <= $3
+                ORDER BY d.seq LIMIT $4 {lock}),
+             heads AS (
+                SELECT d.id, d.seq
+                FROM (SELECT o.webhook_id, MIN(o.seq) AS seq FROM deliveries o
+                      WHERE o.status = 'pending' AND o.fifo GROUP BY o.webhook_id) h
+                JOIN deliveries d ON d.webhook_id = h.webhook_id AND d.seq = h.seq
+                WHERE d.status = 'pending' AND d.fifo AND d.next_attempt_at <= $3
+                  AND d.webhook_id NOT IN (SELECT o.webhook_id FROM deliveries o
+                                WHERE o.status = 'pending' AND o.fifo AND o.lease_token IS NOT NULL
+                                  AND o.next_attempt_at > $3)
+                ORDER BY d.seq LIMIT $4 {lock})
+             UPDATE deliveries SET next_attempt_at = $1, lease_token = $2, updated_at = $3
+             WHERE id IN (SELECT id FROM (SELECT id, seq FROM ordinary UNION ALL SELECT id, seq FROM heads) due
+                          ORDER BY seq LIMIT $4)
              RETURNING {COLUMNS}"
         );
-        let rows: Vec<DeliveryRow> = on_writer!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let mut rows: Vec<DeliveryRow> = on_writer!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(lease_until)
             .bind(token)
             .bind(now)
             .bind(limit)
             .fetch_all(pool)
             .await?);
+        // RETURNING promises no order.
+        rows.sort_unstable_by_key(|row| row.seq);
         rows.into_iter().map(Delivery::try_from).collect()
     }
 
-    /// When the next pending delivery falls due, if any.
-    pub async fn next_due_at(&self) -> Result<Option<i64>> {
+    /// When the next pending delivery falls due after `after` (the time of the claim that found
+    /// nothing to take), if any. Rows due by `after` were there to be claimed: what is left of
+    /// them waits behind a FIFO head, whose end wakes this node's workers (or, on another node,
+    /// whose lease ends in the future and so counts here).
+    pub async fn next_due_at(&self, after: i64) -> Result<Option<i64>> {
         Ok(on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > $1",
         )
+        .bind(after)
         .fetch_one(pool)
         .await?))
     }

@@ -83,14 +83,15 @@ macro_rules! insert_events {
 }
 pub(super) use insert_events;
 
-/// Inserts `$deliveries` (a slice of `&Delivery`) on `$conn`, in multi-row statements.
+/// Inserts `$deliveries` (a slice of `&Delivery`) on `$conn`, in multi-row statements. Their
+/// `seq` (publish order) is drawn by the database in the order given.
 macro_rules! insert_deliveries {
     ($conn:expr, $deliveries:expr) => {{
         let deliveries: &[&crate::domain::delivery::Delivery] = $deliveries;
         for chunk in deliveries.chunks(crate::store::events::CHUNK) {
             sqlx::QueryBuilder::new(
                 "INSERT INTO deliveries (id, event_id, target, webhook_id, company_id, event_type, status,
-                    attempts, next_attempt_at, lease_token, created_at, updated_at) ",
+                    attempts, next_attempt_at, lease_token, created_at, updated_at, fifo) ",
             )
             .push_values(chunk, |mut row, delivery| {
                 row.push_bind(&delivery.id)
@@ -104,7 +105,8 @@ macro_rules! insert_deliveries {
                     .push_bind(delivery.next_attempt_at)
                     .push_bind(&delivery.lease_token)
                     .push_bind(delivery.created_at)
-                    .push_bind(delivery.updated_at);
+                    .push_bind(delivery.updated_at)
+                    .push_bind(delivery.fifo);
             })
             .build()
             .execute(&mut *$conn)

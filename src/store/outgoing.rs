@@ -4,7 +4,7 @@ use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
     delivery::{Health, PayloadFormat},
     net::TargetUrl,
-    outgoing::{OutgoingSettings, OutgoingWebhook},
+    outgoing::{Ordering, OutgoingSettings, OutgoingWebhook},
     tenant::Tenant,
 };
 
@@ -28,6 +28,7 @@ struct OutgoingRow {
     filters: String,
     payload_template: Option<String>,
     payload_format: Option<String>,
+    ordering: String,
     consecutive_failures: i64,
     circuit_open_until: Option<i64>,
     deactivated_reason: Option<String>,
@@ -62,6 +63,8 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
                 filters: from_json("filters", &row.filters)?,
                 payload_template: row.payload_template,
                 payload_format: row.payload_format.as_deref().and_then(PayloadFormat::parse),
+                ordering: Ordering::parse(&row.ordering)
+                    .ok_or_else(|| StoreError::Corrupt(format!("ordering {:?}", row.ordering)))?,
             },
             health: Health {
                 consecutive_failures: row.consecutive_failures,
@@ -76,10 +79,10 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
 
 pub(super) const COLUMNS: &str = "id, user_id, company_id, name, url, event_types, is_active, secret, \
      headers, description, agent_id, retry_count, retry_delay, timeout, rate_limit, filters, \
-     payload_template, payload_format, consecutive_failures, circuit_open_until, deactivated_reason, \
+     payload_template, payload_format, ordering, consecutive_failures, circuit_open_until, deactivated_reason, \
      created_at, updated_at";
 
-/// Binds `$1` id, `$2` user, `$3` company, `$4`..`$18` the settings, `$19` updated_at: the
+/// Binds `$1` id, `$2` user, `$3` company, `$4`..`$19` the settings, `$20` updated_at: the
 /// shared parameter order of the insert and the update.
 macro_rules! bind_outgoing {
     ($query:expr, $hook:expr) => {{
@@ -104,6 +107,7 @@ macro_rules! bind_outgoing {
             .bind(to_json(&s.filters))
             .bind(&s.payload_template)
             .bind(s.payload_format.map(PayloadFormat::as_str))
+            .bind(s.ordering.as_str())
             .bind(hook.updated_at)
     }};
 }
@@ -113,9 +117,9 @@ impl Store {
         on_writer!(self, pool => bind_outgoing!(sqlx::query(
             "INSERT INTO outgoing_webhooks (id, user_id, company_id, name, url, event_types, is_active,
                 secret, headers, description, agent_id, retry_count, retry_delay, timeout, rate_limit,
-                filters, payload_template, payload_format, updated_at, created_at)
+                filters, payload_template, payload_format, ordering, updated_at, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                $19, $20)",
+                $19, $20, $21)",
         ), hook)
         .bind(hook.created_at)
         .execute(pool)
@@ -175,21 +179,34 @@ impl Store {
         .ok_or(StoreError::NotFound)
     }
 
-    /// Writes the settings of an existing webhook (of the same tenant).
+    /// Writes the settings of an existing webhook (of the same tenant). Its deliveries still
+    /// pending take its `ordering` in the same transaction, so a webhook is never half FIFO.
     pub async fn update_outgoing(&self, hook: &OutgoingWebhook) -> Result<()> {
-        let done = on_writer!(self, pool => bind_outgoing!(sqlx::query(
-            "UPDATE outgoing_webhooks SET name = $4, url = $5, event_types = $6, is_active = $7,
-                secret = $8, headers = $9, description = $10, agent_id = $11, retry_count = $12,
-                retry_delay = $13, timeout = $14, rate_limit = $15, filters = $16,
-                payload_template = $17, payload_format = $18, updated_at = $19
-             WHERE id = $1 AND user_id = $2 AND company_id = $3",
-        ), hook)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        if done == 0 {
-            return Err(StoreError::NotFound);
-        }
+        on_writer!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let done = bind_outgoing!(sqlx::query(
+                "UPDATE outgoing_webhooks SET name = $4, url = $5, event_types = $6, is_active = $7,
+                    secret = $8, headers = $9, description = $10, agent_id = $11, retry_count = $12,
+                    retry_delay = $13, timeout = $14, rate_limit = $15, filters = $16,
+                    payload_template = $17, payload_format = $18, ordering = $19, updated_at = $20
+                 WHERE id = $1 AND user_id = $2 AND company_id = $3",
+            ), hook)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 0 {
+                return Err(StoreError::NotFound);
+            }
+            sqlx::query(
+                "UPDATE deliveries SET fifo = $2
+                 WHERE webhook_id = $1 AND status = 'pending' AND fifo <> $2",
+            )
+            .bind(&hook.id)
+            .bind(hook.settings.ordering == Ordering::Fifo)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 

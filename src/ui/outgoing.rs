@@ -51,6 +51,8 @@ pub struct SettingsForm {
     #[serde(default)]
     description: String,
     is_active: Option<String>,
+    /// The `ordering` as a checkbox: present for `fifo`.
+    fifo: Option<String>,
     #[serde(default)]
     secret: String,
     #[serde(default)]
@@ -109,6 +111,8 @@ impl SettingsForm {
             body.insert("event_types".into(), json!(event_types));
         }
         body.insert("is_active".into(), Value::from(self.is_active.is_some()));
+        let ordering = if self.fifo.is_some() { "fifo" } else { "none" };
+        body.insert("ordering".into(), Value::from(ordering));
         for (name, value) in [
             ("retry_count", &self.retry_count),
             ("retry_delay", &self.retry_delay),
@@ -152,6 +156,7 @@ fn settings_fields(form: &SettingsForm, error: Option<&ApiFailure>, editing: boo
             (field("Rate limit (per minute, blank: none)", input("rate_limit", "number", &form.rate_limit, ""), "rate_limit", error))
         }
         (checkbox("is_active", "Active: deliver events to this webhook", form.is_active.is_some()))
+        (checkbox("fifo", "FIFO: deliver strictly one at a time in publish order (a failing event holds the ones behind it)", form.fifo.is_some()))
     }
 }
 
@@ -224,6 +229,7 @@ impl InPlaceForm for SettingsForm {
                 .as_bool()
                 .unwrap_or(true)
                 .then(String::new),
+            fifo: (hook["ordering"] == "fifo").then(String::new),
             secret: String::new(),
             retry_count: text("retry_count"),
             retry_delay: text("retry_delay"),

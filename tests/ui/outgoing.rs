@@ -73,6 +73,21 @@ async fn an_outgoing_webhook_is_created_through_the_form_and_its_test_shows_in_t
     browser.wait_for_text("#settings", "Saved.").await;
     browser.screenshot("settings-saved").await;
 
+    // FIFO is a checkbox that sets the webhook's `ordering`.
+    let id = browser
+        .path()
+        .await
+        .trim_start_matches("/ui/outgoing/")
+        .to_string();
+    browser.click("#fifo").await;
+    browser.click("#settings button[type=submit]").await;
+    browser.wait_for_text("#settings", "Saved.").await;
+    let hook = app
+        .get(&format!("/api/webhooks/outgoing/{id}"), &key)
+        .await
+        .expect(200);
+    assert_eq!(hook["ordering"], "fifo");
+
     // A test event published from the event types page reaches the webhook.
     browser.click("a[href='/ui/events']").await;
     browser
