@@ -8,6 +8,7 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
+    delivery::publish::PublishError,
     domain::Invalid,
     domain::tenant::Scope,
     ingest::{BodyError, Refusal},
@@ -56,6 +57,8 @@ pub enum ApiError {
     SlowBody(std::time::Duration),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// A value got past validation that the database would not hold.
     #[error("a value in this request cannot be stored: {0}")]
     Unstorable(String),
@@ -88,6 +91,9 @@ impl ApiError {
             ApiError::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Unstorable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unstorable_value"),
+            ApiError::IdempotencyKeyReused(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+            }
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable | ApiError::Overloaded(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
@@ -105,6 +111,15 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(detail) => ApiError::Unstorable(detail),
             StoreError::Unavailable(_) => ApiError::Unavailable,
             other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(error: PublishError) -> Self {
+        match error {
+            PublishError::Store(error) => error.into(),
+            reused @ PublishError::KeyReused => ApiError::IdempotencyKeyReused(reused.to_string()),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::handoff::Handoff;
@@ -104,6 +105,18 @@ impl Subscriptions {
     }
 }
 
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The `Idempotency-Key` was first used with a different request.
+    #[error(
+        "Idempotency-Key: this key was used with a different request; use a new key for a new request"
+    )]
+    KeyReused,
+}
+
 /// Publishes events for a tenant; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
@@ -194,15 +207,19 @@ impl Publisher {
     }
 
     /// Stores `events` (already validated) and their deliveries. With an idempotency key, a
-    /// repeated call answers what the first one did and writes nothing.
+    /// repeated call answers what the first one did and writes nothing; the same key with other
+    /// events is refused ([`PublishError::KeyReused`]), as Stripe and the IETF draft do.
     pub async fn publish(
         &self,
         tenant: &Tenant,
         events: Vec<NewEvent>,
         idempotency_key: Option<&str>,
-    ) -> Result<Published, StoreError> {
+    ) -> Result<Published, PublishError> {
+        let request_hash = hex::encode(Sha256::digest(
+            serde_json::to_vec(&events).unwrap_or_default(),
+        ));
         if let Some(key) = idempotency_key
-            && let Some(earlier) = self.remembered(tenant, key).await?
+            && let Some(earlier) = self.remembered(tenant, key, &request_hash).await?
         {
             return Ok(earlier);
         }
@@ -210,16 +227,17 @@ impl Publisher {
         publication.idempotency = idempotency_key.map(|key| Idempotency {
             key: key.to_string(),
             response: serde_json::to_string(&published).unwrap_or_default(),
+            request_hash: request_hash.clone(),
         });
         let written = self.commit(publication, |publication| self.store.publish(publication));
         match (written.await, idempotency_key) {
             (Ok(_), _) => Ok(published),
             // A concurrent publish with the same key won the race: answer what it answered.
             (Err(StoreError::Conflict(_)), Some(key)) => self
-                .remembered(tenant, key)
+                .remembered(tenant, key, &request_hash)
                 .await?
-                .ok_or(StoreError::NotFound),
-            (Err(error), _) => Err(error),
+                .ok_or(PublishError::Store(StoreError::NotFound)),
+            (Err(error), _) => Err(error.into()),
         }
     }
 
@@ -251,19 +269,24 @@ impl Publisher {
         self.wake.notify_one();
     }
 
+    /// What the first publish with `key` answered, if there was one; an error if it was made
+    /// with another request than the one hashed to `request_hash`.
     async fn remembered(
         &self,
         tenant: &Tenant,
         key: &str,
-    ) -> Result<Option<Published>, StoreError> {
-        self.store
-            .idempotent_response(tenant, key)
-            .await?
-            .map(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("idempotency response: {e}")))
-            })
-            .transpose()
+        request_hash: &str,
+    ) -> Result<Option<Published>, PublishError> {
+        let Some((response, first_hash)) = self.store.idempotent_response(tenant, key).await?
+        else {
+            return Ok(None);
+        };
+        if first_hash.is_some_and(|first| first != request_hash) {
+            return Err(PublishError::KeyReused);
+        }
+        serde_json::from_str(&response)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("idempotency response: {e}")).into())
     }
 }
 

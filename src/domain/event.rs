@@ -13,7 +13,7 @@ use super::{
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
 /// An event as published, before it is stored.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct NewEvent {
     pub event_type: String,
     pub data: Value,

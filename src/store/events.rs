@@ -45,6 +45,8 @@ impl TryFrom<EventRow> for Event {
 pub struct Idempotency {
     pub key: String,
     pub response: String,
+    /// SHA-256 of the request the key came with.
+    pub request_hash: String,
 }
 
 /// Events and their deliveries, written together.
@@ -142,13 +144,14 @@ macro_rules! insert_idempotency {
         match &publication.idempotency {
             Some(idem) => {
                 sqlx::query(
-                    "INSERT INTO idempotency_keys (company_id, user_id, key, response, created_at)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (company_id, user_id, key) DO NOTHING",
+                    "INSERT INTO idempotency_keys (company_id, user_id, key, response, request_hash, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (company_id, user_id, key) DO NOTHING",
                 )
                 .bind(&publication.tenant.company_id)
                 .bind(&publication.tenant.user_id)
                 .bind(&idem.key)
                 .bind(&idem.response)
+                .bind(&idem.request_hash)
                 .bind(publication.events.first().map_or(0, |e| e.created_at))
                 .execute(&mut *$conn)
                 .await?
@@ -194,10 +197,15 @@ impl Store {
         Ok(version.unwrap_or(0))
     }
 
-    /// What an earlier publish with this key answered, if there was one.
-    pub async fn idempotent_response(&self, tenant: &Tenant, key: &str) -> Result<Option<String>> {
-        Ok(on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT response FROM idempotency_keys WHERE company_id = $1 AND user_id = $2 AND key = $3",
+    /// What an earlier publish with this key answered, if there was one, and the hash of its
+    /// request (`None` for keys recorded before hashes were).
+    pub async fn idempotent_response(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        Ok(on_pool!(self, pool => sqlx::query_as(
+            "SELECT response, request_hash FROM idempotency_keys WHERE company_id = $1 AND user_id = $2 AND key = $3",
         )
         .bind(&tenant.company_id)
         .bind(&tenant.user_id)

@@ -627,6 +627,26 @@ async fn idempotency_key_and_batches(backend: Backend) {
     let first: Value = send().await.unwrap().json().await.unwrap();
     let again: Value = send().await.unwrap().json().await.unwrap();
     assert_eq!(first, again);
+    // The same request spelled differently is the same request.
+    let respelled = app
+        .client
+        .post(format!("{}/api/events", app.base))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "order-42")
+        .header("content-type", "application/json")
+        .body(r#"{ "data": {"id": 42},  "event_type": "task.created" }"#);
+    assert_eq!(crate::helpers::send(respelled).await.expect(202), first);
+    // The same key with another request is refused, not answered with the first one's result.
+    let other = app
+        .client
+        .post(format!("{}/api/events", app.base))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "order-42")
+        .json(&json!({"event_type": "task.created", "data": {"id": 43}}));
+    let detail = crate::helpers::send(other)
+        .await
+        .expect_error(422, "idempotency_key_reused");
+    assert!(detail.starts_with("Idempotency-Key"), "{detail}");
     let batch = app
         .post(
             "/api/events/batch",
