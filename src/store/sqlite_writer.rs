@@ -280,3 +280,82 @@ fn write(connection: &mut Connection, ops: &[Op]) -> Result<Vec<Result<bool>>> {
     tx.commit()?;
     Ok(plan.results)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use crate::{
+        domain::{
+            delivery::{Delivery, TargetKind},
+            event::Event,
+            tenant::Tenant,
+        },
+        store::{Publication, Store, StoreError},
+    };
+
+    fn publication(company: &str, n: i64) -> Publication {
+        let tenant = Tenant {
+            user_id: "user".into(),
+            company_id: company.into(),
+        };
+        let event = Event {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: tenant.clone(),
+            event_type: "chat.completed".into(),
+            agent_id: None,
+            agent_name: None,
+            data: serde_json::json!({ "n": n }),
+            metadata: None,
+            created_at: n,
+        };
+        let delivery = Delivery::pending(&event, TargetKind::Webhook, "webhook", n);
+        Publication {
+            tenant,
+            events: vec![Arc::new(event)],
+            deliveries: vec![delivery],
+            idempotency: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_the_database_refuses_fails_alone_and_the_rest_of_its_group_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("hookd.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let first = publication("innocent", 0);
+        let taken = first.deliveries[0].id.clone();
+        store.publish(first).await.expect("first publish");
+        // A delivery id that exists already: SQLite refuses the row (primary key).
+        let mut poison = publication("hostile", 1);
+        poison.deliveries[0].id = taken;
+        let others: Vec<Publication> = (2..52).map(|n| publication("innocent", n)).collect();
+        let ids: Vec<String> = others.iter().map(|p| p.events[0].id.clone()).collect();
+
+        // Holding the write turn lets every write queue, so they are written as one group.
+        let turn = store.turn.lock().await;
+        let poisoned = tokio::spawn({
+            let store = store.clone();
+            async move { store.publish(poison).await }
+        });
+        let rest: Vec<_> = others
+            .into_iter()
+            .map(|publication| {
+                let store = store.clone();
+                tokio::spawn(async move { store.publish(publication).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(turn);
+
+        assert!(matches!(
+            poisoned.await.expect("task"),
+            Err(StoreError::Conflict(_))
+        ));
+        for write in rest {
+            write.await.expect("task").expect("an innocent write");
+        }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        assert_eq!(store.events_by_id(&ids).await.expect("events").len(), 50);
+    }
+}
