@@ -143,6 +143,11 @@ impl Application {
                 stop.subscribe(),
             )));
         }
+        background.push(tokio::spawn(tally_refusals(
+            Arc::clone(&state.ingest),
+            state.store.clone(),
+            stop.subscribe(),
+        )));
         let store = state.store.clone();
         let timeouts = server::Timeouts {
             header: state.config.header_timeout,
@@ -160,6 +165,19 @@ impl Application {
         store.close().await;
         Ok(())
     }
+}
+
+/// Counts the refusals left out of the incoming log in the statistics, every second and once
+/// more when the node stops.
+async fn tally_refusals(ingest: Arc<Ingest>, store: Store, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => ingest.tally_refusals(&store).await,
+            _ = stop.changed() => break,
+        }
+    }
+    ingest.tally_refusals(&store).await;
 }
 
 /// A database URL fit for logs: the password, if any, replaced.

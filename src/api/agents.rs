@@ -1,6 +1,9 @@
 //! Agents and their inboxes: `/api/agents`. In paths, `{id}` is an agent's id or its name.
 
-use std::{collections::BTreeMap, collections::VecDeque, convert::Infallible, time::Duration};
+use std::{
+    collections::BTreeMap, collections::VecDeque, convert::Infallible, future::Future,
+    time::Duration,
+};
 
 use axum::{
     Json,
@@ -22,7 +25,6 @@ use super::{
     extract::{JsonBody, Path, Query, nullable},
 };
 use crate::{
-    delivery::handoff::Leased,
     domain::{
         Invalid,
         agent::{
@@ -36,7 +38,7 @@ use crate::{
         tenant::{Scope, Tenant},
         time::{iso8601, now_ms},
     },
-    store::{Publication, Store},
+    store::{Publication, Store, StoreError},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -244,31 +246,37 @@ async fn create_agent(
         created_at: now,
         updated_at: now,
     };
-    let (announcement, leased) = announcement(&state, tenant, agent.event("agent.created")).await?;
-    state
-        .store
-        .insert_agent(&agent, &announcement)
-        .await
-        .map_err(name_taken)?;
-    leased.start();
+    announce(
+        &state,
+        tenant,
+        agent.event("agent.created"),
+        |announcement| state.store.insert_agent(&agent, announcement),
+    )
+    .await
+    .map_err(name_taken)?;
     Ok((StatusCode::CREATED, Json(AgentOut::new(agent, true))))
 }
 
-/// The publication of `event`, to be written in the same transaction as the change it
-/// announces (so that neither is kept without the other); start what it leased once written.
-async fn announcement(
+/// Writes a change to an agent with the publication of `event` that announces it, in one
+/// transaction (so that neither is kept without the other), and starts the event's deliveries.
+async fn announce<W, F>(
     state: &AppState,
     tenant: &Tenant,
     event: NewEvent,
-) -> ApiResult<(Publication, Leased)> {
-    let (mut publication, _) = state.publisher.prepare(tenant, vec![event]).await?;
-    let leased = state.publisher.lease(&mut publication);
-    Ok((publication, leased))
+    write: W,
+) -> Result<(), StoreError>
+where
+    W: FnOnce(Publication) -> F,
+    F: Future<Output = Result<(), StoreError>>,
+{
+    let (publication, _) = state.publisher.prepare(tenant, vec![event]).await?;
+    let write = |publication| async { write(publication).await.map(|()| true) };
+    state.publisher.commit(publication, write).await.map(drop)
 }
 
-fn name_taken(error: crate::store::StoreError) -> ApiError {
+fn name_taken(error: StoreError) -> ApiError {
     match error {
-        crate::store::StoreError::Conflict(_) => {
+        StoreError::Conflict(_) => {
             ApiError::Conflict("name: this tenant already has an agent of this name".into())
         }
         other => other.into(),
@@ -328,13 +336,14 @@ async fn update_agent(
         check_endpoint(&state, &agent.settings).await?;
     }
     agent.updated_at = now_ms();
-    let (announcement, leased) = announcement(&state, tenant, agent.event("agent.updated")).await?;
-    state
-        .store
-        .update_agent(&agent, &announcement)
-        .await
-        .map_err(name_taken)?;
-    leased.start();
+    announce(
+        &state,
+        tenant,
+        agent.event("agent.updated"),
+        |announcement| state.store.update_agent(&agent, announcement),
+    )
+    .await
+    .map_err(name_taken)?;
     Ok(Json(AgentOut::new(agent, false)))
 }
 
@@ -350,9 +359,13 @@ async fn delete_agent(
 ) -> ApiResult<StatusCode> {
     let tenant = caller.tenant(Scope::AgentsWrite)?;
     let agent = find_agent(&state.store, tenant, &id).await?;
-    let (announcement, leased) = announcement(&state, tenant, agent.event("agent.deleted")).await?;
-    state.store.delete_agent(&agent, &announcement).await?;
-    leased.start();
+    announce(
+        &state,
+        tenant,
+        agent.event("agent.deleted"),
+        |announcement| state.store.delete_agent(&agent, announcement),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -43,13 +43,20 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or(ApiError::Unauthorized(MISSING))?
         .to_str()
         .map_err(|_| ApiError::Unauthorized(MISSING))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or(ApiError::Unauthorized(MISSING))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::Unauthorized(MISSING));
+    match value.trim().split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        Some(_) => Err(ApiError::Unauthorized(
+            "Authorization must be `Bearer <api key>`: another scheme was sent",
+        )),
+        None => Err(ApiError::Unauthorized(
+            "Authorization must be `Bearer <api key>`: the `Bearer ` prefix is missing \
+             (send `Authorization: Bearer hk_…`)",
+        )),
     }
-    Ok(token.trim())
 }
 
 impl Caller {

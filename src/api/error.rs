@@ -56,6 +56,9 @@ pub enum ApiError {
     SlowBody(std::time::Duration),
     #[error("{0}")]
     Conflict(String),
+    /// A value got past validation that the database would not hold.
+    #[error("a value in this request cannot be stored: {0}")]
+    Unstorable(String),
     #[error("method not allowed for this path")]
     MethodNotAllowed,
     #[error("the store is unavailable; nothing was written, retry later")]
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Unstorable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unstorable_value"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Unavailable | ApiError::Overloaded(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
@@ -98,6 +102,7 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound => ApiError::NotFound("resource"),
             StoreError::Conflict(detail) => ApiError::Conflict(detail),
+            StoreError::Refused(detail) => ApiError::Unstorable(detail),
             StoreError::Unavailable(_) => ApiError::Unavailable,
             other => ApiError::Internal(other.into()),
         }

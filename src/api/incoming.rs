@@ -201,6 +201,9 @@ fn transform_from(field: &str, value: Value) -> Result<Transform, Invalid> {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct IncomingWebhookOut {
     pub id: String,
+    /// The owning tenant (from the API key that created it), as in the spec's schema.
+    pub user_id: String,
+    pub company_id: String,
     pub name: String,
     /// The secret part of the receiving URL (not shown in listings).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -238,6 +241,8 @@ impl IncomingWebhookOut {
         };
         IncomingWebhookOut {
             id: hook.id,
+            user_id: hook.tenant.user_id,
+            company_id: hook.tenant.company_id,
             name: s.name,
             url: base.map(|base| format!("{base}/webhook/{}", hook.token)),
             token: base.map(|_| hook.token),

@@ -13,6 +13,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_event_types))
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -67,7 +68,11 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<He
     ))
 }
 
-/// Prometheus metrics: delivery attempts by outcome, attempt latency, queue depth, open circuits.
-pub async fn metrics(State(state): State<AppState>) -> String {
+/// Prometheus metrics: delivery attempts by outcome, attempt latency, queue depth, open
+/// circuits, receiving requests by status. No key needed (expose it only to your scraper).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, content_type = "text/plain", body = String,
+        description = "Prometheus text exposition format")))]
+async fn metrics(State(state): State<AppState>) -> String {
     state.metrics.render()
 }

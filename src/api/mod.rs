@@ -107,9 +107,9 @@ fn api_router(state: AppState) -> Router {
         .merge(agents::router())
         .merge(meta::router())
         .split_for_parts();
+    let openapi = receive::document_aliases(openapi);
     let api_limit = state.config.max_body_bytes;
-    api.route("/metrics", axum::routing::get(meta::metrics))
-        .with_state(state)
+    api.with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { ApiError::NotFound("route").into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })

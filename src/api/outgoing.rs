@@ -123,6 +123,9 @@ impl From<OutgoingWebhookIn> for OutgoingChanges {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct OutgoingWebhookOut {
     pub id: String,
+    /// The owning tenant (from the API key that created it), as in the spec's schema.
+    pub user_id: String,
+    pub company_id: String,
     pub name: String,
     pub url: String,
     pub target_url: String,
@@ -175,6 +178,8 @@ impl OutgoingWebhookOut {
             .collect();
         OutgoingWebhookOut {
             id: hook.id,
+            user_id: hook.tenant.user_id,
+            company_id: hook.tenant.company_id,
             name: s.name,
             url: s.url.as_str().to_string(),
             target_url: s.url.as_str().to_string(),

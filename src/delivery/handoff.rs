@@ -74,7 +74,7 @@ impl Handoff {
     /// Leases as many of `publication`'s deliveries to this node as its worker has free slots
     /// for beyond its reserve; [`Leased::start`] hands them over once the publication is
     /// committed.
-    pub fn lease(&self, publication: &mut Publication, now: i64) -> Leased {
+    pub(super) fn lease(&self, publication: &mut Publication, now: i64) -> Leased {
         let lot = self
             .worker
             .as_ref()
@@ -90,7 +90,7 @@ impl Handoff {
 
 /// Deliveries leased by [`Handoff::lease`], waiting for their publication to commit. Dropped
 /// unstarted (the write failed), it frees its slots.
-pub struct Leased {
+pub(super) struct Leased {
     /// `None` when nothing was leased.
     lot: Option<Lot>,
     /// Deliveries of the publication left to be claimed.
@@ -147,7 +147,7 @@ impl Leased {
     /// Starts the leased deliveries and wakes the workers for the others; call only once their
     /// publication is committed. A worker that has stopped meanwhile leaves its deliveries
     /// leased: they are made again when the lease ends (at once after a restart on SQLite).
-    pub fn start(self) {
+    pub(super) fn start(self) {
         if self.unleased > 0 {
             self.wake.notify_one();
         }

@@ -3,13 +3,14 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::handoff::{Handoff, Leased};
+use super::handoff::Handoff;
 use crate::{
     domain::{
         delivery::{Delivery, TargetKind},
@@ -156,8 +157,8 @@ impl Publisher {
     }
 
     /// Matches `events` (already validated) against the company's webhooks: the events and
-    /// deliveries to write, and what to answer. Nothing is written yet, so the caller can write
-    /// them in the same transaction as what caused them.
+    /// deliveries to write, and what to answer. Nothing is written or leased yet: the caller may
+    /// add to it, then hands it to [`Publisher::commit`] with what caused it.
     pub async fn prepare(
         &self,
         tenant: &Tenant,
@@ -211,26 +212,39 @@ impl Publisher {
             key: key.to_string(),
             response: serde_json::to_string(&published).unwrap_or_default(),
         });
-        let leased = self.lease(&mut publication);
-        match (self.store.publish(publication).await, idempotency_key) {
-            (Ok(()), _) => leased.start(),
+        let written = self.commit(publication, |publication| self.store.publish(publication));
+        match (written.await, idempotency_key) {
+            (Ok(_), _) => Ok(published),
             // A concurrent publish with the same key won the race: answer what it answered.
-            (Err(StoreError::Conflict(_)), Some(key)) => {
-                return self
-                    .remembered(tenant, key)
-                    .await?
-                    .ok_or(StoreError::NotFound);
-            }
-            (Err(error), _) => return Err(error),
+            (Err(StoreError::Conflict(_)), Some(key)) => self
+                .remembered(tenant, key)
+                .await?
+                .ok_or(StoreError::NotFound),
+            (Err(error), _) => Err(error),
         }
-        Ok(published)
     }
 
-    /// Leases `publication`'s deliveries to this node's worker as far as it has room (see
-    /// [`handoff`](super::handoff)). Once `publication` is committed the caller starts them,
-    /// which also wakes the workers for the rest.
-    pub fn lease(&self, publication: &mut Publication) -> Leased {
-        self.handoff.lease(publication, now_ms())
+    /// Writes `publication` with whatever `write` stores beside it in the same transaction (an
+    /// accepted message, an attempt's outcome, an agent's change), and once that is durable
+    /// starts its deliveries: the one way a publication reaches the store. `write` gets the
+    /// publication with as many deliveries leased to this node as its worker has room for (see
+    /// [`handoff`](super::handoff)); if it fails or answers `false` (it wrote nothing: a
+    /// duplicate, a lost lease), they are not started and their slots are freed.
+    pub async fn commit<W, F>(
+        &self,
+        mut publication: Publication,
+        write: W,
+    ) -> Result<bool, StoreError>
+    where
+        W: FnOnce(Publication) -> F,
+        F: Future<Output = Result<bool, StoreError>>,
+    {
+        let leased = self.handoff.lease(&mut publication, now_ms());
+        let written = write(publication).await?;
+        if written {
+            leased.start();
+        }
+        Ok(written)
     }
 
     /// Tells the workers there is work now (e.g. a replayed delivery).

@@ -21,7 +21,7 @@ use crate::{
         agent::{Agent, Endpoint, EndpointFormat},
         delivery::{render_body, template_context},
         event::Event,
-        log::{MAX_LOGGED_BODY, truncate},
+        log::{MAX_LOGGED_BODY, log_text},
         net::{TargetPolicy, TargetUrl},
         outgoing::OutgoingWebhook,
         signature::{hex_hmac_sha256, standard_webhooks_signature},
@@ -374,8 +374,8 @@ fn retry_after_ms(headers: &HeaderMap) -> Option<i64> {
     Some((at.timestamp_millis() - chrono::Utc::now().timestamp_millis()).max(0))
 }
 
-/// The response body, cut to `keep` bytes; the rest is not read. A read error (e.g. the timeout
-/// striking mid-body) is reported beside what was read.
+/// The response body as log text (see [`log_text`]), cut to `keep` bytes; the rest is not read.
+/// A read error (e.g. the timeout striking mid-body) is reported beside what was read.
 async fn read_limited(mut response: reqwest::Response, keep: usize) -> (String, Option<String>) {
     let mut bytes = Vec::new();
     loop {
@@ -387,15 +387,10 @@ async fn read_limited(mut response: reqwest::Response, keep: usize) -> (String, 
                 }
             }
             Ok(None) => break,
-            Err(error) => {
-                return (
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                    Some(describe(&error)),
-                );
-            }
+            Err(error) => return (log_text(&bytes, keep), Some(describe(&error))),
         }
     }
-    (truncate(&String::from_utf8_lossy(&bytes), keep), None)
+    (log_text(&bytes, keep), None)
 }
 
 /// reqwest's error with its causes, which say what actually went wrong.

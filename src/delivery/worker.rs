@@ -481,46 +481,51 @@ impl Worker {
             }
         };
         let log = attempt_log(delivery, attempt, now);
-        let (reply, leased) = match reply {
-            Some((message, completed)) => {
-                let (tenant, event) = (message.tenant.clone(), vec![completed]);
-                let (mut publication, _) = self.publisher.prepare(&tenant, event).await?;
-                let leased = self.publisher.lease(&mut publication);
-                let reply = Reply {
-                    message,
-                    publication,
-                };
-                (Some(reply), Some(leased))
-            }
-            None => (None, None),
-        };
-        let replied = reply.as_ref().map(|r| r.message.clone());
         metrics::counter!("hookd_delivery_attempts_total", "outcome" => outcome_label(attempt))
             .increment(1);
         metrics::histogram!("hookd_delivery_attempt_seconds")
             .record(attempt.elapsed_ms as f64 / 1_000.0);
-        let held = self
-            .store
-            .record_attempt(AttemptRecord {
-                delivery_id: delivery.id.clone(),
-                target: target.kind(),
-                webhook_id: target.id().to_string(),
-                lease_token: token.to_string(),
-                status,
-                attempts,
-                next_attempt_at,
-                last_status: attempt.response_status.map(i64::from),
-                last_error: failure,
-                now,
-                log,
-                health,
-                reply,
-            })
-            .await?;
-        if held && let (Some(message), Some(leased)) = (replied, leased) {
-            // The reply's `chat.completed` deliveries are due; streams may show the reply.
-            leased.start();
-            let _ = self.inbox.send(message);
+        let record = |reply| AttemptRecord {
+            delivery_id: delivery.id.clone(),
+            target: target.kind(),
+            webhook_id: target.id().to_string(),
+            lease_token: token.to_string(),
+            status,
+            attempts,
+            next_attempt_at,
+            last_status: attempt.response_status.map(i64::from),
+            last_error: failure,
+            now,
+            log,
+            health,
+            reply,
+        };
+        match reply {
+            // The reply's `chat.completed` deliveries start once it is written; a lost lease
+            // writes neither (the node that took the delivery over records its own).
+            Some((message, completed)) => {
+                let (publication, _) = self
+                    .publisher
+                    .prepare(&message.tenant, vec![completed])
+                    .await?;
+                let replied = message.clone();
+                let held = self
+                    .publisher
+                    .commit(publication, |publication| {
+                        self.store.record_attempt(record(Some(Reply {
+                            message,
+                            publication,
+                        })))
+                    })
+                    .await?;
+                if held {
+                    // Streams may show the reply.
+                    let _ = self.inbox.send(replied);
+                }
+            }
+            None => {
+                self.store.record_attempt(record(None)).await?;
+            }
         }
         if status == DeliveryStatus::Pending {
             tracing::debug!(delivery = %delivery.id, attempts, next_attempt_at, "attempt failed; retry scheduled");

@@ -53,6 +53,18 @@ pub struct LogEntry {
     pub created_at: i64,
 }
 
+impl LogEntry {
+    /// Drops what came from outside (the payload, the headers, the answer), keeping the outcome,
+    /// for an entry the store refused; `why` says so in its error message.
+    pub fn strip_outside_texts(&mut self, why: &str) {
+        self.request_payload = None;
+        self.request_headers.clear();
+        self.response_body = None;
+        let why = why.replace('\0', "\u{FFFD}");
+        self.error_message = Some(format!("this attempt's texts could not be stored ({why})"));
+    }
+}
+
 /// Bytes from outside (a received body, a receiver's answer) as log text, cut to at most `max`
 /// bytes: invalid UTF-8 and U+0000, which PostgreSQL text cannot hold, become U+FFFD. The log
 /// is for people; the payload itself is kept faithfully elsewhere (as JSON, where U+0000 is the

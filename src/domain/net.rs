@@ -290,12 +290,14 @@ impl TargetPolicy {
         }
     }
 
-    /// Save-time check. An IP literal is checked; a name is resolved and every
-    /// address must pass. A name that does not resolve (error or timeout) is
-    /// accepted, because delivery resolves and checks it again.
+    /// Save-time check, by the rule delivery applies: an IP literal is checked; a name is
+    /// resolved and refused only when none of its addresses passes (delivery connects only to
+    /// those that do, so `localhost` with just `127.0.0.0/8` allowed is fine: ::1 is never
+    /// used). A name that does not resolve (error or timeout) is accepted, because delivery
+    /// resolves and checks it again.
     pub async fn check_target(&self, url: &TargetUrl) -> Result<(), NetError> {
         match resolve(url, SAVE_RESOLVE_TIMEOUT).await {
-            Some(addrs) => addrs.iter().try_for_each(|a| self.check_ip(a.ip())),
+            Some(addrs) => self.passing(addrs).map(drop),
             None => Ok(()),
         }
     }
@@ -307,6 +309,11 @@ impl TargetPolicy {
         let addrs = resolve(url, DELIVERY_RESOLVE_TIMEOUT)
             .await
             .ok_or_else(|| NetError::Unresolvable(url.host().into()))?;
+        self.passing(addrs)
+    }
+
+    /// The addresses that pass; the first refusal when none does.
+    fn passing(&self, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, NetError> {
         let mut first_refusal = None;
         let passed: Vec<SocketAddr> = addrs
             .into_iter()
@@ -625,10 +632,13 @@ mod tests {
         }
         let url = TargetUrl::parse("http://93.184.216.34/").unwrap();
         assert_eq!(policy.check_target(&url).await, Ok(()));
-        // localhost stands for both loopback addresses; both must be allowed.
+        // localhost stands for both loopback addresses; allowing either is enough, as delivery
+        // connects only to an allowed one.
         let url = TargetUrl::parse("http://localhost:3000/").unwrap();
-        let both = TargetPolicy::new(nets("127.0.0.0/8, ::1"));
-        assert_eq!(both.check_target(&url).await, Ok(()));
+        for allowed in ["127.0.0.0/8, ::1", "127.0.0.0/8", "::1"] {
+            let policy = TargetPolicy::new(nets(allowed));
+            assert_eq!(policy.check_target(&url).await, Ok(()), "{allowed}");
+        }
     }
 
     #[tokio::test]

@@ -140,7 +140,7 @@ impl Template {
     /// template's variables; see [`context`]. In-process: user templates run
     /// through `crate::sandbox`, which calls this in a worker it can kill.
     pub fn render(&self, context: &Value) -> Result<Value, TemplateError> {
-        let (ctx, mut budget) = (to_jinja(context), Budget::default());
+        let (ctx, mut budget) = (context_to_jinja(context), Budget::default());
         match &self.0.0 {
             Shape::Text(_) => {
                 let out = budget.render(&self.0.1, "0", &ctx, "")?;
@@ -192,7 +192,7 @@ impl Condition {
 
     /// Whether the expression is truthy for `context` (Jinja truthiness).
     pub fn matches(&self, context: &Value) -> Result<bool, TemplateError> {
-        let out = Budget::default().render(&self.0.1, "0", &to_jinja(context), "")?;
+        let out = Budget::default().render(&self.0.1, "0", &context_to_jinja(context), "")?;
         Ok(out == "1")
     }
 }
@@ -203,7 +203,10 @@ impl Condition {
 /// `{{ lead_name }}` works; plus `data` (always the whole payload, of any JSON
 /// type: `{{ data | tojson }}` echoes it, `{{ data.text }}` reads its field),
 /// `headers`, `query` and `webhook`. These four win over payload keys of the
-/// same name; a payload field called `data` stays reachable as `data.data`.
+/// same name. A payload's own `data` object is reachable both as `data.data` and
+/// through `data`: `data.key` is the payload's `key`, else its `data.key` (see
+/// [`PayloadData`]), so the spec's `{"message", "data": {"key"}}` body serves
+/// `{{ data.key }}` as well as `{{ data | tojson }}`.
 pub fn context(payload: &Value, headers: Value, query: Value, webhook: Value) -> Value {
     let mut ctx = match payload {
         Value::Object(map) => map.clone(),
@@ -394,6 +397,52 @@ fn for_each_leaf(
         _ => {}
     }
     Ok(())
+}
+
+/// A rendering context for MiniJinja: [`to_jinja`], with a top-level `data` that holds an object
+/// `data` of its own made a [`PayloadData`].
+fn context_to_jinja(context: &Value) -> MjValue {
+    let Value::Object(map) = context else {
+        return to_jinja(context);
+    };
+    MjValue::from_pairs(map.iter().map(|(key, value)| {
+        let converted = match (key.as_str(), value) {
+            ("data", Value::Object(payload))
+                if payload.get("data").is_some_and(Value::is_object) =>
+            {
+                MjValue::from_object(PayloadData {
+                    keys: payload.keys().map(|k| MjValue::from(k.as_str())).collect(),
+                    payload: to_jinja(value),
+                    own: to_jinja(&payload["data"]),
+                })
+            }
+            _ => to_jinja(value),
+        };
+        (key.as_str(), converted)
+    }))
+}
+
+/// The payload as `data`, when the payload has a `data` object of its own: it is the payload
+/// (its keys, its JSON, its length), and a key the payload lacks is looked up in the payload's
+/// own `data`. The payload's keys win.
+#[derive(Debug)]
+struct PayloadData {
+    keys: Vec<MjValue>,
+    payload: MjValue,
+    own: MjValue,
+}
+
+impl minijinja::value::Object for PayloadData {
+    fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
+        [&self.payload, &self.own]
+            .into_iter()
+            .filter_map(|map| map.get_item(key).ok())
+            .find(|value| !value.is_undefined())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(self.keys.clone())
+    }
 }
 
 fn to_jinja(value: &Value) -> MjValue {
@@ -855,6 +904,31 @@ mod tests {
         let tpl = "{{ lead_name }} {{ data.data }} {{ headers['x-event'] }} {{ webhook.name }} {{ query | length }}";
         assert_eq!(text(tpl, ctx), json!("Ada inner push gh 0"));
         assert_eq!(text("{{ data }}", hook(json!(42))), json!(42));
+    }
+
+    #[test]
+    fn a_payloads_own_data_is_reachable_through_data() {
+        // The spec's curl body.
+        let body = json!({"message": "Test message", "data": {"key": "value", "message": "inner"}});
+        let cases = [
+            ("{{ data.key }}", json!("value")),
+            ("{{ data['key'] }}", json!("value")),
+            ("{{ data.message }}", json!("Test message")),
+            ("{{ data.data.message }}", json!("inner")),
+            ("{{ message }}", json!("Test message")),
+            ("{{ data | length }}", json!(2)),
+            ("{{ data.missing | default('none') }}", json!("none")),
+            ("{{ data | tojson }}", body.clone()),
+            (
+                "{% for k in data %}{{ k }},{% endfor %}",
+                json!("message,data,"),
+            ),
+        ];
+        for (tpl, want) in cases {
+            assert_eq!(text(tpl, hook(body.clone())), want, "{tpl}");
+        }
+        let rule = Template::compile_condition("data.key == 'value'").unwrap();
+        assert!(rule.matches(&hook(body)).unwrap());
     }
 
     #[test]

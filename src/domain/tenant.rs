@@ -25,16 +25,21 @@ pub enum Scope {
     AgentsRead,
     #[serde(rename = "agents:write")]
     AgentsWrite,
+    /// Sending data to the tenant's incoming webhooks by id (`POST /api/webhook/{id}`);
+    /// `webhooks:write` allows it too.
+    #[serde(rename = "webhooks:receive")]
+    WebhooksReceive,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::WebhooksRead,
         Scope::WebhooksWrite,
         Scope::WebhooksDelete,
         Scope::EventsPublish,
         Scope::AgentsRead,
         Scope::AgentsWrite,
+        Scope::WebhooksReceive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +50,7 @@ impl Scope {
             Scope::EventsPublish => "events:publish",
             Scope::AgentsRead => "agents:read",
             Scope::AgentsWrite => "agents:write",
+            Scope::WebhooksReceive => "webhooks:receive",
         }
     }
 

@@ -15,9 +15,11 @@ pub enum BodyError {
 }
 
 /// Parses `body` by its media type. JSON is read when the type says JSON (`application/json`,
-/// `…+json`) and also when no type is given and the body parses (`curl -d` users forget the
-/// header); form-urlencoded becomes an object, a field given twice becomes a list; other text
-/// stays a string. An empty body is `null`.
+/// `…+json`), when no type is given and the body parses, and when the body is a JSON object or
+/// array whatever the type says: `curl -d '{"a":1}'` sends form-urlencoded, and no sender means
+/// a form field named `{"a":1}`. Otherwise form-urlencoded becomes an object (Slack's
+/// `payload=…` included), a field given twice becomes a list; other text stays a string. An
+/// empty body is `null`.
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Value, BodyError> {
     if body.is_empty() {
         return Ok(Value::Null);
@@ -29,12 +31,21 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Value, BodyError
         Some(t) if t == "application/json" || t.ends_with("+json") => {
             serde_json::from_slice(body).map_err(|e| BodyError::Json(e.to_string()))
         }
-        Some("application/x-www-form-urlencoded") => form_fields(body),
         None => Ok(serde_json::from_slice(body).unwrap_or_else(|_| text(body))),
+        _ if let Some(json) = json_container(body) => Ok(json),
+        Some("application/x-www-form-urlencoded") => form_fields(body),
         Some(_) => std::str::from_utf8(body)
             .map(|s| Value::String(s.to_string()))
             .map_err(|_| BodyError::NotText),
     }
+}
+
+/// `body` as JSON if it is an object or an array (it starts with `{` or `[` and parses).
+fn json_container(body: &[u8]) -> Option<Value> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    matches!(first, b'{' | b'[')
+        .then(|| serde_json::from_slice(body).ok())
+        .flatten()
 }
 
 fn text(body: &[u8]) -> Value {
@@ -76,6 +87,19 @@ mod tests {
             Ok(json!({"command": "/weather", "text": "94070", "tag": ["a", "b"]}))
         );
         assert_eq!(parse(Some("text/plain"), b"hi"), Ok(json!("hi")));
+        // What `curl -d` sends: form-urlencoded by default, JSON in fact.
+        let form = Some("application/x-www-form-urlencoded");
+        assert_eq!(parse(form, br#"{"hello":"x"}"#), Ok(json!({"hello": "x"})));
+        assert_eq!(parse(Some("text/plain"), b" [1, 2]"), Ok(json!([1, 2])));
+        assert_eq!(
+            parse(form, b"payload=%7B%22a%22%3A1%7D"),
+            Ok(json!({"payload": "{\"a\":1}"}))
+        );
+        assert_eq!(parse(form, b"{not json"), Ok(json!({"{not json": ""})));
+        assert_eq!(
+            parse(Some("text/plain"), b"{not json"),
+            Ok(json!("{not json"))
+        );
         assert_eq!(parse(None, br#"[1]"#), Ok(json!([1])));
         assert_eq!(parse(None, b"hello"), Ok(json!("hello")));
         assert_eq!(parse(json_type, b""), Ok(Value::Null));

@@ -93,9 +93,18 @@ pub enum Receipt {
     Handshake(Value),
 }
 
+/// Which incoming webhook a request is for.
+pub enum Address {
+    /// The secret token of its receiving URL.
+    Token(String),
+    /// Its id, with the tenant of an API key the HTTP layer has checked (the spec's
+    /// `POST /api/webhook/{incoming_webhook_id}` with `Authorization: Bearer <api key>`).
+    Owned { tenant: Tenant, id: String },
+}
+
 /// A request to a receiving URL, as the HTTP layer hands it over.
 pub struct Request {
-    pub token: String,
+    pub webhook: Address,
     /// The TCP peer; `X-Forwarded-For` is believed only from trusted proxies.
     pub peer: IpAddr,
     pub headers: HeaderMap,
@@ -201,8 +210,15 @@ impl Ingest {
             body: None,
             started: Instant::now(),
         };
-        // Looked up by the token's hash: the comparison never touches the token itself.
-        let hook = match store.find_incoming_by_token(&request.token).await {
+        let found = match &request.webhook {
+            // Looked up by the token's hash: the comparison never touches the token itself.
+            Address::Token(token) => store.find_incoming_by_token(token).await,
+            Address::Owned { tenant, id } => match store.get_incoming(tenant, id).await {
+                Err(StoreError::NotFound) => Ok(None),
+                found => found.map(Some),
+            },
+        };
+        let hook = match found {
             Ok(Some(hook)) => hook,
             Ok(None) => return Err(trail.refuse(Refusal::UnknownToken)),
             Err(e) => return Err(trail.refuse(Refusal::Store(e))),
@@ -348,8 +364,7 @@ impl Ingest {
             let push = Delivery::pending(received, TargetKind::Agent, &agent.id, now);
             publication.deliveries.push(push);
         }
-        let leased = self.publisher.lease(&mut publication);
-        let acceptance = Acceptance {
+        let acceptance = |publication| Acceptance {
             message: message.clone(),
             dedup: dedup_key.map(|key| (key.to_string(), answer.clone())),
             log: LogEntry {
@@ -359,10 +374,16 @@ impl Ingest {
             },
             publication,
         };
-        if !store.accept(acceptance).await.map_err(Refusal::Store)? {
+        let accepted = self
+            .publisher
+            .commit(publication, |publication| {
+                store.accept(acceptance(publication))
+            })
+            .await
+            .map_err(Refusal::Store)?;
+        if !accepted {
             return Ok(None);
         }
-        leased.start();
         // Nobody listening is fine: streams catch up from the store.
         let _ = self.inbox.send(message);
         Ok(Some(answer))
@@ -428,13 +449,15 @@ impl Ingest {
             }
             return;
         };
-        let Some(suppressed) = self.refusals.admit(webhook_id, status, now) else {
-            return;
-        };
         if status >= 500 {
             // The store failing is why we are here; writing to it again would only add load.
             return;
         }
+        let Some(suppressed) = self.refusals.admit(webhook_id, status, now) else {
+            let took = i64::try_from(trail.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+            self.refusals.tally(webhook_id, took, now);
+            return;
+        };
         let mut entry = trail.entry("rejected", status, None);
         entry.error_message = Some(match suppressed {
             0 => detail,
@@ -446,6 +469,17 @@ impl Ingest {
                 tracing::warn!(%error, "could not log a refused incoming request");
             }
         });
+    }
+
+    /// Adds the refusals left out of the log since the last call to their webhooks' totals; run
+    /// about once a second, and once more at shutdown.
+    pub async fn tally_refusals(&self, store: &Store) {
+        let tallies = self.refusals.drain();
+        if !tallies.is_empty()
+            && let Err(error) = store.count_unlogged(tallies).await
+        {
+            tracing::warn!(%error, "could not count refused incoming requests");
+        }
     }
 
     /// Renders `payload` through `hook`'s template, or through `template` when given, as a

@@ -119,7 +119,7 @@ const COLUMNS: &str = "id, user_id, company_id, name, endpoint, consecutive_fail
 impl Store {
     /// Inserts an agent; a name the tenant already uses is a conflict.
     /// Inserts `agent`, and the events that announce it in the same transaction.
-    pub async fn insert_agent(&self, agent: &Agent, announcement: &Publication) -> Result<()> {
+    pub async fn insert_agent(&self, agent: &Agent, announcement: Publication) -> Result<()> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -135,7 +135,7 @@ impl Store {
             .bind(agent.updated_at)
             .execute(&mut *tx)
             .await?;
-            insert_publication!(tx, announcement);
+            insert_publication!(tx, &announcement);
             tx.commit().await?;
         });
         Ok(())
@@ -220,7 +220,7 @@ impl Store {
     }
 
     /// Saves `agent`'s changes, and the events that announce them in the same transaction.
-    pub async fn update_agent(&self, agent: &Agent, announcement: &Publication) -> Result<()> {
+    pub async fn update_agent(&self, agent: &Agent, announcement: Publication) -> Result<()> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             let done = sqlx::query(
@@ -239,7 +239,7 @@ impl Store {
             if done == 0 {
                 return Err(StoreError::NotFound);
             }
-            insert_publication!(tx, announcement);
+            insert_publication!(tx, &announcement);
             tx.commit().await?;
         });
         Ok(())
@@ -247,7 +247,7 @@ impl Store {
 
     /// Deletes an agent and its inbox, and writes the events that announce it in the same
     /// transaction.
-    pub async fn delete_agent(&self, agent: &Agent, announcement: &Publication) -> Result<()> {
+    pub async fn delete_agent(&self, agent: &Agent, announcement: Publication) -> Result<()> {
         on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM agent_messages WHERE agent_id = $1")
@@ -260,7 +260,7 @@ impl Store {
                 .bind(&agent.tenant.user_id)
                 .execute(&mut *tx)
                 .await?;
-            insert_publication!(tx, announcement);
+            insert_publication!(tx, &announcement);
             tx.commit().await?;
         });
         Ok(())

@@ -18,7 +18,7 @@ use super::{
     deliveries::{AttemptRecord, HealthFold, update_attempts, update_health},
     events::{insert_deliveries, insert_events, insert_idempotency},
     inbox::{Acceptance, insert_dedup, insert_messages},
-    logs::insert_logs,
+    logs::{Tally, insert_logs},
 };
 use crate::domain::{
     agent::AgentMessage, delivery::Delivery, delivery::TargetKind, event::Event, log::LogEntry,
@@ -32,6 +32,8 @@ pub enum Op {
     /// `false`: the delivery's lease was lost (the attempt is logged all the same).
     Attempt(Box<AttemptRecord>),
     Log(Box<LogEntry>),
+    /// Requests counted in their webhooks' totals without log entries.
+    Tally(Vec<Tally>),
     /// An accepted incoming request; `false` when its delivery id was taken meanwhile.
     Accept(Box<Acceptance>),
 }
@@ -48,35 +50,90 @@ pub(super) fn start(db: Db) -> mpsc::Sender<Job> {
     tokio::spawn(async move {
         let mut group = Vec::with_capacity(MAX_GROUP);
         while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
-            commit(&db, std::mem::take(&mut group)).await;
+            let write = writer(|ops| {
+                let db = db.clone();
+                Box::pin(async move { write_all(&db, ops).await })
+            });
+            commit(write, std::mem::take(&mut group)).await;
         }
     });
     sender
 }
 
-/// Writes `group` in one transaction and answers each job. If the transaction fails, every job
-/// gets the error (nothing of the group was written).
-async fn commit(db: &Db, group: Vec<Job>) {
+/// Some ops being written in one transaction: each op's answer, or the error that rolled back all.
+pub(super) type Writing<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Result<bool>>>> + Send + 'a>>;
+
+/// Gives a closure the signature [`commit`] takes (closures do not infer it themselves).
+pub(super) fn writer<F: FnMut(&[Op]) -> Writing<'_>>(write: F) -> F {
+    write
+}
+
+/// Writes `group` in one transaction and answers each job. If the transaction fails for a
+/// reason other than the database being unreachable, each write is tried again alone, so that a
+/// write the database refuses fails by itself and the others of its group still commit (one
+/// tenant's bad value must not fail another tenant's publish). `write` writes some ops in one
+/// transaction: sqlx's for PostgreSQL, or the SQLite thread's ([`super::sqlite_writer`]).
+pub(super) async fn commit(mut write: impl FnMut(&[Op]) -> Writing<'_>, group: Vec<Job>) {
     let (ops, replies): (Vec<Op>, Vec<_>) = group.into_iter().unzip();
-    let results = match write_all(db, &ops).await {
+    let results = match write(&ops).await {
         Ok(results) => results,
-        Err(error) => {
+        Err(error @ StoreError::Unavailable(_)) => {
             let message = error.to_string();
-            let unavailable = matches!(error, StoreError::Unavailable(_));
             (0..replies.len())
-                .map(|_| {
-                    Err(if unavailable {
-                        StoreError::Unavailable(sqlx::Error::PoolClosed)
-                    } else {
-                        StoreError::Corrupt(format!("group commit failed: {message}"))
-                    })
-                })
+                .map(|_| Err(unavailable(&message)))
                 .collect()
         }
+        Err(error) if ops.len() > 1 => {
+            tracing::warn!(%error, writes = ops.len(), "group commit refused; writing its writes one by one");
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                results.push(alone(&mut write, op).await);
+            }
+            results
+        }
+        Err(error) => vec![Err(refused(error))],
     };
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }
+}
+
+/// One write in a transaction of its own. An attempt's outcome the database refuses is recorded
+/// again without the texts that came from outside (the receiver's answer, what was sent): the
+/// delivery must still end or be rescheduled, or its lease would run out and the same attempt
+/// would be made again and again.
+async fn alone(write: &mut impl FnMut(&[Op]) -> Writing<'_>, mut op: Op) -> Result<bool> {
+    let result = match write(std::slice::from_ref(&op)).await {
+        Ok(mut results) => return results.pop().unwrap_or(Ok(false)),
+        Err(error @ StoreError::Unavailable(_)) => return Err(unavailable(&error.to_string())),
+        Err(error) => error,
+    };
+    let Op::Attempt(record) = &mut op else {
+        return Err(refused(result));
+    };
+    tracing::error!(error = %result, delivery = %record.delivery_id,
+        "an attempt's outcome was refused; recording it without the receiver's texts");
+    record.log.strip_outside_texts(&result.to_string());
+    record.last_error = record.log.error_message.clone();
+    match write(std::slice::from_ref(&op)).await {
+        Ok(mut results) => results.pop().unwrap_or(Ok(false)),
+        Err(error @ StoreError::Unavailable(_)) => Err(unavailable(&error.to_string())),
+        Err(error) => Err(refused(error)),
+    }
+}
+
+fn unavailable(message: &str) -> StoreError {
+    tracing::debug!(message, "group commit: store unavailable");
+    StoreError::Unavailable(sqlx::Error::PoolClosed)
+}
+
+/// A write the database refused, as it is (a lost race on a unique key stays a `Conflict`).
+fn refused(error: StoreError) -> StoreError {
+    if !matches!(error, StoreError::Conflict(_)) {
+        tracing::error!(%error, "the database refused a write");
+    }
+    error
 }
 
 /// The rows a group writes, gathered from its operations.
@@ -86,6 +143,7 @@ pub(super) struct Rows<'a> {
     pub(super) deliveries: Vec<&'a Delivery>,
     pub(super) messages: Vec<&'a AgentMessage>,
     pub(super) logs: Vec<&'a LogEntry>,
+    pub(super) tallies: Vec<&'a Tally>,
 }
 
 impl<'a> Rows<'a> {
@@ -159,6 +217,10 @@ pub(super) fn plan<'a>(ops: &'a [Op], fresh: &[bool], held: &HashSet<String>) ->
                 rows.logs.push(entry);
                 Ok(true)
             }
+            Op::Tally(tallies) => {
+                rows.tallies.extend(tallies);
+                Ok(true)
+            }
         })
         .collect();
     Plan {
@@ -179,7 +241,7 @@ async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
             fresh.push(match op {
                 Op::Publish(publication) => insert_idempotency!(tx, publication),
                 Op::Accept(accepted) => insert_dedup!(tx, accepted),
-                Op::Attempt(_) | Op::Log(_) => true,
+                Op::Attempt(_) | Op::Log(_) | Op::Tally(_) => true,
             });
         }
         let held = update_attempts!(tx, &attempts(ops));
@@ -187,7 +249,7 @@ async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
         insert_events!(tx, &plan.rows.events);
         insert_deliveries!(tx, &plan.rows.deliveries);
         insert_messages!(tx, &plan.rows.messages);
-        insert_logs!(tx, &plan.rows.logs);
+        insert_logs!(tx, &plan.rows.logs, &plan.rows.tallies);
         update_health!(tx, plan.health.iter().map(|((target, id), fold)| ((*target, *id), fold)));
         tx.commit().await?;
         plan.results

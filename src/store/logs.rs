@@ -91,10 +91,11 @@ pub(super) const STATS_UPSERT: &str = "ON CONFLICT (webhook_id) DO UPDATE SET
     last_failure_at = COALESCE(excluded.last_failure_at, webhook_stats.last_failure_at)";
 
 /// Inserts log entries (a slice of `&LogEntry`) on `$conn` in multi-row statements, and adds
-/// them to their webhooks' running totals: one row per webhook, in webhook order (so that
-/// concurrent groups on several nodes lock totals rows in the same order and cannot deadlock).
+/// them and `$tallies` (requests counted without an entry of their own) to their webhooks'
+/// running totals: one row per webhook, in webhook order (so that concurrent groups on several
+/// nodes lock totals rows in the same order and cannot deadlock).
 macro_rules! insert_logs {
-    ($conn:expr, $entries:expr) => {{
+    ($conn:expr, $entries:expr, $tallies:expr) => {{
         let entries: &[&crate::domain::log::LogEntry] = $entries;
         for chunk in entries.chunks(crate::store::events::CHUNK) {
             sqlx::QueryBuilder::new(format!(
@@ -121,7 +122,7 @@ macro_rules! insert_logs {
             .execute(&mut *$conn)
             .await?;
         }
-        let totals = crate::store::logs::sum_by_webhook(entries);
+        let totals = crate::store::logs::sum_by_webhook(entries, $tallies);
         for chunk in totals.chunks(crate::store::events::CHUNK) {
             let mut query = sqlx::QueryBuilder::new(format!(
                 "INSERT INTO webhook_stats ({}) ",
@@ -144,8 +145,11 @@ macro_rules! insert_logs {
 }
 pub(super) use insert_logs;
 
-/// The entries' totals per webhook, in webhook order.
-pub(super) fn sum_by_webhook<'a>(entries: &[&'a LogEntry]) -> Vec<(&'a str, WebhookType, Totals)> {
+/// The entries' totals per webhook, with `tallies` added, in webhook order.
+pub(super) fn sum_by_webhook<'a>(
+    entries: &[&'a LogEntry],
+    tallies: &[&'a Tally],
+) -> Vec<(&'a str, WebhookType, Totals)> {
     let mut sums: BTreeMap<&str, (WebhookType, Totals)> = BTreeMap::new();
     for entry in entries {
         let (_, totals) = sums
@@ -162,9 +166,29 @@ pub(super) fn sum_by_webhook<'a>(entries: &[&'a LogEntry]) -> Vec<(&'a str, Webh
             totals.last_failure_at = totals.last_failure_at.max(at);
         }
     }
+    for tally in tallies {
+        let (_, totals) = sums
+            .entry(&tally.webhook_id)
+            .or_insert_with(|| (tally.webhook_type, Totals::default()));
+        totals.total += tally.failed;
+        totals.failed += tally.failed;
+        totals.total_ms += tally.total_ms;
+        totals.last_failure_at = totals.last_failure_at.max(Some(tally.last_at));
+    }
     sums.into_iter()
         .map(|(id, (kind, totals))| (id, kind, totals))
         .collect()
+}
+
+/// Failed requests of one webhook counted without log entries of their own (refusals left out
+/// of a flood's log), for its totals.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    pub webhook_id: String,
+    pub webhook_type: WebhookType,
+    pub failed: i64,
+    pub total_ms: i64,
+    pub last_at: i64,
 }
 
 /// How many recent entries the latency percentiles are computed over: bounded, and read
@@ -186,6 +210,11 @@ impl Store {
         self.write(super::batch::Op::Log(Box::new(entry)))
             .await
             .map(drop)
+    }
+
+    /// Adds requests that have no log entry of their own to their webhooks' totals.
+    pub async fn count_unlogged(&self, tallies: Vec<Tally>) -> Result<()> {
+        self.write(super::batch::Op::Tally(tallies)).await.map(drop)
     }
 
     /// Log entries of one webhook, newest first. The caller has checked ownership.

@@ -17,7 +17,7 @@ mod sqlite_writer;
 pub use deliveries::{AttemptRecord, HealthChange, Reply};
 pub use events::{Idempotency, Publication};
 pub use inbox::Acceptance;
-pub use logs::LogQuery;
+pub use logs::{LogQuery, Tally};
 
 use std::{str::FromStr, time::Duration};
 
@@ -34,6 +34,10 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database refused a value (SQLSTATE class 22, a data exception): the write that
+    /// carried it fails; nothing else does.
+    #[error("value refused by the database: {0}")]
+    Refused(String),
     /// The database could not be reached or did not answer in time: the caller may retry.
     #[error("store unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -82,6 +86,9 @@ impl From<sqlx::Error> for StoreError {
             }
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict(db.message().to_string())
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")) => {
+                StoreError::Refused(db.message().to_string())
             }
             _ => StoreError::Database(error),
         }

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use super::{
     Result, StoreError,
-    batch::{Job, MAX_GROUP, Op, attempts, plan},
+    batch::{Job, MAX_GROUP, Op, attempts, commit, plan, writer},
     deliveries::HealthBinds,
     events::{DELIVERY_COLUMNS, EVENT_COLUMNS, INSERT_IDEMPOTENCY, in_list},
     inbox::{INSERT_DEDUP, MESSAGE_COLUMNS},
@@ -51,6 +51,10 @@ const UPDATE_ATTEMPT: &str =
 pub(super) fn start(path: &Path, turn: Arc<Mutex<()>>) -> Result<mpsc::Sender<Job>> {
     let mut connection = open(path)?;
     let (sender, mut receiver) = mpsc::channel::<Job>(4 * MAX_GROUP);
+    // Only to run `batch::commit` (shared with the sqlx path), whose writes here never wait.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
@@ -65,7 +69,9 @@ pub(super) fn start(path: &Path, turn: Arc<Mutex<()>>) -> Result<mpsc::Sender<Jo
                         Err(_) => break,
                     }
                 }
-                commit(&mut connection, std::mem::take(&mut group));
+                let written =
+                    writer(|ops| Box::pin(std::future::ready(write(&mut connection, ops))));
+                runtime.block_on(commit(written, std::mem::take(&mut group)));
             }
         })
         .map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
@@ -85,39 +91,6 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     connection.busy_timeout(Duration::from_secs(10))?;
     connection.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
     Ok(connection)
-}
-
-/// Writes `group` in one transaction and answers each job. If the transaction fails, each write
-/// is tried again in a transaction of its own, so that only a write the database refuses fails.
-fn commit(connection: &mut Connection, group: Vec<Job>) {
-    let (ops, replies): (Vec<Op>, Vec<_>) = group.into_iter().unzip();
-    let results = match write(connection, &ops) {
-        Ok(results) => results,
-        Err(error) if ops.len() == 1 || matches!(error, StoreError::Unavailable(_)) => {
-            let message = error.to_string();
-            let mut first = Some(error);
-            ops.iter()
-                .map(|_| Err(first.take().unwrap_or_else(|| again(&message))))
-                .collect()
-        }
-        Err(error) => {
-            tracing::warn!(%error, writes = ops.len(), "group commit failed; writing one by one");
-            ops.iter()
-                .map(|op| {
-                    write(connection, std::slice::from_ref(op))
-                        .and_then(|mut alone| alone.pop().unwrap_or(Ok(false)))
-                })
-                .collect()
-        }
-    };
-    for (reply, result) in replies.into_iter().zip(results) {
-        let _ = reply.send(result);
-    }
-}
-
-/// The error a group's other writes get when the database is unavailable.
-fn again(message: &str) -> StoreError {
-    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(message.to_string())))
 }
 
 /// Writes `ops` in one transaction; each op's answer, or the error that rolled it all back.
@@ -150,7 +123,7 @@ fn write(connection: &mut Connection, ops: &[Op]) -> Result<Vec<Result<bool>>> {
                 }
                 None => true,
             },
-            Op::Attempt(_) | Op::Log(_) => true,
+            Op::Attempt(_) | Op::Log(_) | Op::Tally(_) => true,
         });
     }
     let mut held = HashSet::new();
@@ -248,7 +221,7 @@ fn write(connection: &mut Connection, ops: &[Op]) -> Result<Vec<Result<bool>>> {
     }
     {
         let mut upsert = tx.prepare_cached(&UPSERT_STATS)?;
-        for (webhook_id, webhook_type, totals) in sum_by_webhook(&rows.logs) {
+        for (webhook_id, webhook_type, totals) in sum_by_webhook(&rows.logs, &rows.tallies) {
             upsert.execute(params![
                 webhook_id,
                 webhook_type.as_str(),

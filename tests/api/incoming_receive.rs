@@ -23,6 +23,7 @@ both_backends!(
     spec_multi_line_json_string_template_becomes_json,
     form_encoded_and_text_bodies_reach_templates,
     spec_curl_alias_paths_accept_and_log_redacted_headers,
+    spec_curl_with_the_webhook_id_and_an_api_key,
     allowed_ips_by_cidr_v4_and_v6_and_spoofed_forwarded_for_is_ignored,
     rate_limit_defaults_to_100_per_minute_and_can_be_overridden,
     rate_limit_is_shared_across_nodes_through_redis,
@@ -297,10 +298,89 @@ async fn form_encoded_and_text_bodies_reach_templates(backend: Backend) {
         only_message(&app, &key, "text_agent").await,
         json!("got: plain words")
     );
+    // `curl -d '{…}'` labels JSON as a form: an object or array body is JSON whatever its type.
+    let curl = create_hook(&app, &key, json!({"agent_id": "curl_agent"})).await;
+    post_with(
+        &app,
+        &curl,
+        "application/x-www-form-urlencoded",
+        r#"{"hello":"x"}"#,
+        headers(&[]),
+    )
+    .await
+    .expect(202);
+    assert_eq!(
+        only_message(&app, &key, "curl_agent").await,
+        json!({"hello": "x"})
+    );
     // JSON that does not parse, sent as JSON, is a 400.
     post_with(&app, &text, "application/json", "{oops", headers(&[]))
         .await
         .expect_error(400, "invalid_json");
+}
+
+async fn spec_curl_with_the_webhook_id_and_an_api_key(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.key_for("user-1", "company-1", &[]).await;
+    // The spec's body has a `data` of its own: `data.key` reaches it, `data` is still the body.
+    let hook = create_hook(
+        &app,
+        &key,
+        json!({"agent_id": "a",
+               "payload_transformation": {"key": "{{ data.key }}", "body": "{{ data | tojson }}"}}),
+    )
+    .await;
+    let receive_only = app
+        .key_for("user-1", "company-1", &["webhooks:receive"])
+        .await;
+    let read_only = app.key_for("user-1", "company-1", &["webhooks:read"]).await;
+    let stranger = app.key_for("user-2", "company-2", &[]).await;
+    let send = |prefix: &str, authorization: Option<String>| {
+        let mut request = app
+            .client
+            .post(format!("{}{prefix}/{}", app.base, hook.id))
+            .json(&json!({"message": "Test message", "data": {"key": "value"}}));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        crate::helpers::send(request)
+    };
+    // The spec's curl, and AGiXT's path, with a key of the webhook's tenant.
+    send("/api/webhook", Some(format!("Bearer {key}")))
+        .await
+        .expect(202);
+    send("/v1/webhook", Some(format!("Bearer {receive_only}")))
+        .await
+        .expect(202);
+    let messages = inbox(&app, &key, "a").await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["content"]["key"], "value");
+    let body: Value =
+        serde_json::from_str(messages[0]["content"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"message": "Test message", "data": {"key": "value"}})
+    );
+    let detail = send("/api/webhook", Some(format!("Bearer {read_only}")))
+        .await
+        .expect_error(403, "forbidden");
+    assert!(detail.contains("webhooks:receive"), "{detail}");
+    send("/api/webhook", Some(format!("Bearer {stranger}")))
+        .await
+        .expect_error(404, "not_found");
+    let detail = send("/api/webhook", None)
+        .await
+        .expect_error(401, "unauthorized");
+    assert!(detail.contains("Authorization: Bearer"), "{detail}");
+    let detail = send("/api/webhook", Some(key.clone()))
+        .await
+        .expect_error(401, "unauthorized");
+    assert!(detail.contains("`Bearer ` prefix is missing"), "{detail}");
+    assert_eq!(
+        inbox(&app, &key, "a").await.len(),
+        2,
+        "refusals route nothing"
+    );
 }
 
 async fn spec_curl_alias_paths_accept_and_log_redacted_headers(backend: Backend) {
@@ -914,6 +994,19 @@ async fn a_flood_of_refusals_is_logged_sampled(backend: Backend) {
     }
     assert_eq!(accounted, 51, "every refusal accounted for");
     assert!(written <= buckets + 1, "{written} entries for 51 refusals");
+    // The log is sampled; the statistics are not (refusals left out are counted within ~1 s).
+    let path = format!("/api/webhooks/{}/statistics?webhook_type=incoming", hook.id);
+    let mut stats = Value::Null;
+    for _ in 0..100 {
+        stats = app.get(&path, &key).await.expect(200);
+        if stats["total_requests"] == 52 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stats["total_requests"], 52, "{stats}");
+    assert_eq!(stats["successful_requests"], 1);
+    assert_eq!(stats["failed_requests"], 51);
 }
 
 async fn inactive_unknown_and_oversized(backend: Backend) {

@@ -12,7 +12,7 @@ both_backends!(
 
 async fn spec_example_creates_a_webhook_with_a_secret_url(backend: Backend) {
     let app = spawn_app(backend).await;
-    let key = app.tenant_key().await;
+    let key = app.key_for("user-7", "company-7", &[]).await;
     let created = app
         .post(
             "/api/webhooks/incoming",
@@ -30,7 +30,12 @@ async fn spec_example_creates_a_webhook_with_a_secret_url(backend: Backend) {
     let token = created["token"].as_str().unwrap();
     assert!(token.len() >= 43, "256 random bits, base64: {token}");
     assert_eq!(created["url"], format!("{}/webhook/{token}", app.base));
-    assert_eq!(created["agent_id"], "1");
+    assert_eq!(
+        created["agent_id"], "1",
+        "ids are strings; a number is kept as its text"
+    );
+    assert_eq!(created["user_id"], "user-7", "the owner, from the key");
+    assert_eq!(created["company_id"], "company-7");
     assert_eq!(created["rate_limit"], 100);
     assert_eq!(created["transform_template"], "{{ data | tojson }}");
     assert!(created["created_at"].as_str().unwrap().ends_with('Z'));

@@ -13,6 +13,7 @@ mod dashboard;
 mod delivery;
 mod incoming_receive;
 mod incoming_webhooks;
+mod isolation;
 mod meta;
 mod outgoing_webhooks;
 mod receiver;

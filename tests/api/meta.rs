@@ -1,4 +1,5 @@
 use reqwest::Method;
+use serde_json::json;
 
 use crate::both_backends;
 use crate::helpers::{Backend, spawn_app};
@@ -72,12 +73,29 @@ async fn docs_health_and_unknown_routes(backend: Backend) {
         "/api/webhooks/incoming/{id}",
         "/api/webhooks/event-types",
         "/api/admin/keys",
+        "/webhook/{token}",
+        "/api/webhook/{token}",
+        "/v1/webhook/{token}",
+        "/metrics",
+        "/healthz",
+        "/readyz",
     ] {
         assert!(
             openapi["paths"].get(path).is_some(),
             "{path} not documented"
         );
     }
+    // The receiving URLs also take an id with an API key: the key is optional there.
+    let receive = &openapi["paths"]["/api/webhook/{token}"]["post"];
+    assert_eq!(
+        receive["security"],
+        json!([{}, {"bearer": []}]),
+        "{receive}"
+    );
+    assert_ne!(
+        receive["operationId"],
+        openapi["paths"]["/webhook/{token}"]["post"]["operationId"]
+    );
     let docs = app
         .client
         .get(format!("{}/docs/", app.base))

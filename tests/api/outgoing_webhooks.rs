@@ -73,7 +73,7 @@ async fn required_fields_cannot_be_cleared_with_null(backend: Backend) {
 
 async fn spec_example_round_trips_with_defaults_and_aliases(backend: Backend) {
     let app = spawn_app(backend).await;
-    let key = app.tenant_key().await;
+    let key = app.key_for("user-7", "company-7", &[]).await;
     // The spec's "Create Outgoing Webhook" body, verbatim.
     let created = app
         .post(
@@ -97,7 +97,12 @@ async fn spec_example_round_trips_with_defaults_and_aliases(backend: Backend) {
         created["secret"], "webhook-secret",
         "shown once, at creation"
     );
-    assert_eq!(created["agent_id"], "1");
+    assert_eq!(
+        created["agent_id"], "1",
+        "ids are strings; a number is kept as its text"
+    );
+    assert_eq!(created["user_id"], "user-7", "the owner, from the key");
+    assert_eq!(created["company_id"], "company-7");
     assert_eq!(created["timeout"], 30);
     assert_eq!(created["target_url"], "https://example.com/webhook");
     assert_eq!(created["active"], true);
@@ -344,4 +349,25 @@ async fn private_targets_are_refused_unless_allowed(backend: Backend) {
     )
     .await
     .expect(201);
+    // `localhost` is 127.0.0.1 and ::1; with only 127.0.0.0/8 allowed it is accepted, and
+    // delivery reaches it over 127.0.0.1.
+    let receiver = crate::receiver::Receiver::start().await;
+    let url = receiver.url.replace("127.0.0.1", "localhost") + "/x";
+    app.post(
+        "/api/webhooks/outgoing",
+        &key,
+        &json!({"url": url, "event_types": ["task.completed"]}),
+    )
+    .await
+    .expect(201);
+    app.post(
+        "/api/events",
+        &key,
+        &json!({"event_type": "task.completed", "data": {}}),
+    )
+    .await
+    .expect(202);
+    receiver
+        .wait_for(1, std::time::Duration::from_secs(10))
+        .await;
 }

@@ -27,6 +27,8 @@ pub enum Reply {
     Stall(Duration),
     /// 200 with this JSON body (e.g. a model's chat completion).
     Json(serde_json::Value),
+    /// This status with these bytes as the body.
+    Bytes(u16, &'static [u8]),
     /// 200 with a body that never ends.
     Endless,
     /// 200 with the start of a body, then nothing more on a connection held open.
@@ -99,6 +101,7 @@ async fn record(
             response
         }
         Reply::Json(body) => axum::Json(body).into_response(),
+        Reply::Bytes(code, body) => (StatusCode::from_u16(code).unwrap(), body).into_response(),
         Reply::Endless => {
             let chunk = Bytes::from(vec![b'x'; 8192]);
             Body::from_stream(stream::repeat(Ok::<_, Infallible>(chunk))).into_response()
