@@ -1,8 +1,9 @@
 //! hookd's benchmark harness. Each scenario starts what it needs on loopback — a counting
 //! receiver, and `hookd serve` as a child process on a fresh store — runs a fixed workload, and
 //! prints one table whose figures are set against a baseline measured in the same run (these
-//! machines are noisy, so only same-run ratios mean anything). `docs/benchmarks.md` has the
-//! commands and the results.
+//! machines are noisy, so only same-run ratios mean anything). Beside each rate it prints CPU
+//! time per unit of work, hookd's and the baseline's, the figure noise moves least.
+//! `docs/benchmarks.md` has the commands, what each figure covers, and the results.
 
 use std::{
     net::SocketAddr,
@@ -68,6 +69,78 @@ enum Scenario {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+}
+
+/// CPU time (user + system) read from `/proc`.
+mod cpu {
+    use std::collections::HashMap;
+
+    /// `/proc` counts CPU in ticks of USER_HZ, which Linux fixes at 100 for user space.
+    const TICKS_PER_S: f64 = 100.0;
+
+    /// A process's parent, its own CPU ticks, and those of the children it has reaped.
+    struct Stat {
+        parent: u32,
+        own: u64,
+        reaped: u64,
+    }
+
+    fn stat(path: &str) -> Option<Stat> {
+        let text = std::fs::read_to_string(path).ok()?;
+        // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+        let fields: Vec<&str> = text.get(text.rfind(')')? + 2..)?.split(' ').collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        Some(Stat {
+            parent: u32::try_from(field(4)?).ok()?,
+            own: field(14)? + field(15)?,
+            reaped: field(16)? + field(17)?,
+        })
+    }
+
+    /// CPU seconds of `root`, of every descendant alive now (hookd's template workers), and of
+    /// the descendants already reaped.
+    pub fn tree_seconds(root: u32) -> f64 {
+        let mut children: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
+        let mut root_ticks = 0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Some(stat) = stat(&format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            if pid == root {
+                root_ticks = stat.own + stat.reaped;
+            } else {
+                children
+                    .entry(stat.parent)
+                    .or_default()
+                    .push((pid, stat.own + stat.reaped));
+            }
+        }
+        let (mut ticks, mut queue) = (root_ticks, vec![root]);
+        while let Some(pid) = queue.pop() {
+            for (child, child_ticks) in children.remove(&pid).unwrap_or_default() {
+                ticks += child_ticks;
+                queue.push(child);
+            }
+        }
+        ticks as f64 / TICKS_PER_S
+    }
+
+    /// CPU seconds of this process (all its threads; not its children).
+    pub fn own_seconds() -> f64 {
+        stat("/proc/self/stat").map_or(0.0, |s| s.own as f64 / TICKS_PER_S)
+    }
+}
+
+/// Microseconds of CPU per unit of work.
+fn cpu_us_per(seconds: f64, units: u64) -> f64 {
+    round2(seconds * 1e6 / units.max(1) as f64)
 }
 
 /// Counts what arrives and how long after its event was published.
@@ -269,6 +342,11 @@ impl Hookd {
         Ok(())
     }
 
+    /// CPU seconds used so far by the hookd process and its descendants.
+    fn cpu_seconds(&self) -> f64 {
+        cpu::tree_seconds(self.child.id())
+    }
+
     /// Peak resident memory of the hookd process so far, in MiB.
     fn peak_rss_mib(&self) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -392,6 +470,7 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
         "company_id": "bench", "agent_id": null, "agent_name": "bench", "data": event_body(0)["data"]}),
     )?;
     let url = format!("http://{addr}/");
+    let baseline_cpu = cpu::own_seconds();
     let baseline = drive(total as usize, concurrency, move |_| {
         let (client, url, body) = (client.clone(), url.clone(), sample.clone());
         async move {
@@ -407,6 +486,7 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
     })
     .await?;
     let baseline_rate = total as f64 / baseline.as_secs_f64();
+    let baseline_cpu = cpu::own_seconds() - baseline_cpu;
 
     drop(counter);
     let run = fanout_through_hookd(cli, events, webhooks, 0).await?;
@@ -417,6 +497,8 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
         "deliveries_per_s": run.deliveries_per_s,
         "baseline_deliveries_per_s": round(baseline_rate),
         "ratio_to_baseline": round2(run.deliveries_per_s / baseline_rate),
+        "hookd_cpu_us_per_delivery": run.cpu_us_per_delivery,
+        "baseline_cpu_us_per_request": cpu_us_per(baseline_cpu, total),
         "latency_ms": run.latency_ms,
         "peak_rss_mib": run.peak_rss_mib,
     }))
@@ -427,6 +509,8 @@ struct FanoutRun {
     publish_per_s: f64,
     deliveries_per_s: f64,
     latency_ms: Value,
+    /// hookd's, from the first publish until the last delivery arrived.
+    cpu_us_per_delivery: f64,
     peak_rss_mib: f64,
 }
 
@@ -454,6 +538,7 @@ async fn fanout_through_hookd(
         async move { hookd.post("/api/webhooks/outgoing", &body).await.map(drop) }
     })
     .await?;
+    let cpu_before = hookd.cpu_seconds();
     let started = Instant::now();
     let publisher = Arc::clone(&hookd);
     let publish = drive(events, cli.concurrency, move |i| {
@@ -463,11 +548,13 @@ async fn fanout_through_hookd(
     .await?;
     wait_for(&counter, total, Duration::from_secs(600)).await?;
     let all_in = started.elapsed();
+    let cpu = hookd.cpu_seconds() - cpu_before;
     let (p50, p99, max) = latencies(&counter);
     Ok(FanoutRun {
         publish_per_s: round(events as f64 / publish.as_secs_f64()),
         deliveries_per_s: round(total as f64 / all_in.as_secs_f64()),
         latency_ms: json!({"p50": p50, "p99": p99, "max": max}),
+        cpu_us_per_delivery: cpu_us_per(cpu, total),
         peak_rss_mib: round(hookd.peak_rss_mib()),
     })
 }
@@ -539,6 +626,8 @@ async fn growth(
                                  "slowdown": ratio(few.deliveries_per_s, many.deliveries_per_s)},
             "latency_p99_ms": {"webhooks_10": p99(&few), format!("webhooks_{webhooks}"): p99(&many),
                                "growth": ratio(p99(&many), p99(&few))},
+            "hookd_cpu_us_per_delivery": {"webhooks_10": few.cpu_us_per_delivery, format!("webhooks_{webhooks}"): many.cpu_us_per_delivery,
+                               "growth": ratio(many.cpu_us_per_delivery, few.cpu_us_per_delivery)},
         },
         "reads_ms": {format!("rows_{OWN_ROWS}"): small, format!("rows_{log_rows}"): large},
         "peak_rss_mib": few.peak_rss_mib.max(many.peak_rss_mib),
@@ -604,8 +693,10 @@ async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare = format!("http://{}/webhook/token", listener.local_addr()?);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let baseline_cpu = cpu::own_seconds();
     let (baseline, baseline_latencies) =
         hammer(bare, ingest_body(), requests, cli.concurrency).await?;
+    let baseline_cpu = cpu::own_seconds() - baseline_cpu;
     server.abort();
 
     let hookd = Hookd::start(&cli.store).await?;
@@ -620,7 +711,9 @@ async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
         .as_str()
         .context("no receiving url")?
         .to_string();
+    let cpu_before = hookd.cpu_seconds();
     let (elapsed, latencies) = hammer(url, ingest_body(), requests, cli.concurrency).await?;
+    let hookd_cpu = hookd.cpu_seconds() - cpu_before;
     let rate = requests as f64 / elapsed.as_secs_f64();
     let baseline_rate = requests as f64 / baseline.as_secs_f64();
     let ms = |us: i64| round2(us as f64 / 1_000.0);
@@ -630,6 +723,8 @@ async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
         "accepted_per_s": round(rate),
         "baseline_per_s": round(baseline_rate),
         "ratio_to_baseline": round2(rate / baseline_rate),
+        "hookd_cpu_us_per_request": cpu_us_per(hookd_cpu, requests as u64),
+        "baseline_cpu_us_per_request": cpu_us_per(baseline_cpu, requests as u64),
         "latency_ms": {"p50": ms(percentile(&latencies, 0.5)), "p99": ms(percentile(&latencies, 0.99))},
         "baseline_latency_ms": {"p50": ms(percentile(&baseline_latencies, 0.5)), "p99": ms(percentile(&baseline_latencies, 0.99))},
         "peak_rss_mib": round(hookd.peak_rss_mib()),
@@ -651,6 +746,7 @@ async fn steady(cli: &Cli, rate: u64, seconds: u64) -> anyhow::Result<Value> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut late = 0_u64;
+    let cpu_before = hookd.cpu_seconds();
     for i in 0..total {
         tick.tick().await;
         let Ok(permit) = Arc::clone(&gate).try_acquire_owned() else {
@@ -665,12 +761,14 @@ async fn steady(cli: &Cli, rate: u64, seconds: u64) -> anyhow::Result<Value> {
     }
     let sent = total - late;
     wait_for(&counter, sent, Duration::from_secs(120)).await?;
+    let cpu = hookd.cpu_seconds() - cpu_before;
     let (p50, p99, max) = latencies(&counter);
     Ok(json!({
         "scenario": "steady", "store": store_name(&cli.store), "target_rate": rate, "seconds": seconds,
         "published": sent, "skipped_because_publishers_were_busy": late,
         "achieved_rate": round(sent as f64 / started.elapsed().as_secs_f64()),
         "latency_ms": {"p50": p50, "p99": p99, "max": max},
+        "hookd_cpu_us_per_delivery": cpu_us_per(cpu, sent),
         "peak_rss_mib": round(hookd.peak_rss_mib()),
     }))
 }

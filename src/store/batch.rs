@@ -5,9 +5,11 @@
 //! ~15k+ requests/s grouped) and spares PostgreSQL many small commits. Within the transaction the
 //! rows of all the group's writes go out together: one multi-row statement per table (events,
 //! deliveries, inbox messages, log entries, totals, attempt outcomes) rather than a few
-//! statements per write, since each statement is a round trip to the database.
+//! statements per write, since each statement is a round trip to the database. A SQLite file
+//! gets the same group commit on a thread of its own instead ([`super::sqlite_writer`]); what a
+//! group writes once its unique keys and leases are settled ([`plan`]) is decided here for both.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,7 +42,7 @@ pub(super) type Job = (Op, oneshot::Sender<Result<bool>>);
 
 /// Most writes in one transaction: enough to cover every request in flight at the usual
 /// concurrency, small enough to keep one transaction short.
-const MAX_GROUP: usize = 512;
+pub(super) const MAX_GROUP: usize = 512;
 
 /// Starts the writer task; it ends when every sender (every clone of the store) is gone.
 pub(super) fn start(db: Db) -> mpsc::Sender<Job> {
@@ -48,19 +50,33 @@ pub(super) fn start(db: Db) -> mpsc::Sender<Job> {
     tokio::spawn(async move {
         let mut group = Vec::with_capacity(MAX_GROUP);
         while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
-            commit(&db, std::mem::take(&mut group)).await;
+            let write = writer(|ops| {
+                let db = db.clone();
+                Box::pin(async move { write_all(&db, ops).await })
+            });
+            commit(write, std::mem::take(&mut group)).await;
         }
     });
     sender
 }
 
+/// Some ops being written in one transaction: each op's answer, or the error that rolled back all.
+pub(super) type Writing<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Result<bool>>>> + Send + 'a>>;
+
+/// Gives a closure the signature [`commit`] takes (closures do not infer it themselves).
+pub(super) fn writer<F: FnMut(&[Op]) -> Writing<'_>>(write: F) -> F {
+    write
+}
+
 /// Writes `group` in one transaction and answers each job. If the transaction fails for a
 /// reason other than the database being unreachable, each write is tried again alone, so that a
 /// write the database refuses fails by itself and the others of its group still commit (one
-/// tenant's bad value must not fail another tenant's publish).
-async fn commit(db: &Db, group: Vec<Job>) {
+/// tenant's bad value must not fail another tenant's publish). `write` writes some ops in one
+/// transaction: sqlx's for PostgreSQL, or the SQLite thread's ([`super::sqlite_writer`]).
+pub(super) async fn commit(mut write: impl FnMut(&[Op]) -> Writing<'_>, group: Vec<Job>) {
     let (ops, replies): (Vec<Op>, Vec<_>) = group.into_iter().unzip();
-    let results = match write_all(db, &ops).await {
+    let results = match write(&ops).await {
         Ok(results) => results,
         Err(error @ StoreError::Unavailable(_)) => {
             let message = error.to_string();
@@ -72,7 +88,7 @@ async fn commit(db: &Db, group: Vec<Job>) {
             tracing::warn!(%error, writes = ops.len(), "group commit refused; writing its writes one by one");
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
-                results.push(alone(db, op).await);
+                results.push(alone(&mut write, op).await);
             }
             results
         }
@@ -87,8 +103,8 @@ async fn commit(db: &Db, group: Vec<Job>) {
 /// again without the texts that came from outside (the receiver's answer, what was sent): the
 /// delivery must still end or be rescheduled, or its lease would run out and the same attempt
 /// would be made again and again.
-async fn alone(db: &Db, mut op: Op) -> Result<bool> {
-    let result = match write_all(db, std::slice::from_ref(&op)).await {
+async fn alone(write: &mut impl FnMut(&[Op]) -> Writing<'_>, mut op: Op) -> Result<bool> {
+    let result = match write(std::slice::from_ref(&op)).await {
         Ok(mut results) => return results.pop().unwrap_or(Ok(false)),
         Err(error @ StoreError::Unavailable(_)) => return Err(unavailable(&error.to_string())),
         Err(error) => error,
@@ -100,7 +116,7 @@ async fn alone(db: &Db, mut op: Op) -> Result<bool> {
         "an attempt's outcome was refused; recording it without the receiver's texts");
     record.log.strip_outside_texts(&result.to_string());
     record.last_error = record.log.error_message.clone();
-    match write_all(db, std::slice::from_ref(&op)).await {
+    match write(std::slice::from_ref(&op)).await {
         Ok(mut results) => results.pop().unwrap_or(Ok(false)),
         Err(error @ StoreError::Unavailable(_)) => Err(unavailable(&error.to_string())),
         Err(error) => Err(refused(error)),
@@ -122,14 +138,12 @@ fn refused(error: StoreError) -> StoreError {
 
 /// The rows a group writes, gathered from its operations.
 #[derive(Default)]
-struct Rows<'a> {
-    events: Vec<&'a Event>,
-    deliveries: Vec<&'a Delivery>,
-    messages: Vec<&'a AgentMessage>,
-    logs: Vec<&'a LogEntry>,
-    tallies: Vec<&'a Tally>,
-    /// With their position in the group.
-    attempts: Vec<(usize, &'a AttemptRecord)>,
+pub(super) struct Rows<'a> {
+    pub(super) events: Vec<&'a Event>,
+    pub(super) deliveries: Vec<&'a Delivery>,
+    pub(super) messages: Vec<&'a AgentMessage>,
+    pub(super) logs: Vec<&'a LogEntry>,
+    pub(super) tallies: Vec<&'a Tally>,
 }
 
 impl<'a> Rows<'a> {
@@ -140,68 +154,105 @@ impl<'a> Rows<'a> {
     }
 }
 
+/// What a group writes once its unique keys and leases are settled, and each write's answer.
+pub(super) struct Plan<'a> {
+    pub(super) rows: Rows<'a>,
+    /// What the group's attempts teach about each target, folded in the order they arrived;
+    /// in target order, so that nodes lock these rows in one order.
+    pub(super) health: BTreeMap<(TargetKind, &'a str), HealthFold>,
+    pub(super) results: Vec<Result<bool>>,
+}
+
+/// The group's attempts in delivery id order: nodes updating the same rows (a lease taken over)
+/// lock them in one order.
+pub(super) fn attempts(ops: &[Op]) -> Vec<&AttemptRecord> {
+    let mut records: Vec<&AttemptRecord> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Attempt(record) => Some(record.as_ref()),
+            _ => None,
+        })
+        .collect();
+    records.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+    records
+}
+
+/// The rest of a group's writes, given whether each op's unique key (an idempotency key, a
+/// provider's delivery id) was fresh and which attempts' leases held.
+pub(super) fn plan<'a>(ops: &'a [Op], fresh: &[bool], held: &HashSet<String>) -> Plan<'a> {
+    let mut rows = Rows::default();
+    let mut health: BTreeMap<(TargetKind, &str), HealthFold> = BTreeMap::new();
+    let results = ops
+        .iter()
+        .zip(fresh)
+        .map(|(op, &fresh)| match op {
+            Op::Publish(publication) if fresh => {
+                rows.publication(publication);
+                Ok(true)
+            }
+            Op::Publish(_) => Err(StoreError::Conflict("idempotency key already used".into())),
+            Op::Accept(accepted) => {
+                if fresh {
+                    rows.messages.push(&accepted.message);
+                    rows.logs.push(&accepted.log);
+                    rows.publication(&accepted.publication);
+                }
+                Ok(fresh)
+            }
+            Op::Attempt(record) => {
+                let kept = held.contains(&record.delivery_id);
+                rows.logs.push(&record.log);
+                health
+                    .entry((record.target, record.webhook_id.as_str()))
+                    .or_default()
+                    .add(record.health);
+                // The node that took the delivery over records its own reply.
+                if let (true, Some(reply)) = (kept, &record.reply) {
+                    rows.messages.push(&reply.message);
+                    rows.publication(&reply.publication);
+                }
+                Ok(kept)
+            }
+            Op::Log(entry) => {
+                rows.logs.push(entry);
+                Ok(true)
+            }
+            Op::Tally(tallies) => {
+                rows.tallies.extend(tallies);
+                Ok(true)
+            }
+        })
+        .collect();
+    Plan {
+        rows,
+        health,
+        results,
+    }
+}
+
 async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
     let store = GroupStore { db };
     Ok(super::on_pool!(store, pool => {
         let mut tx = pool.begin().await?;
-        let mut results: Vec<Result<bool>> = Vec::with_capacity(ops.len());
-        let mut rows = Rows::default();
-        // Only the unique keys a write can lose to another (an idempotency key, a provider's
-        // delivery id) are written one by one: their outcome decides whether the rest is.
-        for (position, op) in ops.iter().enumerate() {
-            results.push(Ok(true));
-            match op {
-                Op::Publish(publication) => {
-                    if insert_idempotency!(tx, publication) {
-                        rows.publication(publication);
-                    } else {
-                        results[position] =
-                            Err(StoreError::Conflict("idempotency key already used".into()));
-                    }
-                }
-                Op::Accept(accepted) => {
-                    let fresh = insert_dedup!(tx, accepted);
-                    if fresh {
-                        rows.messages.push(&accepted.message);
-                        rows.logs.push(&accepted.log);
-                        rows.publication(&accepted.publication);
-                    }
-                    results[position] = Ok(fresh);
-                }
-                Op::Attempt(record) => rows.attempts.push((position, record)),
-                Op::Log(entry) => rows.logs.push(entry),
-                Op::Tally(tallies) => rows.tallies.extend(tallies),
-            }
+        // Only the unique keys a write can lose to another are written one by one: their
+        // outcome decides whether the rest is.
+        let mut fresh = Vec::with_capacity(ops.len());
+        for op in ops {
+            fresh.push(match op {
+                Op::Publish(publication) => insert_idempotency!(tx, publication),
+                Op::Accept(accepted) => insert_dedup!(tx, accepted),
+                Op::Attempt(_) | Op::Log(_) | Op::Tally(_) => true,
+            });
         }
-        // Deliveries in id order: nodes updating the same rows (a lease taken over) lock them in
-        // one order.
-        rows.attempts.sort_by(|a, b| a.1.delivery_id.cmp(&b.1.delivery_id));
-        let records: Vec<&AttemptRecord> = rows.attempts.iter().map(|(_, r)| *r).collect();
-        let held = update_attempts!(tx, &records);
-        let mut health: BTreeMap<(TargetKind, &str), HealthFold> = BTreeMap::new();
-        // Folded in the order the attempts arrived.
-        rows.attempts.sort_by_key(|(position, _)| *position);
-        for (position, record) in std::mem::take(&mut rows.attempts) {
-            let kept = held.contains(&record.delivery_id);
-            results[position] = Ok(kept);
-            rows.logs.push(&record.log);
-            health
-                .entry((record.target, record.webhook_id.as_str()))
-                .or_default()
-                .add(record.health);
-            // The node that took the delivery over records its own reply.
-            if let (true, Some(reply)) = (kept, &record.reply) {
-                rows.messages.push(&reply.message);
-                rows.publication(&reply.publication);
-            }
-        }
-        insert_events!(tx, &rows.events);
-        insert_deliveries!(tx, &rows.deliveries);
-        insert_messages!(tx, &rows.messages);
-        insert_logs!(tx, &rows.logs, &rows.tallies);
-        update_health!(tx, health.iter().map(|((target, id), fold)| ((*target, *id), fold)));
+        let held = update_attempts!(tx, &attempts(ops));
+        let plan = plan(ops, &fresh, &held);
+        insert_events!(tx, &plan.rows.events);
+        insert_deliveries!(tx, &plan.rows.deliveries);
+        insert_messages!(tx, &plan.rows.messages);
+        insert_logs!(tx, &plan.rows.logs, &plan.rows.tallies);
+        update_health!(tx, plan.health.iter().map(|((target, id), fold)| ((*target, *id), fold)));
         tx.commit().await?;
-        results
+        plan.results
     }))
 }
 

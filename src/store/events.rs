@@ -58,14 +58,23 @@ pub struct Publication {
     pub idempotency: Option<Idempotency>,
 }
 
+/// The columns an event is inserted with, in the order of its bind values.
+pub(super) const EVENT_COLUMNS: &str =
+    "id, user_id, company_id, event_type, agent_id, agent_name, data, metadata, created_at";
+
+/// The columns a delivery is inserted with, in the order of its bind values.
+pub(super) const DELIVERY_COLUMNS: &str = "id, event_id, target, webhook_id, company_id, event_type, \
+     status, attempts, next_attempt_at, lease_token, created_at, updated_at, fifo";
+
 /// Inserts `$events` (a slice of `&Event`) on `$conn`, in multi-row statements.
 macro_rules! insert_events {
     ($conn:expr, $events:expr) => {{
         let events: &[&crate::domain::event::Event] = $events;
         for chunk in events.chunks(crate::store::events::CHUNK) {
-            sqlx::QueryBuilder::new(
-                "INSERT INTO events (id, user_id, company_id, event_type, agent_id, agent_name, data, metadata, created_at) ",
-            )
+            sqlx::QueryBuilder::new(format!(
+                "INSERT INTO events ({}) ",
+                crate::store::events::EVENT_COLUMNS
+            ))
             .push_values(chunk, |mut row, event| {
                 row.push_bind(&event.id)
                     .push_bind(&event.tenant.user_id)
@@ -91,10 +100,10 @@ macro_rules! insert_deliveries {
     ($conn:expr, $deliveries:expr) => {{
         let deliveries: &[&crate::domain::delivery::Delivery] = $deliveries;
         for chunk in deliveries.chunks(crate::store::events::CHUNK) {
-            sqlx::QueryBuilder::new(
-                "INSERT INTO deliveries (id, event_id, target, webhook_id, company_id, event_type, status,
-                    attempts, next_attempt_at, lease_token, created_at, updated_at, fifo) ",
-            )
+            sqlx::QueryBuilder::new(format!(
+                "INSERT INTO deliveries ({}) ",
+                crate::store::events::DELIVERY_COLUMNS
+            ))
             .push_values(chunk, |mut row, delivery| {
                 row.push_bind(&delivery.id)
                     .push_bind(&delivery.event_id)
@@ -136,6 +145,11 @@ macro_rules! insert_publication {
 }
 pub(super) use insert_publication;
 
+/// Records a publication's `Idempotency-Key`; no row is written when the tenant used the key.
+pub(super) const INSERT_IDEMPOTENCY: &str =
+    "INSERT INTO idempotency_keys (company_id, user_id, key, response, request_hash, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (company_id, user_id, key) DO NOTHING";
+
 /// Records a publication's `Idempotency-Key` on `$conn`; evaluates to `false` (writing nothing)
 /// when the tenant used the key already.
 macro_rules! insert_idempotency {
@@ -143,19 +157,16 @@ macro_rules! insert_idempotency {
         let publication: &Publication = $publication;
         match &publication.idempotency {
             Some(idem) => {
-                sqlx::query(
-                    "INSERT INTO idempotency_keys (company_id, user_id, key, response, request_hash, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (company_id, user_id, key) DO NOTHING",
-                )
-                .bind(&publication.tenant.company_id)
-                .bind(&publication.tenant.user_id)
-                .bind(&idem.key)
-                .bind(&idem.response)
-                .bind(&idem.request_hash)
-                .bind(publication.events.first().map_or(0, |e| e.created_at))
-                .execute(&mut *$conn)
-                .await?
-                .rows_affected()
+                sqlx::query(crate::store::events::INSERT_IDEMPOTENCY)
+                    .bind(&publication.tenant.company_id)
+                    .bind(&publication.tenant.user_id)
+                    .bind(&idem.key)
+                    .bind(&idem.response)
+                    .bind(&idem.request_hash)
+                    .bind(publication.events.first().map_or(0, |e| e.created_at))
+                    .execute(&mut *$conn)
+                    .await?
+                    .rows_affected()
                     == 1
             }
             None => true,

@@ -53,6 +53,15 @@ pub struct Acceptance {
     pub publication: Publication,
 }
 
+/// Records an accepted request's delivery id; no row is written when it is recorded already.
+pub(super) const INSERT_DEDUP: &str =
+    "INSERT INTO incoming_dedup (webhook_id, dedup_key, response, created_at)
+     VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id, dedup_key) DO NOTHING";
+
+/// The columns an inbox message is inserted with, in the order of its bind values.
+pub(super) const MESSAGE_COLUMNS: &str =
+    "id, agent_id, user_id, company_id, incoming_webhook_id, kind, content, created_at";
+
 /// Records an accepted request's delivery id on `$conn`; evaluates to `false` (writing nothing)
 /// when it is recorded already.
 macro_rules! insert_dedup {
@@ -60,17 +69,14 @@ macro_rules! insert_dedup {
         let accepted: &Acceptance = $accepted;
         match &accepted.dedup {
             Some((key, response)) => {
-                sqlx::query(
-                    "INSERT INTO incoming_dedup (webhook_id, dedup_key, response, created_at)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (webhook_id, dedup_key) DO NOTHING",
-                )
-                .bind(&accepted.log.webhook_id)
-                .bind(key)
-                .bind(crate::store::to_json(response))
-                .bind(accepted.message.created_at)
-                .execute(&mut *$conn)
-                .await?
-                .rows_affected()
+                sqlx::query(crate::store::inbox::INSERT_DEDUP)
+                    .bind(&accepted.log.webhook_id)
+                    .bind(key)
+                    .bind(crate::store::to_json(response))
+                    .bind(accepted.message.created_at)
+                    .execute(&mut *$conn)
+                    .await?
+                    .rows_affected()
                     == 1
             }
             None => true,
@@ -84,10 +90,10 @@ macro_rules! insert_messages {
     ($conn:expr, $messages:expr) => {{
         let messages: &[&crate::domain::agent::AgentMessage] = $messages;
         for chunk in messages.chunks(crate::store::events::CHUNK) {
-            sqlx::QueryBuilder::new(
-                "INSERT INTO agent_messages (id, agent_id, user_id, company_id, incoming_webhook_id,
-                    kind, content, created_at) ",
-            )
+            sqlx::QueryBuilder::new(format!(
+                "INSERT INTO agent_messages ({}) ",
+                crate::store::inbox::MESSAGE_COLUMNS
+            ))
             .push_values(chunk, |mut row, message| {
                 row.push_bind(&message.id)
                     .push_bind(&message.agent_id)

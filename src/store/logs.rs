@@ -72,6 +72,24 @@ pub struct LogQuery {
     pub offset: i64,
 }
 
+/// The columns a log entry is inserted with, in the order of its bind values.
+pub(super) const LOG_COLUMNS: &str = "id, webhook_type, webhook_id, delivery_id, event_type, status, \
+     request_payload, request_headers, response_status, response_body, error_message, retry_count, \
+     processing_time_ms, created_at";
+
+/// The columns a webhook's totals are added with, in the order of their bind values.
+pub(super) const STATS_COLUMNS: &str = "webhook_id, webhook_type, total, succeeded, failed, \
+     total_ms, last_success_at, last_failure_at";
+
+/// Adds the inserted totals to those already kept.
+pub(super) const STATS_UPSERT: &str = "ON CONFLICT (webhook_id) DO UPDATE SET
+    total = webhook_stats.total + excluded.total,
+    succeeded = webhook_stats.succeeded + excluded.succeeded,
+    failed = webhook_stats.failed + excluded.failed,
+    total_ms = webhook_stats.total_ms + excluded.total_ms,
+    last_success_at = COALESCE(excluded.last_success_at, webhook_stats.last_success_at),
+    last_failure_at = COALESCE(excluded.last_failure_at, webhook_stats.last_failure_at)";
+
 /// Inserts log entries (a slice of `&LogEntry`) on `$conn` in multi-row statements, and adds
 /// them and `$tallies` (requests counted without an entry of their own) to their webhooks'
 /// running totals: one row per webhook, in webhook order (so that concurrent groups on several
@@ -80,11 +98,10 @@ macro_rules! insert_logs {
     ($conn:expr, $entries:expr, $tallies:expr) => {{
         let entries: &[&crate::domain::log::LogEntry] = $entries;
         for chunk in entries.chunks(crate::store::events::CHUNK) {
-            sqlx::QueryBuilder::new(
-                "INSERT INTO webhook_logs (id, webhook_type, webhook_id, delivery_id, event_type, status,
-                    request_payload, request_headers, response_status, response_body, error_message,
-                    retry_count, processing_time_ms, created_at) ",
-            )
+            sqlx::QueryBuilder::new(format!(
+                "INSERT INTO webhook_logs ({}) ",
+                crate::store::logs::LOG_COLUMNS
+            ))
             .push_values(chunk, |mut row, entry| {
                 row.push_bind(&entry.id)
                     .push_bind(entry.webhook_type.as_str())
@@ -107,10 +124,10 @@ macro_rules! insert_logs {
         }
         let totals = crate::store::logs::sum_by_webhook(entries, $tallies);
         for chunk in totals.chunks(crate::store::events::CHUNK) {
-            let mut query = sqlx::QueryBuilder::new(
-                "INSERT INTO webhook_stats (webhook_id, webhook_type, total, succeeded, failed, total_ms,
-                    last_success_at, last_failure_at) ",
-            );
+            let mut query = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO webhook_stats ({}) ",
+                crate::store::logs::STATS_COLUMNS
+            ));
             query.push_values(chunk, |mut row, (webhook_id, webhook_type, t)| {
                 row.push_bind(*webhook_id)
                     .push_bind(webhook_type.as_str())
@@ -121,15 +138,7 @@ macro_rules! insert_logs {
                     .push_bind(t.last_success_at)
                     .push_bind(t.last_failure_at);
             });
-            query.push(
-                " ON CONFLICT (webhook_id) DO UPDATE SET
-                    total = webhook_stats.total + excluded.total,
-                    succeeded = webhook_stats.succeeded + excluded.succeeded,
-                    failed = webhook_stats.failed + excluded.failed,
-                    total_ms = webhook_stats.total_ms + excluded.total_ms,
-                    last_success_at = COALESCE(excluded.last_success_at, webhook_stats.last_success_at),
-                    last_failure_at = COALESCE(excluded.last_failure_at, webhook_stats.last_failure_at)",
-            );
+            query.push(" ").push(crate::store::logs::STATS_UPSERT);
             query.build().execute(&mut *$conn).await?;
         }
     }};

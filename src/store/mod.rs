@@ -12,6 +12,7 @@ mod incoming;
 mod keys;
 mod logs;
 mod outgoing;
+mod sqlite_writer;
 
 pub use deliveries::{AttemptRecord, HealthChange, Reply};
 pub use events::{Idempotency, Publication};
@@ -48,6 +49,26 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
     Database(sqlx::Error),
+    /// A statement of the SQLite group commit failed.
+    #[error(transparent)]
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation) => StoreError::Conflict(error.to_string()),
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen,
+            ) => StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(error))),
+            _ => StoreError::Sqlite(error),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -102,14 +123,17 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
-/// [`on_pool!`] for statements that write: on SQLite they go to the single write connection, so
-/// writers queue in the pool (fairly, without sleeping) instead of colliding on SQLite's one
-/// write lock and backing off in its busy handler (seen: claims waiting over a second behind
-/// group commits). On PostgreSQL it is the same pool.
+/// [`on_pool!`] for statements that write: on SQLite they go to the single write connection and
+/// take their turn with the group commit's thread, so writers queue (fairly, without sleeping)
+/// instead of colliding on SQLite's one write lock and backing off in its busy handler (seen:
+/// claims waiting over a second behind group commits). On PostgreSQL it is the same pool.
 macro_rules! on_writer {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.write_db {
-            crate::store::Db::Sqlite($pool) => $body,
+            crate::store::Db::Sqlite($pool) => {
+                let _turn = $store.turn.lock().await;
+                $body
+            }
             crate::store::Db::Postgres($pool) => $body,
         }
     };
@@ -123,8 +147,11 @@ pub struct Store {
     db: Db,
     /// For writes; see [`on_writer!`].
     write_db: Db,
-    /// The group-commit writer of this node (see [`batch`]).
+    /// The group-commit writer of this node (see [`batch`], [`sqlite_writer`]).
     writer: tokio::sync::mpsc::Sender<batch::Job>,
+    /// SQLite's write lock, taken in turns (first come, first served) by the group commit and
+    /// the other writes, so that none of them waits in SQLite's busy handler.
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
@@ -134,7 +161,8 @@ impl Store {
     /// Connects to `url` (`sqlite://hookd.db`, `sqlite::memory:`, `postgres://…`) and applies
     /// pending migrations.
     pub async fn connect(url: &str) -> Result<Store> {
-        let (db, write_db) = if url.starts_with("sqlite:") {
+        let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let (db, write_db, writer) = if url.starts_with("sqlite:") {
             // WAL lets readers run beside the writer; synchronous=FULL makes a commit survive
             // power loss, which is what a 2xx promises.
             let options = SqliteConnectOptions::from_str(url)?
@@ -153,18 +181,21 @@ impl Store {
                 .connect_with(options.clone())
                 .await?;
             sqlx::migrate!("migrations/sqlite").run(&writer).await?;
-            // An in-memory database exists once per connection: it gets no separate readers.
-            let readers = if url.contains(":memory:") || url.contains("mode=memory") {
-                writer.clone()
+            // An in-memory database exists once per connection: it gets no separate readers,
+            // and its group commits go through sqlx on that connection.
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                let db = Db::Sqlite(writer);
+                (db.clone(), db.clone(), batch::start(db))
             } else {
-                SqlitePoolOptions::new()
+                let group_writer = sqlite_writer::start(options.get_filename(), turn.clone())?;
+                let readers = SqlitePoolOptions::new()
                     .max_connections(8)
                     .test_before_acquire(false)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_with(options)
-                    .await?
-            };
-            (Db::Sqlite(readers), Db::Sqlite(writer))
+                    .await?;
+                (Db::Sqlite(readers), Db::Sqlite(writer), group_writer)
+            }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -173,14 +204,16 @@ impl Store {
                 .connect_with(options)
                 .await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            (Db::Postgres(pool.clone()), Db::Postgres(pool))
+            let db = Db::Postgres(pool);
+            (db.clone(), db.clone(), batch::start(db))
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
         Ok(Store {
-            writer: batch::start(write_db.clone()),
+            writer,
             db,
             write_db,
+            turn,
         })
     }
 
