@@ -31,7 +31,8 @@ both_backends!(
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn webhook(app: &TestApp, key: &str, body: Value) -> String {
+/// Creates an outgoing webhook; its id.
+pub async fn webhook(app: &TestApp, key: &str, body: Value) -> String {
     let created = app
         .post("/api/webhooks/outgoing", key, &body)
         .await

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::both_backends;
+use crate::delivery::webhook;
 use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
 use crate::receiver::{Received, Receiver, Reply};
 
@@ -17,14 +18,6 @@ both_backends!(
 );
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn webhook(app: &TestApp, key: &str, body: Value) -> String {
-    let created = app
-        .post("/api/webhooks/outgoing", key, &body)
-        .await
-        .expect(201);
-    created["id"].as_str().unwrap().to_string()
-}
 
 /// Publishes events `range` as one batch.
 async fn publish_batch(app: &TestApp, key: &str, range: std::ops::Range<i64>) {
