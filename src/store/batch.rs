@@ -75,56 +75,66 @@ pub(super) fn writer<F: FnMut(&[Op]) -> Writing<'_>>(write: F) -> F {
 /// tenant's bad value must not fail another tenant's publish). `write` writes some ops in one
 /// transaction: sqlx's for PostgreSQL, or the SQLite thread's ([`super::sqlite_writer`]).
 pub(super) async fn commit(mut write: impl FnMut(&[Op]) -> Writing<'_>, group: Vec<Job>) {
-    let (ops, replies): (Vec<Op>, Vec<_>) = group.into_iter().unzip();
+    let (mut ops, replies): (Vec<Op>, Vec<_>) = group.into_iter().unzip();
     let results = match write(&ops).await {
         Ok(results) => results,
         Err(error @ StoreError::Unavailable(_)) => {
-            let message = error.to_string();
-            (0..replies.len())
-                .map(|_| Err(unavailable(&message)))
-                .collect()
+            tracing::debug!(%error, "group commit: store unavailable");
+            ops.iter().map(|_| Err(unavailable())).collect()
         }
-        Err(error) if ops.len() > 1 => {
+        // A group of one has been tried alone already.
+        Err(error) if ops.len() == 1 => vec![salvage(&mut write, ops.remove(0), error).await],
+        Err(error) => {
             tracing::warn!(%error, writes = ops.len(), "group commit refused; writing its writes one by one");
             let mut results = Vec::with_capacity(ops.len());
             for op in ops {
-                results.push(alone(&mut write, op).await);
+                results.push(match write(std::slice::from_ref(&op)).await {
+                    Ok(results) => only(results),
+                    Err(error) => salvage(&mut write, op, error).await,
+                });
             }
             results
         }
-        Err(error) => vec![Err(refused(error))],
     };
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }
 }
 
-/// One write in a transaction of its own. An attempt's outcome the database refuses is recorded
-/// again without the texts that came from outside (the receiver's answer, what was sent): the
-/// delivery must still end or be rescheduled, or its lease would run out and the same attempt
-/// would be made again and again.
-async fn alone(write: &mut impl FnMut(&[Op]) -> Writing<'_>, mut op: Op) -> Result<bool> {
-    let result = match write(std::slice::from_ref(&op)).await {
-        Ok(mut results) => return results.pop().unwrap_or(Ok(false)),
-        Err(error @ StoreError::Unavailable(_)) => return Err(unavailable(&error.to_string())),
-        Err(error) => error,
-    };
+/// The answer to a write that failed alone with `error`. An attempt's outcome the database
+/// refuses is recorded again without the texts that came from outside (the receiver's answer,
+/// what was sent): the delivery must still end or be rescheduled, or its lease would run out
+/// and the same attempt would be made again and again.
+async fn salvage(
+    write: &mut impl FnMut(&[Op]) -> Writing<'_>,
+    mut op: Op,
+    error: StoreError,
+) -> Result<bool> {
+    if matches!(error, StoreError::Unavailable(_)) {
+        return Err(unavailable());
+    }
     let Op::Attempt(record) = &mut op else {
-        return Err(refused(result));
+        return Err(refused(error));
     };
-    tracing::error!(error = %result, delivery = %record.delivery_id,
+    tracing::error!(%error, delivery = %record.delivery_id,
         "an attempt's outcome was refused; recording it without the receiver's texts");
-    record.log.strip_outside_texts(&result.to_string());
+    record.log.strip_outside_texts(&error.to_string());
     record.last_error = record.log.error_message.clone();
     match write(std::slice::from_ref(&op)).await {
-        Ok(mut results) => results.pop().unwrap_or(Ok(false)),
-        Err(error @ StoreError::Unavailable(_)) => Err(unavailable(&error.to_string())),
+        Ok(results) => only(results),
+        Err(StoreError::Unavailable(_)) => Err(unavailable()),
         Err(error) => Err(refused(error)),
     }
 }
 
-fn unavailable(message: &str) -> StoreError {
-    tracing::debug!(message, "group commit: store unavailable");
+/// The result of a write made alone.
+fn only(mut results: Vec<Result<bool>>) -> Result<bool> {
+    results.pop().unwrap_or(Ok(false))
+}
+
+/// What each write of a group gets when the database cannot be reached (the cause is logged
+/// once; `sqlx::Error` cannot be cloned for each).
+fn unavailable() -> StoreError {
     StoreError::Unavailable(sqlx::Error::PoolClosed)
 }
 
@@ -272,5 +282,100 @@ impl super::Store {
         answer
             .await
             .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolClosed))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{
+        domain::{delivery::DeliveryStatus, log::WebhookType},
+        store::HealthChange,
+    };
+
+    fn attempt(response_body: &str) -> Op {
+        let log = LogEntry {
+            id: "log".into(),
+            webhook_type: WebhookType::Outgoing,
+            webhook_id: "hook".into(),
+            delivery_id: Some("delivery".into()),
+            event_type: Some("task.completed".into()),
+            status: "delivered".into(),
+            succeeded: true,
+            request_payload: Some("{}".into()),
+            request_headers: [("x-a".to_string(), "b".to_string())].into(),
+            response_status: Some(200),
+            response_body: Some(response_body.into()),
+            error_message: None,
+            retry_count: 0,
+            processing_time_ms: 1,
+            created_at: 1,
+        };
+        Op::Attempt(Box::new(AttemptRecord {
+            delivery_id: "delivery".into(),
+            target: TargetKind::Webhook,
+            webhook_id: "hook".into(),
+            lease_token: "lease".into(),
+            status: DeliveryStatus::Delivered,
+            attempts: 1,
+            next_attempt_at: 1,
+            last_status: Some(200),
+            last_error: None,
+            now: 1,
+            log,
+            health: HealthChange::Success,
+            reply: None,
+        }))
+    }
+
+    /// A refused attempt, alone in its group or among others, is recorded without the texts
+    /// from outside; every other write of its group commits.
+    #[tokio::test]
+    async fn a_refused_attempt_is_recorded_without_outside_texts_alone_or_in_a_group() {
+        for group_size in [1, 3] {
+            let written: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+            let seen = Arc::clone(&written);
+            let write = writer(move |ops: &[Op]| {
+                let bodies: Vec<Option<String>> = ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::Attempt(record) => record.log.response_body.clone(),
+                        _ => None,
+                    })
+                    .collect();
+                let refused = bodies.iter().any(|b| b.as_deref() == Some("poison"));
+                let count = ops.len();
+                let seen = Arc::clone(&seen);
+                Box::pin(async move {
+                    if refused {
+                        return Err(StoreError::Refused("poison".into()));
+                    }
+                    seen.lock().unwrap().extend(bodies);
+                    Ok((0..count).map(|_| Ok(true)).collect())
+                })
+            });
+            let mut group = Vec::new();
+            let mut answers = Vec::new();
+            for n in 0..group_size {
+                let (reply, answer) = oneshot::channel();
+                let body = if n == 0 { "poison" } else { "fine" };
+                group.push((attempt(body), reply));
+                answers.push(answer);
+            }
+            commit(write, group).await;
+            for answer in answers {
+                assert!(
+                    matches!(answer.await, Ok(Ok(true))),
+                    "group of {group_size}"
+                );
+            }
+            let mut written = written.lock().unwrap().clone();
+            written.sort();
+            let mut expected = vec![None];
+            expected.extend(vec![Some("fine".to_string()); group_size - 1]);
+            assert_eq!(written, expected, "group of {group_size}");
+        }
     }
 }
