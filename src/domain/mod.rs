@@ -9,6 +9,7 @@ pub mod incoming;
 pub mod log;
 pub mod net;
 pub mod outgoing;
+pub mod rotation;
 pub mod signature;
 pub mod template;
 pub mod tenant;

@@ -9,6 +9,7 @@ use super::{
     delivery::{Health, PayloadFormat},
     event_types,
     net::TargetUrl,
+    rotation::PreviousSecret,
     template::Template,
     tenant::Tenant,
 };
@@ -43,8 +44,25 @@ pub struct OutgoingWebhook {
     pub tenant: Tenant,
     pub settings: OutgoingSettings,
     pub health: Health,
+    /// The secret a rotation replaced, signed with beside the current one until it expires.
+    pub previous_secret: Option<PreviousSecret>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl OutgoingWebhook {
+    /// The secrets a delivery made at `now` is signed with: the current one first, then the one
+    /// a rotation replaced while it is still valid. Empty: deliveries are not signed.
+    pub fn signing_secrets(&self, now: i64) -> Vec<&str> {
+        self.settings
+            .secret
+            .as_deref()
+            .into_iter()
+            .chain(
+                PreviousSecret::live(self.previous_secret.as_ref(), now).map(|p| p.secret.as_str()),
+            )
+            .collect()
+    }
 }
 
 /// Everything a user sets on an outgoing webhook. Only [`OutgoingSettings::create`] and

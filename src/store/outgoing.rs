@@ -5,6 +5,7 @@ use crate::domain::{
     delivery::{Health, PayloadFormat},
     net::TargetUrl,
     outgoing::{Ordering, OutgoingSettings, OutgoingWebhook},
+    rotation::PreviousSecret,
     tenant::Tenant,
 };
 
@@ -32,6 +33,8 @@ struct OutgoingRow {
     consecutive_failures: i64,
     circuit_open_until: Option<i64>,
     deactivated_reason: Option<String>,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -71,6 +74,10 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
                 circuit_open_until: row.circuit_open_until,
                 deactivated_reason: row.deactivated_reason,
             },
+            previous_secret: PreviousSecret::from_columns(
+                row.previous_secret,
+                row.previous_secret_expires_at,
+            ),
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -80,7 +87,7 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
 pub(super) const COLUMNS: &str = "id, user_id, company_id, name, url, event_types, is_active, secret, \
      headers, description, agent_id, retry_count, retry_delay, timeout, rate_limit, filters, \
      payload_template, payload_format, ordering, consecutive_failures, circuit_open_until, deactivated_reason, \
-     created_at, updated_at";
+     previous_secret, previous_secret_expires_at, created_at, updated_at";
 
 /// Binds `$1` id, `$2` user, `$3` company, `$4`..`$19` the settings, `$20` updated_at: the
 /// shared parameter order of the insert and the update.
@@ -188,9 +195,12 @@ impl Store {
                 "UPDATE outgoing_webhooks SET name = $4, url = $5, event_types = $6, is_active = $7,
                     secret = $8, headers = $9, description = $10, agent_id = $11, retry_count = $12,
                     retry_delay = $13, timeout = $14, rate_limit = $15, filters = $16,
-                    payload_template = $17, payload_format = $18, ordering = $19, updated_at = $20
+                    payload_template = $17, payload_format = $18, ordering = $19, updated_at = $20,
+                    previous_secret = $21, previous_secret_expires_at = $22
                  WHERE id = $1 AND user_id = $2 AND company_id = $3",
             ), hook)
+            .bind(hook.previous_secret.as_ref().map(|p| &p.secret))
+            .bind(hook.previous_secret.as_ref().map(|p| p.expires_at))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -208,6 +218,45 @@ impl Store {
             tx.commit().await?;
         });
         Ok(())
+    }
+
+    /// Replaces the secret of one of the tenant's webhooks with `secret`, keeping `previous`
+    /// valid beside it, if the secret is still `current`. `Conflict`: another rotation or change
+    /// came first (its caller holds the secret that counts); `NotFound`: no such webhook.
+    pub async fn rotate_outgoing_secret(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        current: Option<&str>,
+        secret: &str,
+        previous: Option<&PreviousSecret>,
+        now: i64,
+    ) -> Result<()> {
+        let done = on_writer!(self, pool => sqlx::query(
+            "UPDATE outgoing_webhooks SET secret = $5, previous_secret = $6,
+                previous_secret_expires_at = $7, updated_at = $8
+             WHERE id = $1 AND company_id = $2 AND user_id = $3 AND secret IS NOT DISTINCT FROM $4",
+        )
+        .bind(id)
+        .bind(&tenant.company_id)
+        .bind(&tenant.user_id)
+        .bind(current)
+        .bind(secret)
+        .bind(previous.map(|p| &p.secret))
+        .bind(previous.map(|p| p.expires_at))
+        .bind(now)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        match done {
+            0 => self
+                .get_outgoing(tenant, id)
+                .await
+                .and(Err(StoreError::Conflict(
+                    "the secret was changed meanwhile; rotate again".into(),
+                ))),
+            _ => Ok(()),
+        }
     }
 
     pub async fn delete_outgoing(&self, tenant: &Tenant, id: &str) -> Result<()> {

@@ -20,6 +20,7 @@ mod outgoing_webhooks;
 mod receiver;
 mod receivers;
 mod receiving;
+mod rotation;
 mod statistics;
 mod templates;
 mod untrusted_input;
