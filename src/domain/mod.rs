@@ -8,6 +8,7 @@ pub mod event_types;
 pub mod incoming;
 pub mod log;
 pub mod net;
+pub mod notice;
 pub mod outgoing;
 pub mod rotation;
 pub mod signature;

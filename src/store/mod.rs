@@ -11,6 +11,7 @@ mod inbox;
 mod incoming;
 mod keys;
 mod logs;
+mod notices;
 mod outgoing;
 mod sqlite_writer;
 
@@ -152,6 +153,8 @@ pub struct Store {
     /// SQLite's write lock, taken in turns (first come, first served) by the group commit and
     /// the other writes, so that none of them waits in SQLite's busy handler.
     turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Told when this node wrote notices about webhooks, which wait to be published.
+    noticed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
@@ -162,6 +165,7 @@ impl Store {
     /// pending migrations.
     pub async fn connect(url: &str) -> Result<Store> {
         let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let noticed = std::sync::Arc::new(tokio::sync::Notify::new());
         let (db, write_db, writer) = if url.starts_with("sqlite:") {
             // WAL lets readers run beside the writer; synchronous=FULL makes a commit survive
             // power loss, which is what a 2xx promises.
@@ -185,9 +189,10 @@ impl Store {
             // and its group commits go through sqlx on that connection.
             if url.contains(":memory:") || url.contains("mode=memory") {
                 let db = Db::Sqlite(writer);
-                (db.clone(), db.clone(), batch::start(db))
+                (db.clone(), db.clone(), batch::start(db, noticed.clone()))
             } else {
-                let group_writer = sqlite_writer::start(options.get_filename(), turn.clone())?;
+                let group_writer =
+                    sqlite_writer::start(options.get_filename(), turn.clone(), noticed.clone())?;
                 let readers = SqlitePoolOptions::new()
                     .max_connections(8)
                     .test_before_acquire(false)
@@ -205,7 +210,7 @@ impl Store {
                 .await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             let db = Db::Postgres(pool);
-            (db.clone(), db.clone(), batch::start(db))
+            (db.clone(), db.clone(), batch::start(db, noticed.clone()))
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
@@ -214,6 +219,7 @@ impl Store {
             db,
             write_db,
             turn,
+            noticed,
         })
     }
 

@@ -4,6 +4,7 @@ use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
     delivery::{Health, PayloadFormat},
     net::TargetUrl,
+    notice::About,
     outgoing::{Ordering, OutgoingSettings, OutgoingWebhook},
     rotation::PreviousSecret,
     tenant::Tenant,
@@ -188,9 +189,37 @@ impl Store {
 
     /// Writes the settings of an existing webhook (of the same tenant). Its deliveries still
     /// pending take its `ordering` in the same transaction, so a webhook is never half FIFO.
+    /// Switching it off (`is_active` from true to false) writes its `webhook.disabled` notice in
+    /// the same transaction.
     pub async fn update_outgoing(&self, hook: &OutgoingWebhook) -> Result<()> {
-        on_writer!(self, pool => {
+        let lock = match self.backend() {
+            "postgres" => "FOR UPDATE",
+            _ => "",
+        };
+        let was_active = format!(
+            "SELECT is_active FROM outgoing_webhooks
+             WHERE id = $1 AND user_id = $2 AND company_id = $3 {lock}"
+        );
+        let disabled = on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
+            let was_active: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(was_active))
+                .bind(&hook.id)
+                .bind(&hook.tenant.user_id)
+                .bind(&hook.tenant.company_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let disabled = (was_active == Some(true) && !hook.settings.is_active).then(|| {
+                About {
+                    tenant: &hook.tenant,
+                    webhook_id: &hook.id,
+                    webhook_name: &hook.settings.name,
+                    consecutive_failures: hook.health.consecutive_failures,
+                }
+                .disabled("switched off by its owner", hook.updated_at)
+            });
+            if let Some(notice) = &disabled {
+                super::notices::insert_notices!(tx, std::slice::from_ref(notice));
+            }
             let done = bind_outgoing!(sqlx::query(
                 "UPDATE outgoing_webhooks SET name = $4, url = $5, event_types = $6, is_active = $7,
                     secret = $8, headers = $9, description = $10, agent_id = $11, retry_count = $12,
@@ -216,7 +245,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            disabled
         });
+        if disabled.is_some() {
+            self.noticed.notify_one();
+        }
         Ok(())
     }
 

@@ -15,6 +15,7 @@ mod incoming_receive;
 mod incoming_webhooks;
 mod isolation;
 mod meta;
+mod notices;
 mod order;
 mod outgoing_webhooks;
 mod receiver;
