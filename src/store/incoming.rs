@@ -200,7 +200,7 @@ impl Store {
 
     /// Replaces the verification of one of the tenant's webhooks with `verification` (its new
     /// secret), keeping `previous` valid beside it, if the stored verification is still
-    /// `current`. `Conflict`: another rotation or change came first; `NotFound`: no such webhook.
+    /// `current` (see [`Store::replace_secret`]).
     pub async fn rotate_incoming_secret(
         &self,
         tenant: &Tenant,
@@ -210,31 +210,15 @@ impl Store {
         previous: Option<&PreviousSecret>,
         now: i64,
     ) -> Result<()> {
-        let done = on_writer!(self, pool => sqlx::query(
-            "UPDATE incoming_webhooks SET verification = $5, previous_secret = $6,
-                previous_secret_expires_at = $7, updated_at = $8
-             WHERE id = $1 AND company_id = $2 AND user_id = $3 AND verification = $4",
-        )
-        .bind(id)
-        .bind(&tenant.company_id)
-        .bind(&tenant.user_id)
-        .bind(to_json(current))
-        .bind(to_json(verification))
-        .bind(previous.map(|p| &p.secret))
-        .bind(previous.map(|p| p.expires_at))
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        match done {
-            0 => self
-                .get_incoming(tenant, id)
-                .await
-                .and(Err(StoreError::Conflict(
-                    "the verification was changed meanwhile; rotate again".into(),
-                ))),
-            _ => Ok(()),
-        }
+        let (current, next) = (to_json(current), to_json(verification));
+        let swap = super::SecretSwap {
+            current: Some(&current),
+            next: &next,
+            previous,
+            now,
+        };
+        self.replace_secret("incoming_webhooks", "verification", tenant, id, swap)
+            .await
     }
 
     pub async fn delete_incoming(&self, tenant: &Tenant, id: &str) -> Result<()> {

@@ -257,10 +257,68 @@ impl Store {
         Ok(())
     }
 
+    /// Sets `column` of the tenant's row `id` of `table` (a webhook) to `swap.next` and its
+    /// previous secret to `swap.previous`, only if `column` still holds `swap.current`: a
+    /// compare-and-swap, so that of two concurrent rotations only one wins. `Conflict`: another
+    /// rotation or change came first (its caller holds the secret that counts); `NotFound`: no
+    /// such row.
+    async fn replace_secret(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        tenant: &crate::domain::tenant::Tenant,
+        id: &str,
+        swap: SecretSwap<'_>,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE {table} SET {column} = $5, previous_secret = $6,
+                previous_secret_expires_at = $7, updated_at = $8
+             WHERE id = $1 AND company_id = $2 AND user_id = $3
+               AND {column} IS NOT DISTINCT FROM $4"
+        );
+        let done = on_writer!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .bind(swap.current)
+            .bind(swap.next)
+            .bind(swap.previous.map(|p| &p.secret))
+            .bind(swap.previous.map(|p| p.expires_at))
+            .bind(swap.now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if done == 1 {
+            return Ok(());
+        }
+        let exists = format!(
+            "SELECT COUNT(*) FROM {table} WHERE id = $1 AND company_id = $2 AND user_id = $3"
+        );
+        let found: i64 = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(exists))
+            .bind(id)
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .fetch_one(pool)
+            .await?);
+        Err(match found {
+            0 => StoreError::NotFound,
+            _ => StoreError::Conflict("the secret was changed meanwhile; rotate again".into()),
+        })
+    }
+
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
         on_writer!(self, pool => pool.close().await);
     }
+}
+
+/// A secret replaced by [`Store::replace_secret`]: what the column must still hold, what it
+/// gets, and the replaced secret to keep valid beside it.
+struct SecretSwap<'a> {
+    current: Option<&'a str>,
+    next: &'a str,
+    previous: Option<&'a crate::domain::rotation::PreviousSecret>,
+    now: i64,
 }
 
 /// Encodes a value for a JSON text column.

@@ -253,9 +253,9 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces the secret of one of the tenant's webhooks with `secret`, keeping `previous`
-    /// valid beside it, if the secret is still `current`. `Conflict`: another rotation or change
-    /// came first (its caller holds the secret that counts); `NotFound`: no such webhook.
+    /// Replaces the signing secret of one of the tenant's webhooks with `secret`, keeping
+    /// `previous` valid beside it, if the secret is still `current` (see
+    /// [`Store::replace_secret`]).
     pub async fn rotate_outgoing_secret(
         &self,
         tenant: &Tenant,
@@ -265,31 +265,14 @@ impl Store {
         previous: Option<&PreviousSecret>,
         now: i64,
     ) -> Result<()> {
-        let done = on_writer!(self, pool => sqlx::query(
-            "UPDATE outgoing_webhooks SET secret = $5, previous_secret = $6,
-                previous_secret_expires_at = $7, updated_at = $8
-             WHERE id = $1 AND company_id = $2 AND user_id = $3 AND secret IS NOT DISTINCT FROM $4",
-        )
-        .bind(id)
-        .bind(&tenant.company_id)
-        .bind(&tenant.user_id)
-        .bind(current)
-        .bind(secret)
-        .bind(previous.map(|p| &p.secret))
-        .bind(previous.map(|p| p.expires_at))
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        match done {
-            0 => self
-                .get_outgoing(tenant, id)
-                .await
-                .and(Err(StoreError::Conflict(
-                    "the secret was changed meanwhile; rotate again".into(),
-                ))),
-            _ => Ok(()),
-        }
+        let swap = super::SecretSwap {
+            current,
+            next: secret,
+            previous,
+            now,
+        };
+        self.replace_secret("outgoing_webhooks", "secret", tenant, id, swap)
+            .await
     }
 
     pub async fn delete_outgoing(&self, tenant: &Tenant, id: &str) -> Result<()> {

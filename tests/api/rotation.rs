@@ -250,6 +250,19 @@ async fn rotate_secret_needs_write_scope_and_the_tenants_own_webhook(backend: Ba
     )
     .await
     .expect_error(404, "not_found");
+    let openapi = app
+        .request(reqwest::Method::GET, "/openapi.json", None, None)
+        .await
+        .expect(200);
+    for documented in [
+        "/api/webhooks/outgoing/{id}/rotate-secret",
+        "/api/webhooks/incoming/{id}/rotate-secret",
+    ] {
+        assert!(
+            openapi["paths"][documented]["post"].is_object(),
+            "{documented} is not in the OpenAPI document"
+        );
+    }
 
     // A webhook without a secret gets its first one: nothing to keep valid beside it. No body
     // is needed.
