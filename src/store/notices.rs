@@ -294,3 +294,140 @@ impl Store {
         self.noticed.notified().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        domain::{
+            delivery::{Delivery, Health},
+            event::{Event, NewEvent},
+            log::{LogEntry, WebhookType},
+            outgoing::{OutgoingChanges, OutgoingSettings, OutgoingWebhook},
+        },
+        store::{AttemptRecord, HealthChange},
+    };
+
+    fn tenant() -> Tenant {
+        Tenant {
+            user_id: "u".into(),
+            company_id: "c".into(),
+        }
+    }
+
+    async fn store_with_webhook(dir: &tempfile::TempDir) -> (Store, OutgoingWebhook) {
+        let url = format!("sqlite://{}", dir.path().join("hookd.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let settings = OutgoingSettings::create(OutgoingChanges {
+            name: Some("crm".into()),
+            url: Some("https://example.com/hook".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let hook = OutgoingWebhook {
+            id: "w1".into(),
+            tenant: tenant(),
+            settings,
+            health: Health::default(),
+            previous_secret: None,
+            created_at: 1,
+            updated_at: 1,
+        };
+        store.insert_outgoing(&hook).await.expect("webhook");
+        (store, hook)
+    }
+
+    /// A failed attempt, its retries spent, that trips a circuit whose threshold is 1.
+    fn last_attempt(delivery: &Delivery) -> AttemptRecord {
+        let log = LogEntry {
+            id: crate::domain::new_id(),
+            webhook_type: WebhookType::Outgoing,
+            webhook_id: delivery.webhook_id.clone(),
+            delivery_id: Some(delivery.id.clone()),
+            event_type: Some(delivery.event_type.clone()),
+            status: "failed".into(),
+            succeeded: false,
+            request_payload: None,
+            request_headers: Default::default(),
+            response_status: Some(500),
+            response_body: None,
+            error_message: Some("target answered HTTP 500".into()),
+            retry_count: 0,
+            processing_time_ms: 1,
+            created_at: 2,
+        };
+        AttemptRecord {
+            delivery_id: delivery.id.clone(),
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
+            target: TargetKind::Webhook,
+            webhook_id: delivery.webhook_id.clone(),
+            lease_token: "lease".into(),
+            status: DeliveryStatus::Failed,
+            attempts: 1,
+            next_attempt_at: 2,
+            last_status: Some(500),
+            last_error: Some("target answered HTTP 500".into()),
+            now: 2,
+            log,
+            health: HealthChange::Failure {
+                threshold: 1,
+                open_until: 60_000,
+            },
+            reply: None,
+        }
+    }
+
+    /// The notices are in the store as soon as the change is (no publisher runs here), and a
+    /// notice is published once.
+    #[tokio::test]
+    async fn notices_are_written_with_their_change_and_published_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, mut hook) = store_with_webhook(&dir).await;
+        let new = NewEvent {
+            event_type: "task.failed".into(),
+            data: serde_json::json!({}),
+            ..Default::default()
+        };
+        let event = Event::new("e1".into(), tenant(), new, 1);
+        let delivery = Delivery {
+            lease_token: Some("lease".into()),
+            ..Delivery::pending(&event, TargetKind::Webhook, "w1", 1)
+        };
+        let publication = Publication {
+            tenant: tenant(),
+            events: vec![Arc::new(event)],
+            deliveries: vec![delivery.clone()],
+            idempotency: None,
+        };
+        store.publish(publication).await.expect("publish");
+        assert!(store.record_attempt(last_attempt(&delivery)).await.unwrap());
+        let notices = store.pending_notices(10).await.unwrap();
+        let mut types: Vec<&str> = notices.iter().map(|n| n.event_type.as_str()).collect();
+        types.sort_unstable();
+        assert_eq!(types, ["webhook.circuit_opened", "webhook.delivery_failed"]);
+        assert!(notices.iter().all(|n| n.webhook_id == "w1"));
+
+        hook.settings.is_active = false;
+        store.update_outgoing(&hook).await.unwrap();
+        store.update_outgoing(&hook).await.unwrap();
+        let notices = store.pending_notices(10).await.unwrap();
+        assert_eq!(notices.len(), 3, "switched off once");
+        let disabled = notices
+            .iter()
+            .find(|n| n.event_type == "webhook.disabled")
+            .unwrap();
+
+        let empty = || Publication {
+            tenant: tenant(),
+            events: Vec::new(),
+            deliveries: Vec::new(),
+            idempotency: None,
+        };
+        assert!(store.publish_notice(&disabled.id, empty()).await.unwrap());
+        assert!(!store.publish_notice(&disabled.id, empty()).await.unwrap());
+        assert_eq!(store.pending_notices(10).await.unwrap().len(), 2);
+    }
+}
