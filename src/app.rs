@@ -19,6 +19,7 @@ use crate::{
     config::Config,
     delivery::{
         announce,
+        catalogue::Catalogue,
         handoff::{Handed, Handoff},
         publish::Publisher,
         sender::Sender,
@@ -93,6 +94,7 @@ impl Application {
             stop,
             state: AppState {
                 publisher,
+                catalogue: Arc::new(Catalogue::new(store.clone())),
                 sender: Arc::new(Sender::new(config.target_policy.clone(), sandbox)),
                 metrics: metrics_handle(),
                 store,

@@ -128,7 +128,10 @@ proptest! {
 
     #[test]
     fn event_type_patterns_never_panic(pattern in "[a-z.*]{0,20}", event_type in "[a-z.]{0,20}") {
-        let _ = event_types::validate_pattern(&pattern);
+        let patterns = [pattern.clone()];
+        let _ = event_types::validate_patterns("p", &patterns);
+        let _ = event_types::check_known_patterns("p", &patterns, std::slice::from_ref(&event_type));
+        let _ = event_types::validate_custom_name("n", &pattern);
         let _ = event_types::matches(&pattern, &event_type);
         prop_assert!(event_types::matches("*", &event_type));
     }

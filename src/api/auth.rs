@@ -6,7 +6,7 @@ use std::{
 };
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts},
+    extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts},
     http::request::Parts,
 };
 use sha2::{Digest, Sha256};
@@ -78,6 +78,27 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let key = bearer(parts)?;
         throttled(state, client_of(parts, state), Caller::from_key(state, key)).await
+    }
+}
+
+/// Where a key is optional (the event catalogue answers without one), a key that is sent must
+/// still be a live one: a wrong key is a 401, not an anonymous answer.
+impl OptionalFromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            return Ok(None);
+        }
+        <Caller as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
     }
 }
 

@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     AppState,
     auth::Caller,
-    error::{ApiResult, ErrorBody, OrNotFound},
+    error::{ApiError, ApiResult, ErrorBody, OrNotFound},
     extract::{JsonBody, OptionalJsonBody, Path, Query},
 };
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
         Invalid,
         delivery::{Delivery, DeliveryStatus, TargetKind},
         event::{Event, NewEvent},
-        event_types, new_id,
+        new_id,
         tenant::Scope,
         time::{iso8601, now_ms},
     },
@@ -92,26 +92,23 @@ async fn send_test(
         .get_outgoing(tenant, &id)
         .await
         .or_not_found("outgoing webhook")?;
-    let event_type = input.event_type.unwrap_or_else(|| "webhook.test".into());
-    if !event_types::is_known(&event_type) {
-        return Err(
-            Invalid::new("event_type", format!("unknown event type {event_type:?}")).into(),
-        );
-    }
+    let test = NewEvent {
+        event_type: input.event_type.unwrap_or_else(|| "webhook.test".into()),
+        data: input
+            .test_payload
+            .unwrap_or_else(|| json!({"message": "Test webhook from hookd"})),
+        agent_id: hook.settings.agent_id.clone(),
+        ..Default::default()
+    };
+    // A test carries what a publish of its type would: a type that exists, data its schema takes.
+    let test = state
+        .catalogue
+        .check_events(&tenant.company_id, vec![test], |_| String::new())
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("the check returned no event")))?;
     let now = now_ms();
-    let event = Event::new(
-        new_id(),
-        tenant.clone(),
-        NewEvent {
-            event_type,
-            data: input
-                .test_payload
-                .unwrap_or_else(|| json!({"message": "Test webhook from hookd"})),
-            agent_id: hook.settings.agent_id.clone(),
-            ..Default::default()
-        },
-        now,
-    );
+    let event = Event::new(new_id(), tenant.clone(), test, now);
     let delivery = Delivery::pending(&event, TargetKind::Webhook, &hook.id, now);
     let attempt = state.sender.send(&hook, &event, &delivery.id).await;
     state

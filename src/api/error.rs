@@ -8,7 +8,7 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
-    delivery::publish::PublishError,
+    delivery::{catalogue::CatalogueError, publish::PublishError},
     domain::Invalid,
     domain::tenant::Scope,
     ingest::{BodyError, Refusal},
@@ -111,6 +111,16 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(detail) => ApiError::Unstorable(detail),
             StoreError::Unavailable(_) => ApiError::Unavailable,
             other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<CatalogueError> for ApiError {
+    fn from(error: CatalogueError) -> Self {
+        match error {
+            CatalogueError::Store(error) => error.into(),
+            CatalogueError::Invalid(invalid) => invalid.into(),
+            aborted @ CatalogueError::Aborted(_) => ApiError::Internal(aborted.into()),
         }
     }
 }

@@ -108,10 +108,15 @@ async fn publish_event(
 ) -> ApiResult<(StatusCode, Json<PublishedOut>)> {
     let tenant = caller.tenant(Scope::EventsPublish)?;
     let key = idempotency_key(&headers)?;
-    let event = input.into_event("")?;
+    let events = state
+        .catalogue
+        .check_events(&tenant.company_id, vec![input.into_event("")?], |_| {
+            String::new()
+        })
+        .await?;
     let published = state
         .publisher
-        .publish(tenant, vec![event], key.as_deref())
+        .publish(tenant, events, key.as_deref())
         .await?;
     let first = published
         .events
@@ -149,6 +154,10 @@ async fn publish_events(
         .enumerate()
         .map(|(i, e)| e.into_event(&format!("events[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
+    let events = state
+        .catalogue
+        .check_events(&tenant.company_id, events, |i| format!("events[{i}]."))
+        .await?;
     let published = state
         .publisher
         .publish(tenant, events, key.as_deref())

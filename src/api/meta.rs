@@ -5,8 +5,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{AppState, error::ApiResult};
-use crate::domain::event_types::{CATALOG, is_about_webhooks};
+use super::{
+    AppState,
+    auth::Caller,
+    error::ApiResult,
+    event_types::{EventTypesOut, catalogue},
+};
+use crate::domain::tenant::Scope;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -16,34 +21,21 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct EventTypeOut {
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub description: String,
-    /// Whether `POST /api/events` accepts it: not for the events hookd publishes about webhooks
-    /// themselves (`webhook.disabled`, …), which only hookd emits.
-    pub publishable: bool,
-}
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct EventTypesOut {
-    pub event_types: Vec<EventTypeOut>,
-}
-
-/// Every event type outgoing webhooks can subscribe to. No key needed.
+/// Every event type outgoing webhooks can subscribe to: the spec's list, without a key. With a
+/// key (`webhooks:read`), the caller's company's own types follow hookd's.
 #[utoipa::path(get, path = "/api/webhooks/event-types", tag = "events",
-    responses((status = 200, body = EventTypesOut)))]
-async fn list_event_types() -> Json<EventTypesOut> {
-    let event_types = CATALOG
-        .iter()
-        .map(|(name, description)| EventTypeOut {
-            event_type: name.to_string(),
-            description: description.to_string(),
-            publishable: !is_about_webhooks(name),
-        })
-        .collect();
-    Json(EventTypesOut { event_types })
+    security((), ("bearer" = [])),
+    responses((status = 200, body = EventTypesOut), (status = 401, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody)))]
+async fn list_event_types(
+    State(state): State<AppState>,
+    caller: Option<Caller>,
+) -> ApiResult<Json<EventTypesOut>> {
+    let tenant = caller
+        .as_ref()
+        .map(|caller| caller.tenant(Scope::WebhooksRead))
+        .transpose()?;
+    Ok(Json(catalogue(&state, tenant).await?))
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

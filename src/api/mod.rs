@@ -7,6 +7,7 @@ pub mod agents;
 pub mod auth;
 pub mod deliveries;
 pub mod error;
+pub mod event_types;
 pub mod events;
 pub mod extract;
 pub mod incoming;
@@ -27,7 +28,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     config::Config,
-    delivery::{publish::Publisher, sender::Sender},
+    delivery::{catalogue::Catalogue, publish::Publisher, sender::Sender},
     domain::throttle::FailureThrottle,
     ingest::Ingest,
     store::Store,
@@ -40,6 +41,8 @@ pub struct AppState {
     pub store: Store,
     pub config: Arc<Config>,
     pub publisher: Publisher,
+    /// The types each company may publish and subscribe to, with compiled schemas.
+    pub catalogue: Arc<Catalogue>,
     /// Shared with the workers: one connection pool to targets.
     pub sender: Arc<Sender>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -101,6 +104,7 @@ fn api_router(state: AppState) -> Router {
         .merge(outgoing::router())
         .merge(deliveries::router())
         .merge(events::router())
+        .merge(event_types::router())
         .merge(activity::router())
         .merge(incoming::router())
         .merge(receive::router())

@@ -21,7 +21,7 @@ use crate::domain::{
     new_id,
     outgoing::{Ordering, OutgoingChanges, OutgoingSettings, OutgoingWebhook},
     rotation::{PreviousSecret, Rotated, RotationRequest, keep_previous_if_unchanged},
-    tenant::Scope,
+    tenant::{Scope, Tenant},
     time::{iso8601, now_ms},
 };
 
@@ -227,6 +227,18 @@ impl OutgoingWebhookOut {
     }
 }
 
+/// Refuses subscriptions to types that neither hookd nor the tenant's company defines.
+async fn check_subscriptions(
+    state: &AppState,
+    tenant: &Tenant,
+    settings: &OutgoingSettings,
+) -> ApiResult<()> {
+    Ok(state
+        .catalogue
+        .check_patterns(&tenant.company_id, "event_types", &settings.event_types)
+        .await?)
+}
+
 /// Refuses targets that resolve to addresses deliveries may not reach.
 async fn check_target(state: &AppState, settings: &OutgoingSettings) -> ApiResult<()> {
     state
@@ -249,6 +261,7 @@ async fn create_outgoing_webhook(
 ) -> ApiResult<(StatusCode, Json<OutgoingWebhookOut>)> {
     let tenant = caller.tenant(Scope::WebhooksWrite)?;
     let settings = OutgoingSettings::create(input.into())?;
+    check_subscriptions(&state, tenant, &settings).await?;
     check_target(&state, &settings).await?;
     let now = now_ms();
     let hook = OutgoingWebhook {
@@ -336,7 +349,11 @@ async fn update_outgoing_webhook(
         }
     }
     let url_changed = changes.url.is_some();
+    let subscriptions_changed = changes.event_types.is_some();
     let settings = hook.settings.apply(changes)?;
+    if subscriptions_changed {
+        check_subscriptions(&state, tenant, &settings).await?;
+    }
     keep_previous_if_unchanged(
         &mut hook.previous_secret,
         hook.settings.secret.as_deref(),

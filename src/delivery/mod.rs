@@ -1,8 +1,10 @@
-//! Outgoing delivery: publishing events ([`publish`]), sending one attempt ([`sender`]), the
+//! Outgoing delivery: publishing events ([`publish`]) of the types a company may publish
+//! ([`catalogue`]), sending one attempt ([`sender`]), the
 //! loop that drives deliveries to completion ([`worker`]), and announcing what happens to
 //! webhooks themselves ([`announce`]).
 
 pub mod announce;
+pub mod catalogue;
 pub mod handoff;
 pub mod publish;
 pub mod sender;

@@ -23,13 +23,15 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// Checks the event; `field` prefixes field names (`events[3].`) in batch publishes.
+    /// Checks the event's form; `field` prefixes field names (`events[3].`) in batch publishes.
     pub fn validate(&self, field: &str) -> Result<(), Invalid> {
-        if !event_types::is_known(&self.event_type) {
+        // Whether the type exists (built-in, or one of the tenant's own) is for the caller to
+        // ask the tenant's catalogue; here only its form.
+        if !event_types::is_dotted_name(&self.event_type) {
             return Err(Invalid::new(
                 format!("{field}event_type"),
                 format!(
-                    "unknown event type {:?}; GET /api/webhooks/event-types lists them",
+                    "unknown event type {:?}; GET /api/event-types lists them",
                     self.event_type
                 ),
             ));

@@ -102,32 +102,72 @@ pub fn is_about_webhooks(event_type: &str) -> bool {
     ABOUT_WEBHOOKS.contains(&event_type)
 }
 
-pub fn is_known(event_type: &str) -> bool {
+/// Whether `event_type` is one of hookd's own types (see [`CATALOG`]).
+pub fn is_builtin(event_type: &str) -> bool {
     CATALOG.iter().any(|(known, _)| *known == event_type)
 }
 
-/// Checks one subscription pattern: a known type, `*`, or `prefix.*` where some known type
-/// starts with `prefix.`.
-pub fn validate_pattern(pattern: &str) -> Result<(), String> {
-    if pattern == "*" || is_known(pattern) {
-        return Ok(());
-    }
-    if let Some(prefix) = pattern.strip_suffix(".*")
-        && !prefix.is_empty()
-        && CATALOG.iter().any(|(known, _)| {
-            known
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('.'))
-        })
-    {
-        return Ok(());
-    }
-    Err(format!(
-        "unknown event type {pattern:?}; GET /api/webhooks/event-types lists them, and `*` or `chat.*` subscribe to many"
-    ))
+/// Longest event type name, built-in or a tenant's own.
+pub const MAX_NAME: usize = 100;
+
+/// Whether `name` has the dotted form of every event type: two or more segments of lowercase
+/// letters, digits, `_` or `-` (`chat.completed`, `billing.invoice.paid`).
+pub fn is_dotted_name(name: &str) -> bool {
+    name.len() <= MAX_NAME && name.contains('.') && is_dotted_prefix(name)
 }
 
-/// Validates a subscription list as given by a user.
+/// One or more dot-separated segments of the characters names use: what precedes `.*`.
+fn is_dotted_prefix(prefix: &str) -> bool {
+    prefix.split('.').all(|segment| {
+        !segment.is_empty()
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    })
+}
+
+/// Checks the name of a type a tenant defines: the dotted form, outside the `webhook.` family,
+/// which hookd keeps for the events it publishes itself. (A built-in name is the caller's to
+/// refuse, as a conflict rather than a malformed name.)
+pub fn validate_custom_name(field: &str, name: &str) -> Result<(), Invalid> {
+    if !is_dotted_name(name) {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "{name:?} is not an event type name: two or more dot-separated segments of \
+                 lowercase letters, digits, `_` or `-`, at most {MAX_NAME} characters \
+                 (e.g. `billing.invoice.paid`)"
+            ),
+        ));
+    }
+    if name.starts_with("webhook.") {
+        return Err(Invalid::new(
+            field,
+            "the `webhook.` family is reserved for the events hookd publishes itself",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the form of one subscription pattern: `*`, an event type name, or `prefix.*`.
+fn validate_pattern_form(pattern: &str) -> Result<(), String> {
+    let well_formed = pattern == "*"
+        || is_dotted_name(pattern)
+        || pattern
+            .strip_suffix(".*")
+            .is_some_and(|prefix| prefix.len() < MAX_NAME && is_dotted_prefix(prefix));
+    if well_formed {
+        Ok(())
+    } else {
+        Err(format!(
+            "{pattern:?} is not an event type pattern: a name like `chat.completed`, a family \
+             like `chat.*`, or `*`"
+        ))
+    }
+}
+
+/// Checks the form of a subscription list as given by a user. Whether each pattern names a type
+/// that exists depends on the tenant's own types: see [`check_known_patterns`].
 pub fn validate_patterns(field: &str, patterns: &[String]) -> Result<(), Invalid> {
     if patterns.is_empty() {
         return Err(Invalid::new(
@@ -136,10 +176,43 @@ pub fn validate_patterns(field: &str, patterns: &[String]) -> Result<(), Invalid
         ));
     }
     for (i, pattern) in patterns.iter().enumerate() {
-        validate_pattern(pattern)
+        validate_pattern_form(pattern)
             .map_err(|message| Invalid::new(format!("{field}[{i}]"), message))?;
     }
     Ok(())
+}
+
+/// Checks that every pattern covers at least one type: a built-in one or one of `custom` (the
+/// tenant's own, archived ones included, since subscriptions to them keep working). A typo in a
+/// subscription is refused rather than left to receive nothing.
+pub fn check_known_patterns(
+    field: &str,
+    patterns: &[String],
+    custom: &[String],
+) -> Result<(), Invalid> {
+    let names = CATALOG
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(custom.iter().map(String::as_str));
+    match patterns
+        .iter()
+        .position(|pattern| !names.clone().any(|name| matches(pattern, name)))
+    {
+        None => Ok(()),
+        Some(i) => Err(Invalid::new(
+            format!("{field}[{i}]"),
+            format!(
+                "unknown event type {:?}; GET /api/event-types lists the built-in types and \
+                 yours, and `*` or `chat.*` subscribe to many",
+                patterns[i]
+            ),
+        )),
+    }
+}
+
+/// Whether every pattern covers a built-in type, so that no tenant's own types need reading.
+pub fn all_builtin(patterns: &[String]) -> bool {
+    check_known_patterns("", patterns, &[]).is_ok()
 }
 
 /// Whether `event_type` is covered by `pattern` (validated or not).
@@ -162,11 +235,13 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), CATALOG.len());
         assert_eq!(CATALOG.len(), 34);
-        assert!(ABOUT_WEBHOOKS.iter().all(|t| is_known(t)));
+        assert!(ABOUT_WEBHOOKS.iter().all(|t| is_builtin(t)));
+        assert!(CATALOG.iter().all(|(name, _)| is_dotted_name(name)));
     }
 
     #[test]
     fn patterns_accept_known_types_and_wildcards() {
+        let known = |p: &str| check_known_patterns("f", &[p.to_string()], &[]);
         for ok in [
             "*",
             "chat.*",
@@ -174,11 +249,48 @@ mod tests {
             "chat.message",
             "webhook.test",
         ] {
-            assert!(validate_pattern(ok).is_ok(), "{ok}");
+            assert!(validate_pattern_form(ok).is_ok(), "{ok}");
+            assert!(known(ok).is_ok(), "{ok}");
         }
-        for bad in ["chat", "nope.*", ".*", "chat.unknown", "chat*", ""] {
-            assert!(validate_pattern(bad).is_err(), "{bad}");
+        for malformed in ["chat", ".*", "chat*", "", "Chat.x", "a..b", "a.*.b"] {
+            assert!(validate_pattern_form(malformed).is_err(), "{malformed}");
         }
+        for unknown in ["nope.*", "chat.unknown", "billing.invoice.paid"] {
+            assert!(validate_pattern_form(unknown).is_ok(), "{unknown}");
+            assert!(known(unknown).is_err(), "{unknown}");
+        }
+    }
+
+    #[test]
+    fn tenant_types_make_their_names_and_families_known() {
+        let custom = ["billing.invoice.paid".to_string()];
+        for ok in ["billing.*", "billing.invoice.*", "billing.invoice.paid"] {
+            assert!(check_known_patterns("f", &[ok.into()], &custom).is_ok());
+        }
+        let err =
+            check_known_patterns("f", &["*".into(), "billing.refund".into()], &custom).unwrap_err();
+        assert_eq!(err.field, "f[1]");
+        assert!(all_builtin(&["chat.*".into(), "*".into()]));
+        assert!(!all_builtin(&["billing.*".into()]));
+    }
+
+    #[test]
+    fn custom_names_are_dotted_and_outside_the_webhook_family() {
+        for ok in ["billing.invoice.paid", "crm.lead-created", "v2.x_1"] {
+            assert!(validate_custom_name("name", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "billing",
+            "Billing.paid",
+            "a..b",
+            "a.b.",
+            "a.*",
+            "webhook.mine",
+            "",
+        ] {
+            assert_eq!(validate_custom_name("name", bad).unwrap_err().field, "name");
+        }
+        assert!(validate_custom_name("name", &format!("a.{}", "b".repeat(MAX_NAME))).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod api_key;
+pub mod custom_types;
 pub mod delivery;
 pub mod event;
 pub mod event_types;

@@ -425,7 +425,7 @@ mod tests {
             (create("ftp://a.example"), "url"),
             (
                 OutgoingChanges {
-                    event_types: Some(vec!["x.y".into()]),
+                    event_types: Some(vec!["x".into()]),
                     ..create("https://a.example")
                 },
                 "event_types[0]",

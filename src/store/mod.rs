@@ -6,6 +6,7 @@
 mod agents;
 mod batch;
 mod deliveries;
+mod event_types;
 mod events;
 mod inbox;
 mod incoming;

@@ -1,9 +1,11 @@
-//! The event type reference and a form that publishes a test event.
+//! The event type reference, the company's own types (listed with their schemas, and defined
+//! here), and a form that publishes a test event.
 
 use axum::{
     Form, Router,
-    response::{IntoResponse, Response},
-    routing::get,
+    http::StatusCode,
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
 };
 use maud::html;
 use serde::Deserialize;
@@ -11,19 +13,74 @@ use serde_json::{Value, json};
 
 use super::{
     UiState,
+    backend::ApiFailure,
+    forms::{field, form_error, input},
     layout::{Nav, failure_page, notice, page, text_or_dash},
     session::Session,
     tenant_only,
 };
 
 pub fn routes() -> Router<UiState> {
-    Router::new().route("/ui/events", get(show).post(publish))
+    Router::new()
+        .route("/ui/events", get(show).post(publish))
+        .route("/ui/events/types", post(define))
 }
 
 async fn show(session: Session) -> Response {
     if let Some(elsewhere) = tenant_only(&session) {
         return elsewhere;
     }
+    events_page(&session, &TypeForm::default(), None).await
+}
+
+/// The form that defines one of the company's own event types.
+#[derive(Deserialize, Default)]
+struct TypeForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    schema: String,
+}
+
+impl TypeForm {
+    /// The API's request, or the refusal of a schema that is not JSON, worded as the API words
+    /// its own (so it shows beside the field).
+    fn to_json(&self) -> Result<Value, ApiFailure> {
+        let schema: Option<Value> = match self.schema.trim() {
+            "" => None,
+            text => Some(serde_json::from_str(text).map_err(|error| ApiFailure {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                detail: format!("schema: not JSON ({error})"),
+            })?),
+        };
+        let description = Some(self.description.trim()).filter(|d| !d.is_empty());
+        Ok(json!({ "name": self.name.trim(), "description": description, "schema": schema }))
+    }
+}
+
+async fn define(session: Session, Form(form): Form<TypeForm>) -> Response {
+    if let Some(elsewhere) = tenant_only(&session) {
+        return elsewhere;
+    }
+    let outcome = match form.to_json() {
+        Ok(body) => session.api.post("/api/event-types", &body).await,
+        Err(failure) => Err(failure),
+    };
+    match outcome {
+        Ok(_) => Redirect::to("/ui/events").into_response(),
+        Err(failure) => {
+            let mut answer = events_page(&session, &form, Some(&failure)).await;
+            *answer.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            answer
+        }
+    }
+}
+
+/// The page: publish a test event, the company's own types (and a form to define one), and
+/// the whole catalogue.
+async fn events_page(session: &Session, form: &TypeForm, error: Option<&ApiFailure>) -> Response {
     let catalogue = match session.api.get("/api/webhooks/event-types").await {
         Ok(catalogue) => catalogue,
         Err(failure) => return failure_page(session.role, &failure),
@@ -32,6 +89,7 @@ async fn show(session: Session) -> Response {
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let own: Vec<&Value> = types.iter().filter(|t| t["builtin"] == false).collect();
     page(
         "Event types",
         Some(session.role),
@@ -58,6 +116,45 @@ async fn show(session: Session) -> Response {
                         button type="submit" { "Publish" }
                     }
                     div #publish-result.result aria-live="polite" {}
+                }
+                section.card {
+                    h2 { "Your event types" }
+                    @if own.is_empty() {
+                        p.muted { "None yet. Types you define here can be published and subscribed to like hookd's own; a schema checks the data of each event." }
+                    } @else {
+                        div.scroll {
+                            table #custom-event-types {
+                                thead { tr { th { "Type" } th { "Description" } th { "Schema" } } }
+                                tbody { @for t in &own {
+                                    tr {
+                                        td {
+                                            code { (text_or_dash(&t["type"])) }
+                                            @if t["archived"] == true { " " span.badge.off { "archived" } }
+                                        }
+                                        td { (text_or_dash(&t["description"])) }
+                                        td { @match t.get("schema") {
+                                            Some(schema) if !schema.is_null() => details {
+                                                summary { "Schema (version " (text_or_dash(&t["version"])) ")" }
+                                                pre { (serde_json::to_string_pretty(schema).unwrap_or_default()) }
+                                            },
+                                            _ => span.muted { "none: any data" },
+                                        } }
+                                    }
+                                } }
+                            }
+                        }
+                    }
+                    h3 { "Define an event type" }
+                    form #define-event-type method="post" action="/ui/events/types" novalidate {
+                        (form_error(error, &["name", "description", "schema"]))
+                        (field("Name (dotted, e.g. billing.invoice.paid)", input("name", "text", &form.name, "billing.invoice.paid", error), "name", error))
+                        (field("Description (optional)", input("description", "text", &form.description, "", error), "description", error))
+                        (field("JSON Schema for data (optional)", html! {
+                            textarea.code #schema name="schema" spellcheck="false"
+                                placeholder="{\"type\": \"object\", \"required\": [\"amount\"]}" { (form.schema) }
+                        }, "schema", error))
+                        button type="submit" { "Define type" }
+                    }
                 }
                 section.card {
                     h2 { "Reference" }

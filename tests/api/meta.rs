@@ -72,6 +72,8 @@ async fn docs_health_and_unknown_routes(backend: Backend) {
         "/api/webhooks/incoming",
         "/api/webhooks/incoming/{id}",
         "/api/webhooks/event-types",
+        "/api/event-types",
+        "/api/event-types/{name}",
         "/api/admin/keys",
         "/webhook/{token}",
         "/api/webhook/{token}",
