@@ -122,27 +122,22 @@ async fn events_page(session: &Session, form: &TypeForm, error: Option<&ApiFailu
                     @if own.is_empty() {
                         p.muted { "None yet. Types you define here can be published and subscribed to like hookd's own; a schema checks the data of each event." }
                     } @else {
-                        div.scroll {
-                            table #custom-event-types {
-                                thead { tr { th { "Type" } th { "Description" } th { "Schema" } } }
-                                tbody { @for t in &own {
-                                    tr {
-                                        td {
-                                            code { (text_or_dash(&t["type"])) }
-                                            @if t["archived"] == true { " " span.badge.off { "archived" } }
-                                        }
-                                        td { (text_or_dash(&t["description"])) }
-                                        td { @match t.get("schema") {
-                                            Some(schema) if !schema.is_null() => details {
-                                                summary { "Schema (version " (text_or_dash(&t["version"])) ")" }
-                                                pre { (serde_json::to_string_pretty(schema).unwrap_or_default()) }
-                                            },
-                                            _ => span.muted { "none: any data" },
-                                        } }
-                                    }
-                                } }
+                        ul.types #custom-event-types { @for t in &own {
+                            li {
+                                code { (text_or_dash(&t["type"])) }
+                                @if t["archived"] == true { " " span.badge.off { "archived" } }
+                                @if t["description"].as_str().is_some_and(|d| !d.is_empty()) {
+                                    p.muted { (text_or_dash(&t["description"])) }
+                                }
+                                @match t.get("schema") {
+                                    Some(schema) if !schema.is_null() => details {
+                                        summary { "Schema (version " (text_or_dash(&t["version"])) ")" }
+                                        pre { (serde_json::to_string_pretty(schema).unwrap_or_default()) }
+                                    },
+                                    _ => p.muted { "No schema: any data." },
+                                }
                             }
-                        }
+                        } }
                     }
                     h3 { "Define an event type" }
                     form #define-event-type method="post" action="/ui/events/types" novalidate {

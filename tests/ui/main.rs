@@ -14,6 +14,7 @@ mod receiver;
 mod browser;
 
 mod agents;
+mod events;
 mod incoming;
 mod keys;
 mod outgoing;
