@@ -275,7 +275,13 @@ async fn write_all(db: &Db, ops: &[Op], noticed: &Notify) -> Result<Vec<Result<b
         insert_messages!(tx, &plan.rows.messages);
         insert_logs!(tx, &plan.rows.logs, &plan.rows.tallies);
         insert_notices!(tx, &notices);
-        update_health!(tx, plan.health.iter().map(|((target, id), fold)| ((*target, *id), fold)));
+        update_health!(
+            tx,
+            plan.health
+                .iter()
+                .map(|((target, id), fold)| ((*target, *id), fold))
+                .filter(|(target, fold)| notices::health_written(*target, fold, &found))
+        );
         tx.commit().await?;
         if !notices.is_empty() {
             noticed.notify_one();
