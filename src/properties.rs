@@ -1,7 +1,8 @@
 //! Property tests (proptest) over everything that parses or evaluates untrusted input: templates
-//! and routing conditions, filters, event-type patterns, IP allowlists and forwarded-for chains,
-//! request bodies and signature headers. Each property is "no panic, no hang, a bounded answer";
-//! a failure proptest finds is shrunk to a small case, which then belongs in a plain unit test.
+//! and routing conditions, filters, event-type patterns, event schemas and the data they check,
+//! IP allowlists and forwarded-for chains, request bodies and signature headers. Each property
+//! is "no panic, no hang, a bounded answer"; a failure proptest finds is shrunk to a small case,
+//! which then belongs in a plain unit test.
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::domain::{
+    custom_types::EventSchema,
     event::Event,
     event_types,
     net::{IpAllowlist, client_ip},
@@ -34,6 +36,68 @@ fn json_value() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             prop::collection::btree_map("[a-z]{1,4}", inner, 0..4)
                 .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+/// Schema-shaped JSON: objects whose keys are JSON Schema keywords (and a property name),
+/// with references into the document, so generation reaches the compiler's and the bounds'
+/// deeper paths (recursion, shared definitions, patterns) rather than only unknown keywords.
+fn schema_like() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        any::<bool>().prop_map(Value::Bool),
+        (0i64..5).prop_map(|n| json!(n)),
+        prop::sample::select(vec![
+            "#",
+            "#/$defs/a",
+            "#/$defs/b",
+            "#/properties/a",
+            "#a",
+            "x.json",
+            "string",
+            "object",
+            "array",
+            "integer",
+            "^[a-z]+$",
+            "(a|aa)*b",
+            "(a)\\1",
+            "a",
+        ])
+        .prop_map(|s| Value::String(s.to_string())),
+    ];
+    let keyword = prop::sample::select(vec![
+        "type",
+        "anyOf",
+        "allOf",
+        "oneOf",
+        "not",
+        "items",
+        "properties",
+        "required",
+        "$ref",
+        "$defs",
+        "a",
+        "b",
+        "pattern",
+        "minimum",
+        "enum",
+        "const",
+        "additionalProperties",
+        "unevaluatedProperties",
+        "if",
+        "then",
+        "else",
+        "contains",
+        "uniqueItems",
+        "$id",
+        "$dynamicRef",
+    ]);
+    leaf.prop_recursive(4, 40, 4, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(keyword.clone(), inner, 0..4).prop_map(|m| {
+                Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
         ]
     })
 }
@@ -123,6 +187,15 @@ proptest! {
         if let Ok(settings) = settings {
             let data = json!({ key: value });
             prop_assert!(Event::sample("chat.completed", data).is_wanted_by(&settings));
+        }
+    }
+
+    #[test]
+    fn event_schemas_compile_or_refuse_and_check_quickly(schema in schema_like(), data in json_value()) {
+        if let Ok(compiled) = EventSchema::compile(&schema) {
+            let started = Instant::now();
+            let _ = compiled.check("data", &data);
+            prop_assert!(started.elapsed() < Duration::from_secs(1), "{schema} on {data}");
         }
     }
 

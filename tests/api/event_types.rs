@@ -319,6 +319,37 @@ async fn publishes_of_a_type_with_a_schema_are_checked_and_name_the_failing_path
     publish(&app, &key, PAID, json!({"currency": "EUR"}))
         .await
         .expect(202);
+    // The test endpoint sends what a publish of the type could carry.
+    let receiver = Receiver::start().await;
+    let id = webhook(
+        &app,
+        &key,
+        json!({"url": receiver.url, "event_types": [PAID]}),
+    )
+    .await;
+    let test = format!("/api/webhooks/outgoing/{id}/test");
+    let detail = app
+        .post(
+            &test,
+            &key,
+            &json!({"event_type": PAID, "test_payload": {"amount": 1}}),
+        )
+        .await
+        .expect_error(422, "validation_error");
+    assert!(detail.starts_with("data: at /"), "{detail}");
+    let sent = app
+        .post(
+            &test,
+            &key,
+            &json!({"event_type": PAID, "test_payload": {"currency": "EUR"}}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(sent["success"], true);
+    assert_eq!(
+        receiver.wait_for(1, WAIT).await[0].header("x-webhook-event"),
+        PAID
+    );
     // A type without a schema takes any data.
     define(&app, &key, json!({"name": "crm.lead-created"})).await;
     publish(&app, &key, "crm.lead-created", json!([1, "two"]))
