@@ -490,7 +490,7 @@ impl Worker {
         metrics::counter!("hookd_delivery_attempts_total", "outcome" => outcome_label(attempt))
             .increment(1);
         metrics::histogram!("hookd_delivery_attempt_seconds")
-            .record(attempt.elapsed_ms as f64 / 1_000.0);
+            .record(attempt.elapsed_us as f64 / 1_000_000.0);
         let record = |reply| AttemptRecord {
             delivery_id: delivery.id.clone(),
             target: target.kind(),
@@ -632,7 +632,7 @@ pub fn attempt_log(delivery: &Delivery, attempt: &Attempt, now: i64) -> LogEntry
             .map(|body| log_text(body.as_bytes(), MAX_LOGGED_BODY)),
         error_message: attempt.failure(),
         retry_count: delivery.attempts,
-        processing_time_ms: attempt.elapsed_ms,
+        processing_time_us: attempt.elapsed_us,
         created_at: now,
     }
 }

@@ -38,7 +38,7 @@ use crate::{
         signature::VerifyError,
         template,
         tenant::Tenant,
-        time::now_ms,
+        time::{micros_since, now_ms},
     },
     sandbox::{Sandbox, SandboxError},
     server::BodyTimeout,
@@ -150,8 +150,7 @@ impl Trail {
             response_body,
             error_message: None,
             retry_count: 0,
-            processing_time_ms: i64::try_from(self.started.elapsed().as_millis())
-                .unwrap_or(i64::MAX),
+            processing_time_us: micros_since(self.started),
             created_at: now_ms(),
         }
     }
@@ -447,7 +446,7 @@ impl Ingest {
             return;
         }
         let Some(suppressed) = self.refusals.admit(webhook_id, status, now) else {
-            let took = i64::try_from(trail.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+            let took = micros_since(trail.started);
             self.refusals.tally(webhook_id, took, now);
             return;
         };

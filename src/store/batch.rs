@@ -310,7 +310,7 @@ mod tests {
             response_body: Some(response_body.into()),
             error_message: None,
             retry_count: 0,
-            processing_time_ms: 1,
+            processing_time_us: 1,
             created_at: 1,
         };
         Op::Attempt(Box::new(AttemptRecord {

@@ -216,7 +216,8 @@ fn write(connection: &mut Connection, ops: &[Op]) -> Result<Vec<Result<bool>>> {
                 entry.response_body,
                 entry.error_message,
                 entry.retry_count,
-                entry.processing_time_ms,
+                entry.processing_time_us / 1000,
+                entry.processing_time_us,
                 entry.created_at,
             ])?;
         }
@@ -230,7 +231,8 @@ fn write(connection: &mut Connection, ops: &[Op]) -> Result<Vec<Result<bool>>> {
                 totals.total,
                 totals.succeeded,
                 totals.failed,
-                totals.total_ms,
+                totals.total_us / 1000,
+                totals.total_us,
                 totals.last_success_at,
                 totals.last_failure_at,
             ])?;
