@@ -134,8 +134,8 @@ pub struct Worker {
     wake: Arc<Notify>,
     /// Prepares the `chat.completed` events of agent replies.
     publisher: Publisher,
-    /// Where agent replies are announced to this node's inbox streams.
-    inbox: broadcast::Sender<AgentMessage>,
+    /// Where agent replies are announced to this node's inbox streams (by the agent's id).
+    inbox: broadcast::Sender<String>,
     gates: Mutex<Gates>,
     in_flight: Arc<Semaphore>,
 }
@@ -149,7 +149,7 @@ impl Worker {
         config: Arc<Config>,
         wake: Arc<Notify>,
         publisher: Publisher,
-        inbox: broadcast::Sender<AgentMessage>,
+        inbox: broadcast::Sender<String>,
         in_flight: Arc<Semaphore>,
     ) -> Arc<Worker> {
         Arc::new(Worker {
@@ -514,7 +514,7 @@ impl Worker {
                     .publisher
                     .prepare(&message.tenant, vec![completed])
                     .await?;
-                let replied = message.clone();
+                let agent_id = message.agent_id.clone();
                 let held = self
                     .publisher
                     .commit(publication, |publication| {
@@ -526,7 +526,7 @@ impl Worker {
                     .await?;
                 if held {
                     // Streams may show the reply.
-                    let _ = self.inbox.send(replied);
+                    let _ = self.inbox.send(agent_id);
                 }
             }
             None => {

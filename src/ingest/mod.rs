@@ -46,8 +46,8 @@ use crate::{
 };
 use refusals::RefusalSampler;
 
-/// How many inbox notifications may wait for a slow stream reader before it falls back to
-/// reading the store.
+/// How many inbox notifications may wait for a slow stream reader (it reads the store then
+/// anyway).
 const INBOX_CHANNEL: usize = 1024;
 
 /// Why a request was not accepted.
@@ -163,7 +163,8 @@ pub struct Ingest {
     refusals: RefusalSampler,
     /// Compiled template and rules per webhook, with the `updated_at` they were compiled from.
     compiled: Mutex<HashMap<String, (i64, Arc<CompiledIncoming>)>>,
-    inbox: broadcast::Sender<AgentMessage>,
+    /// The ids of agents whose inbox got a message; streams then read the store.
+    inbox: broadcast::Sender<String>,
     publisher: Publisher,
     sandbox: Sandbox,
 }
@@ -184,13 +185,13 @@ impl Ingest {
         })
     }
 
-    /// New inbox messages on this node, as they become durable.
-    pub fn subscribe(&self) -> broadcast::Receiver<AgentMessage> {
+    /// The ids of agents whose inbox got a message on this node, as each becomes durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.inbox.subscribe()
     }
 
     /// Where other parts of the node (the workers, with agent replies) announce inbox messages.
-    pub fn inbox(&self) -> broadcast::Sender<AgentMessage> {
+    pub fn inbox(&self) -> broadcast::Sender<String> {
         self.inbox.clone()
     }
 
@@ -377,7 +378,7 @@ impl Ingest {
             return Ok(None);
         }
         // Nobody listening is fine: streams catch up from the store.
-        let _ = self.inbox.send(message);
+        let _ = self.inbox.send(message.agent_id);
         Ok(Some(answer))
     }
 

@@ -233,6 +233,10 @@ pub(super) fn plan<'a>(ops: &'a [Op], fresh: &[bool], held: &HashSet<String>) ->
             }
         })
         .collect();
+    // In agent order (stable, so each inbox keeps the group's order): on PostgreSQL each row
+    // takes its agent's inbox lock (see `super::inbox`), and groups taking theirs in one order
+    // cannot deadlock.
+    rows.messages.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
     Plan {
         rows,
         health,
@@ -258,9 +262,11 @@ async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
         let plan = plan(ops, &fresh, &held);
         insert_events!(tx, &plan.rows.events);
         insert_deliveries!(tx, &plan.rows.deliveries);
-        insert_messages!(tx, &plan.rows.messages);
         insert_logs!(tx, &plan.rows.logs, &plan.rows.tallies);
         update_health!(tx, plan.health.iter().map(|((target, id), fold)| ((*target, *id), fold)));
+        // Last: on PostgreSQL inserting a message takes its inbox's lock until the commit (see
+        // `super::inbox`), which should be held briefly and never while waiting for a row lock.
+        insert_messages!(tx, &plan.rows.messages);
         tx.commit().await?;
         plan.results
     }))

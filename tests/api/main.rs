@@ -11,6 +11,7 @@ mod cli;
 mod connections;
 mod dashboard;
 mod delivery;
+mod inbox_order;
 mod incoming_receive;
 mod incoming_webhooks;
 mod isolation;
