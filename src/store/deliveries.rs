@@ -258,14 +258,22 @@ impl Store {
     /// deferral): their `next_attempt_at` moves to the lease's end, so a worker that dies leaves
     /// them due again then. They come back in publish order.
     ///
-    /// Deliveries without order are walked in `seq` order (index `deliveries_queue`). Of a FIFO
-    /// webhook's, only its head may go: the first of its pending deliveries (in flight, waiting
-    /// for a retry, or deferred by the circuit or rate limit, it holds the rest), and only while
-    /// none of the webhook's is in flight (a replayed older delivery becomes the head while a
-    /// later one is being made). Heads are the first entry of each webhook in `deliveries_fifo`,
-    /// so the ones waiting behind them cost a claim one index entry each, not a row read and a
-    /// probe. PostgreSQL skips rows other nodes are leasing at the same moment; SQLite has one
-    /// writer anyway.
+    /// Each part is an ordered index walk that reads about what it takes, whatever is waiting:
+    /// - deliveries untouched since publish (`deliveries_fresh`) are all due: the first by `seq`;
+    /// - touched ones (a retry, a deferral or an expired lease, `deliveries_due`) by when they
+    ///   fell due, so those still waiting sit past the cut; the two are merged by `seq`, so a
+    ///   retry that falls due goes before later events still waiting;
+    /// - of a FIFO webhook's deliveries only its head may go, the first pending one by `seq` (in
+    ///   flight, waiting for a retry, or deferred, it holds the rest), and only while none of
+    ///   the webhook's is in flight (a replayed older delivery becomes the head while a later
+    ///   one is being made). `fifo_hooks` finds the webhooks with FIFO deliveries pending by
+    ///   skipping through `deliveries_fifo` one webhook at a time, so the backlog behind a head
+    ///   costs nothing; `deliveries_fifo_leased` answers "in flight?".
+    ///
+    /// (One walk by `seq` over all pending rows stepped over every waiting one, or read and
+    /// sorted every due one, whichever the planner guessed cheaper from statistics that a young
+    /// table lacks: 18–90 ms a claim in the cases of `docs/benchmarks.md`.) PostgreSQL skips
+    /// rows other nodes are leasing at the same moment; SQLite has one writer anyway.
     pub async fn claim_due(
         &self,
         now: i64,
@@ -273,28 +281,48 @@ impl Store {
         token: &str,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
-        let lock = match self.backend() {
-            "postgres" => "FOR UPDATE OF d SKIP LOCKED",
-            _ => "",
+        // PostgreSQL gets lists of ids as arrays, so that their rows are fetched by primary key
+        // whatever it guesses of a list's length (given `IN (subquery)`, a wrong guess made it
+        // hash-join the whole table).
+        // SQLite, without statistics, would rather answer "in flight?" from
+        // `deliveries_by_webhook`, reading every pending delivery of the webhook.
+        let (lock, ids_in, ids_end, leased) = match self.backend() {
+            "postgres" => ("FOR UPDATE OF d SKIP LOCKED", "= ANY(ARRAY(", "))", ""),
+            _ => ("", "IN (", ")", "INDEXED BY deliveries_fifo_leased"),
         };
         let sql = format!(
-            "WITH ordinary AS (
-                SELECT d.id, d.seq FROM deliveries d
-                WHERE d.status = 'pending' AND NOT d.fifo AND d.next_attempt_at <= $3
-                ORDER BY d.seq LIMIT $4 {lock}),
+            "WITH RECURSIVE fifo_hooks(webhook_id) AS (
+                SELECT (SELECT f.webhook_id FROM deliveries f WHERE f.status = 'pending' AND f.fifo
+                        ORDER BY f.webhook_id LIMIT 1)
+                UNION ALL
+                SELECT (SELECT f.webhook_id FROM deliveries f WHERE f.status = 'pending' AND f.fifo
+                          AND f.webhook_id > h.webhook_id ORDER BY f.webhook_id LIMIT 1)
+                FROM fifo_hooks h WHERE h.webhook_id IS NOT NULL),
              heads AS (
-                SELECT d.id, d.seq
-                FROM (SELECT o.webhook_id, MIN(o.seq) AS seq FROM deliveries o
-                      WHERE o.status = 'pending' AND o.fifo GROUP BY o.webhook_id) h
-                JOIN deliveries d ON d.webhook_id = h.webhook_id AND d.seq = h.seq
-                WHERE d.status = 'pending' AND d.fifo AND d.next_attempt_at <= $3
-                  AND d.webhook_id NOT IN (SELECT o.webhook_id FROM deliveries o
-                                WHERE o.status = 'pending' AND o.fifo AND o.lease_token IS NOT NULL
-                                  AND o.next_attempt_at > $3)
-                ORDER BY d.seq LIMIT $4 {lock})
+                SELECT d.id, d.seq FROM deliveries d
+                WHERE d.id {ids_in}
+                        SELECT (SELECT f.id FROM deliveries f WHERE f.webhook_id = h.webhook_id
+                                  AND f.status = 'pending' AND f.fifo ORDER BY f.seq LIMIT 1)
+                        FROM fifo_hooks h WHERE h.webhook_id IS NOT NULL{ids_end}
+                  AND d.status = 'pending' AND d.fifo AND d.next_attempt_at <= $3
+                  AND NOT EXISTS (SELECT 1 FROM deliveries o {leased} WHERE o.webhook_id = d.webhook_id
+                                    AND o.status = 'pending' AND o.fifo AND o.lease_token IS NOT NULL
+                                    AND o.next_attempt_at > $3)
+                ORDER BY d.seq LIMIT $4 {lock}),
+             fresh AS (
+                SELECT d.id, d.seq FROM deliveries d
+                WHERE d.status = 'pending' AND NOT d.fifo AND d.next_attempt_at <= d.created_at
+                  AND d.next_attempt_at <= $3
+                ORDER BY d.seq LIMIT $4 {lock}),
+             again AS (
+                SELECT d.id, d.seq FROM deliveries d
+                WHERE d.status = 'pending' AND NOT d.fifo AND d.next_attempt_at > d.created_at
+                  AND d.next_attempt_at <= $3
+                ORDER BY d.next_attempt_at, d.seq LIMIT $4 {lock})
              UPDATE deliveries SET next_attempt_at = $1, lease_token = $2, updated_at = $3
-             WHERE id IN (SELECT id FROM (SELECT id, seq FROM ordinary UNION ALL SELECT id, seq FROM heads) due
-                          ORDER BY seq LIMIT $4)
+             WHERE id {ids_in}SELECT id FROM (SELECT * FROM fresh UNION ALL SELECT * FROM again
+                                             UNION ALL SELECT * FROM heads) due
+                               ORDER BY seq LIMIT $4{ids_end}
              RETURNING {COLUMNS}"
         );
         let mut rows: Vec<DeliveryRow> = on_writer!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -311,11 +339,19 @@ impl Store {
 
     /// When the next pending delivery falls due after `after` (the time of the claim that found
     /// nothing to take), if any. Rows due by `after` were there to be claimed: what is left of
-    /// them waits behind a FIFO head, whose end wakes this node's workers (or, on another node,
-    /// whose lease ends in the future and so counts here).
+    /// them waits behind a FIFO head, whose end wakes this node's workers. Of FIFO rows only
+    /// those in flight count (a lease on another node ends); a FIFO head waiting for a retry or
+    /// deferred is found by the workers' next poll, up to 500 ms late: counting those would read
+    /// every FIFO row waiting behind them.
     pub async fn next_due_at(&self, after: i64) -> Result<Option<i64>> {
         Ok(on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at > $1",
+            "SELECT MIN(due) FROM (
+                SELECT MIN(next_attempt_at) AS due FROM deliveries
+                WHERE status = 'pending' AND NOT fifo AND next_attempt_at > created_at
+                  AND next_attempt_at > $1
+                UNION ALL
+                SELECT MIN(next_attempt_at) FROM deliveries
+                WHERE status = 'pending' AND fifo AND lease_token IS NOT NULL AND next_attempt_at > $1) soonest",
         )
         .bind(after)
         .fetch_one(pool)
