@@ -16,10 +16,11 @@ use super::{
 };
 use crate::domain::{
     Invalid,
-    delivery::{CircuitState, DeliveryPolicy, Health, PayloadFormat},
+    delivery::{CircuitState, DeliveryPolicy, Health},
     log::{REDACTED, is_sensitive_header},
     new_id,
     outgoing::{Ordering, OutgoingChanges, OutgoingSettings, OutgoingWebhook},
+    payload::PayloadFormat,
     tenant::Scope,
     time::{iso8601, now_ms},
 };

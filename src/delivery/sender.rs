@@ -19,11 +19,11 @@ use serde_json::{Value, json};
 use crate::{
     domain::{
         agent::{Agent, Endpoint, EndpointFormat},
-        delivery::{render_body, template_context},
         event::Event,
         log::{MAX_LOGGED_BODY, log_text},
         net::{TargetPolicy, TargetUrl},
         outgoing::OutgoingWebhook,
+        payload::{render_body, template_context},
         signature::{hex_hmac_sha256, standard_webhooks_signature},
         time::{iso8601, micros_since},
     },

@@ -277,9 +277,40 @@ struct GroupStore<'a> {
     db: &'a Db,
 }
 
+/// The writes of the hot paths: each waits for its group to commit.
 impl super::Store {
+    /// Writes events and their deliveries atomically. With an idempotency key, a key already
+    /// used (by a concurrent publish) is a `Conflict` and nothing is written.
+    /// Use it through `Publisher::commit`, which starts the deliveries once written.
+    pub async fn publish(&self, publication: Publication) -> Result<bool> {
+        self.write(Op::Publish(publication)).await
+    }
+
+    /// Makes an accepted request durable. `false`: its delivery id was recorded meanwhile, and
+    /// nothing was written.
+    pub async fn accept(&self, acceptance: Acceptance) -> Result<bool> {
+        self.write(Op::Accept(Box::new(acceptance))).await
+    }
+
+    /// Records an attempt: the delivery's new state (only if this lease still holds), its log
+    /// entry and what it says about the target, in one transaction. `false`: the lease was lost
+    /// (another node took the delivery over); the attempt is logged all the same.
+    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<bool> {
+        self.write(Op::Attempt(Box::new(record))).await
+    }
+
+    /// Appends a log entry and counts it in the webhook's totals, atomically.
+    pub async fn record_log(&self, entry: LogEntry) -> Result<()> {
+        self.write(Op::Log(Box::new(entry))).await.map(drop)
+    }
+
+    /// Adds requests that have no log entry of their own to their webhooks' totals.
+    pub async fn count_unlogged(&self, tallies: Vec<Tally>) -> Result<()> {
+        self.write(Op::Tally(tallies)).await.map(drop)
+    }
+
     /// Hands `op` to the writer and waits for its group to commit.
-    pub(super) async fn write(&self, op: Op) -> Result<bool> {
+    async fn write(&self, op: Op) -> Result<bool> {
         let (reply, answer) = oneshot::channel();
         self.writer
             .send((op, reply))

@@ -375,15 +375,6 @@ impl Store {
         .rows_affected()))
     }
 
-    /// Records an attempt: the delivery's new state (only if this lease still holds), its log
-    /// entry and what it says about the target, in one transaction (group-committed with
-    /// concurrent writes). `false`: the lease was lost (another node took the delivery over);
-    /// the attempt is logged all the same.
-    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<bool> {
-        self.write(super::batch::Op::Attempt(Box::new(record)))
-            .await
-    }
-
     /// Puts a leased delivery back without spending an attempt (circuit open, rate limit, target
     /// busy), due again at `until`.
     pub async fn defer_delivery(&self, id: &str, token: &str, until: i64) -> Result<()> {

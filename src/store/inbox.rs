@@ -136,13 +136,6 @@ macro_rules! insert_messages {
 pub(super) use insert_messages;
 
 impl Store {
-    /// Makes an accepted request durable (in the node's next group commit). `false`: its
-    /// delivery id was recorded meanwhile, and nothing was written.
-    pub async fn accept(&self, acceptance: Acceptance) -> Result<bool> {
-        self.write(super::batch::Op::Accept(Box::new(acceptance)))
-            .await
-    }
-
     /// The answer given to the first request that carried delivery id `key`, if any.
     pub async fn find_dedup(&self, webhook_id: &str, key: &str) -> Result<Option<Value>> {
         let text: Option<String> = on_pool!(self, pool => sqlx::query_scalar(

@@ -216,19 +216,6 @@ fn failures_predicate() -> String {
 }
 
 impl Store {
-    /// Appends a log entry and counts it in the webhook's totals, atomically (group-committed
-    /// with concurrent writes).
-    pub async fn record_log(&self, entry: LogEntry) -> Result<()> {
-        self.write(super::batch::Op::Log(Box::new(entry)))
-            .await
-            .map(drop)
-    }
-
-    /// Adds requests that have no log entry of their own to their webhooks' totals.
-    pub async fn count_unlogged(&self, tallies: Vec<Tally>) -> Result<()> {
-        self.write(super::batch::Op::Tally(tallies)).await.map(drop)
-    }
-
     /// Log entries of one webhook, newest first. The caller has checked ownership.
     pub async fn list_logs(&self, webhook_id: &str, query: &LogQuery) -> Result<Vec<LogEntry>> {
         // Asking for a failure status also says "not a success" in the words of the index of

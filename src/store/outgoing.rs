@@ -2,9 +2,10 @@
 
 use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
-    delivery::{Health, PayloadFormat},
+    delivery::Health,
     net::TargetUrl,
     outgoing::{Ordering, OutgoingSettings, OutgoingWebhook},
+    payload::PayloadFormat,
     tenant::Tenant,
 };
 
