@@ -20,6 +20,7 @@ use crate::{
     api::{self, error::ApiError},
     config::Config,
     delivery::{
+        announce,
         handoff::{Handed, Handoff},
         publish::Publisher,
         sender::Sender,
@@ -147,6 +148,12 @@ impl Application {
                 stop.subscribe(),
             )));
         }
+        // Every node: an API-only node writes notices too (a webhook switched off).
+        background.push(tokio::spawn(announce::run(
+            state.store.clone(),
+            state.publisher.clone(),
+            stop.subscribe(),
+        )));
         background.push(tokio::spawn(tally_refusals(
             Arc::clone(&state.ingest),
             state.store.clone(),

@@ -14,7 +14,8 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, Path, ident, not_null, nullable},
+    extract::{JsonBody, OptionalJsonBody, Path, ident, not_null, nullable},
+    outgoing::{SecretRotationIn, SecretRotationOut},
 };
 use crate::{
     domain::{
@@ -22,6 +23,7 @@ use crate::{
         api_key::generate_secret,
         incoming::{IncomingChanges, IncomingSettings, IncomingWebhook, Route, Transform},
         new_id,
+        rotation::{PreviousSecret, RotationRequest, keep_previous_if_unchanged},
         signature::SourceVerification,
         tenant::Scope,
         time::{iso8601, now_ms},
@@ -38,6 +40,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             delete_incoming_webhook
         ))
         .routes(routes!(preview_incoming_webhook))
+        .routes(routes!(rotate_incoming_webhook_secret))
 }
 
 /// Settings of an incoming webhook. On create, `name` and `agent_id` (or `agent_name`) are
@@ -177,11 +180,16 @@ fn verification_from(
     mut value: Value,
     current: Option<&SourceVerification>,
 ) -> Result<SourceVerification, Invalid> {
-    if let (Value::Object(fields), Some(current)) = (&mut value, current)
-        && !fields.contains_key("secret")
-    {
-        fields.remove("secret_set");
-        fields.insert("secret".into(), Value::String(current.secret().to_string()));
+    if let Value::Object(fields) = &mut value {
+        // What an answer shows about a rotation is not a setting: a client may send it back.
+        fields.remove("previous_secret_set");
+        fields.remove("previous_expires_at");
+        if let Some(current) = current
+            && !fields.contains_key("secret")
+        {
+            fields.remove("secret_set");
+            fields.insert("secret".into(), Value::String(current.secret().to_string()));
+        }
     }
     serde_json::from_value(value).map_err(|e| Invalid::new("verification", e.to_string()))
 }
@@ -221,7 +229,9 @@ pub struct IncomingWebhookOut {
     pub payload_transformation: Option<Value>,
     pub rate_limit: i64,
     pub allowed_ips: Vec<String>,
-    /// The verification setting, with `secret_set` in place of the secret.
+    /// The verification setting, with `secret_set` in place of the secret; while a rotation's
+    /// overlap lasts also `previous_secret_set: true` and `previous_expires_at` (until when the
+    /// replaced secret is still accepted).
     #[schema(value_type = Option<Object>)]
     pub verification: Option<Value>,
     pub routes: Vec<RouteIn>,
@@ -233,6 +243,18 @@ pub struct IncomingWebhookOut {
 impl IncomingWebhookOut {
     /// `base`: the receiving URL's base, when the token is to be shown.
     fn new(hook: IncomingWebhook, base: Option<&str>) -> Self {
+        let previous = PreviousSecret::live(hook.previous_secret.as_ref(), now_ms());
+        let verification = hook.settings.verification.as_ref().map(|v| {
+            let mut shown = v.redacted();
+            if let (Value::Object(fields), Some(previous)) = (&mut shown, previous) {
+                fields.insert("previous_secret_set".into(), Value::Bool(true));
+                fields.insert(
+                    "previous_expires_at".into(),
+                    Value::String(iso8601(previous.expires_at)),
+                );
+            }
+            shown
+        });
         let s = hook.settings;
         let (transform_template, payload_transformation) = match s.transform {
             Some(Transform::Text(text)) => (Some(text), None),
@@ -255,7 +277,7 @@ impl IncomingWebhookOut {
             payload_transformation,
             rate_limit: s.rate_limit,
             allowed_ips: s.allowed_ips.entries(),
-            verification: s.verification.as_ref().map(SourceVerification::redacted),
+            verification,
             routes: s
                 .routes
                 .into_iter()
@@ -317,6 +339,7 @@ async fn create_incoming_webhook(
         tenant: tenant.clone(),
         token: generate_secret(""),
         settings,
+        previous_secret: None,
         created_at: now,
         updated_at: now,
     };
@@ -384,9 +407,16 @@ async fn update_incoming_webhook(
         .get_incoming(tenant, &id)
         .await
         .or_not_found("incoming webhook")?;
-    hook.settings = hook
+    let settings = hook
         .settings
         .apply(input.into_changes(Some(&hook.settings))?)?;
+    let secret = |s: &IncomingSettings| s.verification.as_ref().map(|v| v.secret().to_string());
+    keep_previous_if_unchanged(
+        &mut hook.previous_secret,
+        secret(&hook.settings).as_deref(),
+        secret(&settings).as_deref(),
+    );
+    hook.settings = settings;
     ensure_agents(&state, tenant, &hook.settings).await?;
     hook.updated_at = now_ms();
     state
@@ -463,4 +493,50 @@ async fn preview_incoming_webhook(
         .preview(&hook, &input.payload, template.as_ref())
         .await?;
     Ok(Json(PreviewOut { output }))
+}
+
+/// Rotate an incoming webhook's verification secret without a gap: requests signed with the new
+/// secret are accepted at once, and requests signed with the replaced one until
+/// `previous_expires_at`, so the sender can switch when it likes. The webhook must have a
+/// `verification`; its scheme and other settings stay as they are.
+#[utoipa::path(post, path = "/api/webhooks/incoming/{id}/rotate-secret", tag = "incoming",
+    request_body = SecretRotationIn, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Incoming webhook id")),
+    responses((status = 200, body = SecretRotationOut), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn rotate_incoming_webhook_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(input): OptionalJsonBody<SecretRotationIn>,
+) -> ApiResult<Json<SecretRotationOut>> {
+    let tenant = caller.tenant(Scope::WebhooksWrite)?;
+    let hook = state
+        .store
+        .get_incoming(tenant, &id)
+        .await
+        .or_not_found("incoming webhook")?;
+    let Some(current) = &hook.settings.verification else {
+        return Err(Invalid::new(
+            "verification",
+            "is not set, so there is no secret to rotate; set verification first",
+        )
+        .into());
+    };
+    let now = now_ms();
+    let rotated = RotationRequest::from(input).apply(Some(current.secret()), now)?;
+    let verification = current.with_secret(&rotated.secret);
+    state
+        .store
+        .rotate_incoming_secret(
+            tenant,
+            &id,
+            current,
+            &verification,
+            rotated.previous.as_ref(),
+            now,
+        )
+        .await
+        .or_not_found("incoming webhook")?;
+    Ok(Json(SecretRotationOut::new(&rotated)))
 }

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AppState, error::ApiResult};
-use crate::domain::event_types::CATALOG;
+use crate::domain::event_types::{CATALOG, is_about_webhooks};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -21,6 +21,9 @@ pub struct EventTypeOut {
     #[serde(rename = "type")]
     pub event_type: String,
     pub description: String,
+    /// Whether `POST /api/events` accepts it: not for the events hookd publishes about webhooks
+    /// themselves (`webhook.disabled`, …), which only hookd emits.
+    pub publishable: bool,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -37,6 +40,7 @@ async fn list_event_types() -> Json<EventTypesOut> {
         .map(|(name, description)| EventTypeOut {
             event_type: name.to_string(),
             description: description.to_string(),
+            publishable: !is_about_webhooks(name),
         })
         .collect();
     Json(EventTypesOut { event_types })

@@ -12,7 +12,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, Path, ident, not_null, nullable},
+    extract::{JsonBody, OptionalJsonBody, Path, ident, not_null, nullable},
 };
 use crate::domain::{
     Invalid,
@@ -21,6 +21,7 @@ use crate::domain::{
     new_id,
     outgoing::{Ordering, OutgoingChanges, OutgoingSettings, OutgoingWebhook},
     payload::PayloadFormat,
+    rotation::{PreviousSecret, Rotated, RotationRequest, keep_previous_if_unchanged},
     tenant::Scope,
     time::{iso8601, now_ms},
 };
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
             update_outgoing_webhook,
             delete_outgoing_webhook
         ))
+        .routes(routes!(rotate_outgoing_webhook_secret))
 }
 
 /// Settings of an outgoing webhook. On create, `url` is required and the rest defaults; on
@@ -149,6 +151,9 @@ pub struct OutgoingWebhookOut {
     pub has_secret: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// While a rotation's overlap lasts: until when deliveries are also signed with the secret
+    /// it replaced (ISO 8601); `null` otherwise.
+    pub previous_secret_expires_at: Option<String>,
     pub agent_id: Option<String>,
     pub retry_count: i64,
     pub retry_delay: i64,
@@ -173,7 +178,10 @@ pub struct OutgoingWebhookOut {
 impl OutgoingWebhookOut {
     /// `reveal`: the answer to a create, which shows the secret and header values once.
     pub(crate) fn new(hook: OutgoingWebhook, reveal: bool, policy: &DeliveryPolicy) -> Self {
-        let circuit_state = hook.health.circuit(policy, now_ms());
+        let now = now_ms();
+        let circuit_state = hook.health.circuit(policy, now);
+        let previous_secret_expires_at =
+            PreviousSecret::live(hook.previous_secret.as_ref(), now).map(|p| iso8601(p.expires_at));
         let s = hook.settings;
         let headers = s
             .headers
@@ -201,6 +209,7 @@ impl OutgoingWebhookOut {
             headers,
             has_secret: s.secret.is_some(),
             secret: if reveal { s.secret } else { None },
+            previous_secret_expires_at,
             agent_id: s.agent_id,
             retry_count: s.retry_count,
             retry_delay: s.retry_delay,
@@ -248,6 +257,7 @@ async fn create_outgoing_webhook(
         tenant: tenant.clone(),
         settings,
         health: Health::default(),
+        previous_secret: None,
         created_at: now,
         updated_at: now,
     };
@@ -327,7 +337,13 @@ async fn update_outgoing_webhook(
         }
     }
     let url_changed = changes.url.is_some();
-    hook.settings = hook.settings.apply(changes)?;
+    let settings = hook.settings.apply(changes)?;
+    keep_previous_if_unchanged(
+        &mut hook.previous_secret,
+        hook.settings.secret.as_deref(),
+        settings.secret.as_deref(),
+    );
+    hook.settings = settings;
     if url_changed {
         check_target(&state, &hook.settings).await?;
     }
@@ -360,4 +376,84 @@ async fn delete_outgoing_webhook(
         .await
         .or_not_found("outgoing webhook")?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A secret rotation: the new secret (generated when not given) and how long the replaced one
+/// stays valid.
+#[derive(Deserialize, ToSchema, Default)]
+pub struct SecretRotationIn {
+    /// The new secret; without it a Standard Webhooks secret (`whsec_` + 24 random bytes in
+    /// base64) is generated.
+    #[serde(default, deserialize_with = "not_null")]
+    secret: Option<String>,
+    /// Seconds the replaced secret stays valid (default 86400, 0–2592000; 0 ends it at once).
+    #[serde(default, deserialize_with = "not_null")]
+    previous_valid_for: Option<i64>,
+}
+
+impl From<SecretRotationIn> for RotationRequest {
+    fn from(input: SecretRotationIn) -> Self {
+        RotationRequest {
+            secret: input.secret,
+            previous_valid_for: input.previous_valid_for,
+        }
+    }
+}
+
+/// The outcome of a rotation. The secret is shown here only, never in listings.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct SecretRotationOut {
+    pub secret: String,
+    /// Until when the replaced secret is still valid (ISO 8601); `null` when there was none or
+    /// `previous_valid_for` was 0.
+    pub previous_expires_at: Option<String>,
+}
+
+impl SecretRotationOut {
+    pub(crate) fn new(rotated: &Rotated) -> Self {
+        SecretRotationOut {
+            secret: rotated.secret.clone(),
+            previous_expires_at: rotated.previous.as_ref().map(|p| iso8601(p.expires_at)),
+        }
+    }
+}
+
+/// Rotate an outgoing webhook's signing secret without a gap: deliveries from now on are signed
+/// with the new secret and, until `previous_expires_at`, with the replaced one too
+/// (`webhook-signature: v1,<new> v1,<old>`; `X-Webhook-Signature` with the new one and
+/// `X-Webhook-Signature-Previous` with the old one). Retries and replays sign with the secrets
+/// valid when they are sent.
+#[utoipa::path(post, path = "/api/webhooks/outgoing/{id}/rotate-secret", tag = "outgoing",
+    request_body = SecretRotationIn, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Outgoing webhook id")),
+    responses((status = 200, body = SecretRotationOut), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn rotate_outgoing_webhook_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJsonBody(input): OptionalJsonBody<SecretRotationIn>,
+) -> ApiResult<Json<SecretRotationOut>> {
+    let tenant = caller.tenant(Scope::WebhooksWrite)?;
+    let hook = state
+        .store
+        .get_outgoing(tenant, &id)
+        .await
+        .or_not_found("outgoing webhook")?;
+    let now = now_ms();
+    let current = hook.settings.secret.as_deref();
+    let rotated = RotationRequest::from(input).apply(current, now)?;
+    state
+        .store
+        .rotate_outgoing_secret(
+            tenant,
+            &id,
+            current,
+            &rotated.secret,
+            rotated.previous.as_ref(),
+            now,
+        )
+        .await
+        .or_not_found("outgoing webhook")?;
+    Ok(Json(SecretRotationOut::new(&rotated)))
 }

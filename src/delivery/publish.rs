@@ -317,6 +317,7 @@ mod tests {
             },
             settings,
             health: Health::default(),
+            previous_secret: None,
             created_at: 0,
             updated_at: 0,
         }

@@ -25,7 +25,7 @@ use crate::{
         outgoing::OutgoingWebhook,
         payload::{render_body, template_context},
         signature::{hex_hmac_sha256, standard_webhooks_signature},
-        time::{iso8601, micros_since},
+        time::{iso8601, micros_since, now_ms},
     },
     sandbox::Sandbox,
 };
@@ -153,10 +153,12 @@ impl Sender {
             Ok(body) => body,
             Err(error) => return Attempt::error(Vec::new(), Vec::new(), error, started),
         };
+        // The secrets valid now, not when the event was published: a retry or replay after a
+        // rotation is signed with the new secret (and the old one while it is still valid).
         let signer = Signer {
             custom: &settings.headers,
             source_id: &hook.id,
-            secret: settings.secret.as_deref(),
+            secrets: hook.signing_secrets(now_ms()),
         };
         let headers = signer.headers(event, delivery_id, &body);
         self.execute(
@@ -185,7 +187,7 @@ impl Sender {
         let signer = Signer {
             custom: &endpoint.headers,
             source_id: &agent.id,
-            secret: None,
+            secrets: Vec::new(),
         };
         let headers = signer.headers(event, delivery_id, &body);
         let keep = match endpoint.format {
@@ -320,7 +322,8 @@ struct Signer<'a> {
     custom: &'a BTreeMap<String, String>,
     /// The outgoing webhook's or the agent's id (`X-Webhook-ID`).
     source_id: &'a str,
-    secret: Option<&'a str>,
+    /// The current secret first, then a replaced one still valid; none: unsigned.
+    secrets: Vec<&'a str>,
 }
 
 impl Signer<'_> {
@@ -350,12 +353,26 @@ impl Signer<'_> {
         set("x-webhook-delivery", delivery_id.to_string());
         set("webhook-id", delivery_id.to_string());
         set("webhook-timestamp", now.timestamp().to_string());
-        if let Some(secret) = self.secret {
-            set("x-webhook-signature", hex_hmac_sha256(secret, body));
+        if let Some(current) = self.secrets.first() {
+            set("x-webhook-signature", hex_hmac_sha256(current, body));
+        }
+        // The hex header holds one value, so a rotation's previous secret signs a header of its
+        // own; Standard Webhooks lists every signature in one header, any of which may match.
+        if let Some(previous) = self.secrets.get(1) {
             set(
-                "webhook-signature",
-                standard_webhooks_signature(secret, delivery_id, now.timestamp(), body),
+                "x-webhook-signature-previous",
+                hex_hmac_sha256(previous, body),
             );
+        }
+        if !self.secrets.is_empty() {
+            let signatures: Vec<String> = self
+                .secrets
+                .iter()
+                .map(|secret| {
+                    standard_webhooks_signature(secret, delivery_id, now.timestamp(), body)
+                })
+                .collect();
+            set("webhook-signature", signatures.join(" "));
         }
         headers
     }

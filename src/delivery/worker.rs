@@ -493,6 +493,8 @@ impl Worker {
             .record(attempt.elapsed_us as f64 / 1_000_000.0);
         let record = |reply| AttemptRecord {
             delivery_id: delivery.id.clone(),
+            event_id: delivery.event_id.clone(),
+            event_type: delivery.event_type.clone(),
             target: target.kind(),
             webhook_id: target.id().to_string(),
             lease_token: token.to_string(),

@@ -29,6 +29,15 @@ impl NewEvent {
                 ),
             ));
         }
+        if event_types::is_about_webhooks(&self.event_type) {
+            return Err(Invalid::new(
+                format!("{field}event_type"),
+                format!(
+                    "{:?} is published by hookd itself when a webhook changes; subscribe to it instead",
+                    self.event_type
+                ),
+            ));
+        }
         for (name, value) in [
             ("agent_id", &self.agent_id),
             ("agent_name", &self.agent_name),

@@ -4,7 +4,8 @@ use super::Invalid;
 
 /// Every event type hookd knows, with the description the API shows. The spec lists 27 (it says
 /// 26 in one place and 28 in another); its own examples also use `chat.message.received` and
-/// `chat.response.sent`; `webhook.test` is what the test endpoint sends.
+/// `chat.response.sent`; `webhook.test` is what the test endpoint sends; and hookd announces
+/// what happens to webhooks themselves with the four of [`ABOUT_WEBHOOKS`]: 34 in all.
 pub const CATALOG: &[(&str, &str)] = &[
     (
         "command.executed",
@@ -69,7 +70,37 @@ pub const CATALOG: &[(&str, &str)] = &[
         "webhook.test",
         "Sent by the test endpoint to check a webhook's target",
     ),
+    (
+        "webhook.disabled",
+        "Sent by hookd when one of your webhooks is switched off (its target answered 410 Gone, or its owner deactivated it)",
+    ),
+    (
+        "webhook.circuit_opened",
+        "Sent by hookd when a webhook's circuit breaker opens after consecutive failures: its deliveries wait",
+    ),
+    (
+        "webhook.circuit_closed",
+        "Sent by hookd when a webhook's circuit breaker closes again: its deliveries flow",
+    ),
+    (
+        "webhook.delivery_failed",
+        "Sent by hookd when a delivery to one of your webhooks has failed for good (its retries spent)",
+    ),
 ];
+
+/// The events hookd publishes about the tenant's webhooks themselves. Only hookd emits them
+/// (publishing one through the API is refused), never to the webhook they are about.
+pub const ABOUT_WEBHOOKS: [&str; 4] = [
+    "webhook.disabled",
+    "webhook.circuit_opened",
+    "webhook.circuit_closed",
+    "webhook.delivery_failed",
+];
+
+/// Whether `event_type` is one hookd publishes about a webhook (see [`ABOUT_WEBHOOKS`]).
+pub fn is_about_webhooks(event_type: &str) -> bool {
+    ABOUT_WEBHOOKS.contains(&event_type)
+}
 
 pub fn is_known(event_type: &str) -> bool {
     CATALOG.iter().any(|(known, _)| *known == event_type)
@@ -130,7 +161,8 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), CATALOG.len());
-        assert_eq!(CATALOG.len(), 30);
+        assert_eq!(CATALOG.len(), 34);
+        assert!(ABOUT_WEBHOOKS.iter().all(|t| is_known(t)));
     }
 
     #[test]

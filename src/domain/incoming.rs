@@ -5,7 +5,8 @@ use serde_json::Value;
 use super::{
     Invalid, check_range, check_text,
     net::IpAllowlist,
-    signature::SourceVerification,
+    rotation::PreviousSecret,
+    signature::{SourceVerification, VerifyError},
     template::{Condition, Template},
     tenant::Tenant,
 };
@@ -23,8 +24,32 @@ pub struct IncomingWebhook {
     /// webhook URL); looked up by its hash.
     pub token: String,
     pub settings: IncomingSettings,
+    /// The verification secret a rotation replaced, still accepted until it expires.
+    pub previous_secret: Option<PreviousSecret>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl IncomingWebhook {
+    /// Checks a request's source signature at `now` (unix ms) with the current secret, or with
+    /// the one a rotation replaced while it is still valid. `Ok` when there is nothing to check.
+    pub fn verify_source(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), VerifyError> {
+        let Some(verification) = &self.settings.verification else {
+            return Ok(());
+        };
+        let previous = PreviousSecret::live(self.previous_secret.as_ref(), now);
+        verification.verify_rotating(
+            previous.map(|p| p.secret.as_str()),
+            headers,
+            body,
+            now / 1_000,
+        )
+    }
 }
 
 /// How a payload is reshaped before it reaches the agent.

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{
     Invalid, check_range, check_text, delivery::Health, event::Event, event_types, net::TargetUrl,
-    payload::PayloadFormat, template::Template, tenant::Tenant,
+    payload::PayloadFormat, rotation::PreviousSecret, template::Template, tenant::Tenant,
 };
 
 pub const DEFAULT_RETRY_COUNT: i64 = 3;
@@ -39,8 +39,25 @@ pub struct OutgoingWebhook {
     pub tenant: Tenant,
     pub settings: OutgoingSettings,
     pub health: Health,
+    /// The secret a rotation replaced, signed with beside the current one until it expires.
+    pub previous_secret: Option<PreviousSecret>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl OutgoingWebhook {
+    /// The secrets a delivery made at `now` is signed with: the current one first, then the one
+    /// a rotation replaced while it is still valid. Empty: deliveries are not signed.
+    pub fn signing_secrets(&self, now: i64) -> Vec<&str> {
+        self.settings
+            .secret
+            .as_deref()
+            .into_iter()
+            .chain(
+                PreviousSecret::live(self.previous_secret.as_ref(), now).map(|p| p.secret.as_str()),
+            )
+            .collect()
+    }
 }
 
 /// Everything a user sets on an outgoing webhook. Only [`OutgoingSettings::create`] and

@@ -283,6 +283,38 @@ impl SourceVerification {
         }
     }
 
+    /// [`verify`](Self::verify) with the current secret and, on a mismatch only, with `previous`:
+    /// the secret a rotation replaced, still accepted until it expires (the caller passes it only
+    /// while it is valid). Other failures (a missing header, a stale timestamp) are the same
+    /// whichever secret signed, so they are not tried twice.
+    pub fn verify_rotating(
+        &self,
+        previous: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: i64,
+    ) -> Result<(), VerifyError> {
+        match (self.verify(headers, body, now), previous) {
+            (Err(VerifyError::Mismatch), Some(previous)) => {
+                self.with_secret(previous).verify(headers, body, now)
+            }
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// The same scheme and settings with another secret.
+    pub fn with_secret(&self, secret: &str) -> SourceVerification {
+        let mut next = self.clone();
+        match &mut next {
+            Self::Github { secret: s }
+            | Self::Stripe { secret: s, .. }
+            | Self::Slack { secret: s, .. }
+            | Self::StandardWebhooks { secret: s, .. }
+            | Self::HmacSha256 { secret: s, .. } => *s = secret.to_string(),
+        }
+        next
+    }
+
     /// Save-time validation: a non-empty secret, a valid header name and a
     /// replay window between 1 and 3600 seconds.
     pub fn validate(&self) -> Result<(), VerifyError> {
@@ -597,6 +629,29 @@ mod tests {
             ("webhook-signature", &own),
         ]);
         assert_eq!(sw.verify(&h, b"x", 42), Ok(()));
+    }
+
+    #[test]
+    fn a_rotated_secret_is_accepted_only_while_passed_as_previous() {
+        let h = headers(&[("X-Hub-Signature-256", GH_SIG)]);
+        let rotated = github().with_secret("new-secret");
+        assert_eq!(rotated.verify(&h, GH_BODY, 0), Err(VerifyError::Mismatch));
+        assert_eq!(
+            rotated.verify_rotating(Some("gh-secret"), &h, GH_BODY, 0),
+            Ok(())
+        );
+        assert_eq!(
+            rotated.verify_rotating(None, &h, GH_BODY, 0),
+            Err(VerifyError::Mismatch)
+        );
+        // A request signed with the new secret passes whatever the previous one is.
+        let new_sig = format!("sha256={}", hex_hmac_sha256("new-secret", GH_BODY));
+        let h = headers(&[("X-Hub-Signature-256", &new_sig)]);
+        assert_eq!(rotated.verify_rotating(Some("x"), &h, GH_BODY, 0), Ok(()));
+        assert_eq!(
+            rotated.verify_rotating(Some("gh-secret"), &HeaderMap::new(), GH_BODY, 0),
+            Err(VerifyError::MissingHeader("X-Hub-Signature-256".into()))
+        );
     }
 
     #[test]

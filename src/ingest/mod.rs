@@ -245,9 +245,7 @@ impl Ingest {
             Err(refusal) => return Err(trail.refuse(refusal)),
         };
         trail.body = Some(body.clone());
-        if let Some(verification) = &s.verification
-            && let Err(e) = verification.verify(&trail.headers, &body, now_ms() / 1000)
-        {
+        if let Err(e) = hook.verify_source(&trail.headers, &body, now_ms()) {
             return Err(trail.refuse(Refusal::BadSignature(e)));
         }
         if let Some(challenge) = slack_challenge(&body) {

@@ -9,9 +9,12 @@
 //! gets the same group commit on a thread of its own instead ([`super::sqlite_writer`]); what a
 //! group writes once its unique keys and leases are settled ([`plan`]) is decided here for both.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::{
     Db, Publication, Result, StoreError,
@@ -19,6 +22,7 @@ use super::{
     events::{insert_deliveries, insert_events, insert_idempotency},
     inbox::{Acceptance, insert_dedup, insert_messages},
     logs::{Tally, insert_logs},
+    notices::{self, HealthChanges, insert_notices, read_found},
 };
 use crate::domain::{
     agent::AgentMessage, delivery::Delivery, delivery::TargetKind, event::Event, log::LogEntry,
@@ -45,14 +49,16 @@ pub(super) type Job = (Op, oneshot::Sender<Result<bool>>);
 pub(super) const MAX_GROUP: usize = 512;
 
 /// Starts the writer task; it ends when every sender (every clone of the store) is gone.
-pub(super) fn start(db: Db) -> mpsc::Sender<Job> {
+/// `noticed` is told when a group wrote notices (see [`super::notices`]).
+pub(super) fn start(db: Db, noticed: Arc<Notify>) -> mpsc::Sender<Job> {
     let (sender, mut receiver) = mpsc::channel::<Job>(4 * MAX_GROUP);
     tokio::spawn(async move {
         let mut group = Vec::with_capacity(MAX_GROUP);
         while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
             let write = writer(|ops| {
                 let db = db.clone();
-                Box::pin(async move { write_all(&db, ops).await })
+                let noticed = Arc::clone(&noticed);
+                Box::pin(async move { write_all(&db, ops, &noticed).await })
             });
             commit(write, std::mem::take(&mut group)).await;
         }
@@ -169,20 +175,24 @@ pub(super) struct Plan<'a> {
     pub(super) rows: Rows<'a>,
     /// What the group's attempts teach about each target, folded in the order they arrived;
     /// in target order, so that nodes lock these rows in one order.
-    pub(super) health: BTreeMap<(TargetKind, &'a str), HealthFold>,
+    pub(super) health: HealthChanges<'a>,
     pub(super) results: Vec<Result<bool>>,
+}
+
+/// The group's attempts in the order they arrived.
+pub(super) fn arrived(ops: &[Op]) -> Vec<&AttemptRecord> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Attempt(record) => Some(record.as_ref()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The group's attempts in delivery id order: nodes updating the same rows (a lease taken over)
 /// lock them in one order.
 pub(super) fn attempts(ops: &[Op]) -> Vec<&AttemptRecord> {
-    let mut records: Vec<&AttemptRecord> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Attempt(record) => Some(record.as_ref()),
-            _ => None,
-        })
-        .collect();
+    let mut records = arrived(ops);
     records.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
     records
 }
@@ -244,8 +254,14 @@ pub(super) fn plan<'a>(ops: &'a [Op], fresh: &[bool], held: &HashSet<String>) ->
     }
 }
 
-async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
+async fn write_all(db: &Db, ops: &[Op], noticed: &Notify) -> Result<Vec<Result<bool>>> {
     let store = GroupStore { db };
+    // Webhooks whose health changes are locked when read, so that two nodes' groups do not
+    // both see a circuit closed and both announce its opening.
+    let lock = match db {
+        Db::Postgres(_) => "FOR UPDATE",
+        Db::Sqlite(_) => "",
+    };
     Ok(super::on_pool!(store, pool => {
         let mut tx = pool.begin().await?;
         // Only the unique keys a write can lose to another are written one by one: their
@@ -260,14 +276,20 @@ async fn write_all(db: &Db, ops: &[Op]) -> Result<Vec<Result<bool>>> {
         }
         let held = update_attempts!(tx, &attempts(ops));
         let plan = plan(ops, &fresh, &held);
+        let found = read_found!(tx, &notices::webhooks_of(&plan.health), lock);
+        let notices = notices::of_attempts(&arrived(ops), &plan.health, &held, &found);
         insert_events!(tx, &plan.rows.events);
         insert_deliveries!(tx, &plan.rows.deliveries);
         insert_logs!(tx, &plan.rows.logs, &plan.rows.tallies);
+        insert_notices!(tx, &notices);
         update_health!(tx, plan.health.iter().map(|((target, id), fold)| ((*target, *id), fold)));
         // Last: on PostgreSQL inserting a message takes its inbox's lock until the commit (see
         // `super::inbox`), which should be held briefly and never while waiting for a row lock.
         insert_messages!(tx, &plan.rows.messages);
         tx.commit().await?;
+        if !notices.is_empty() {
+            noticed.notify_one();
+        }
         plan.results
     }))
 }
@@ -352,6 +374,8 @@ mod tests {
         };
         Op::Attempt(Box::new(AttemptRecord {
             delivery_id: "delivery".into(),
+            event_id: "event".into(),
+            event_type: "task.completed".into(),
             target: TargetKind::Webhook,
             webhook_id: "hook".into(),
             lease_token: "lease".into(),

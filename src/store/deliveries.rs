@@ -91,6 +91,10 @@ pub struct Reply {
 #[derive(Debug)]
 pub struct AttemptRecord {
     pub delivery_id: String,
+    /// The event delivered, and its type (a delivery that fails for good is announced with
+    /// them).
+    pub event_id: String,
+    pub event_type: String,
     pub target: TargetKind,
     pub webhook_id: String,
     pub lease_token: String,
@@ -180,6 +184,39 @@ impl HealthFold {
             }
             HealthChange::Gone { reason } => self.gone = Some(reason),
         }
+    }
+
+    /// Consecutive failures after the fold, on a target found with `consecutive_failures`.
+    pub(super) fn failures_after(&self, consecutive_failures: i64) -> i64 {
+        match (self.reset, self.failures) {
+            (false, 0) => consecutive_failures,
+            (true, failures) => failures,
+            (false, failures) => consecutive_failures + failures,
+        }
+    }
+
+    /// Whether the circuit is tripped (`circuit_open_until` set: open, or half-open waiting for
+    /// its trial) after the fold, on a target found with `consecutive_failures` and `open_until`:
+    /// what [`statements`](Self::statements) write, read without writing.
+    pub(super) fn tripped_after(&self, consecutive_failures: i64, open_until: Option<i64>) -> bool {
+        match (self.reset, self.failures) {
+            (false, 0) => open_until.is_some(),
+            (true, 0) => false,
+            (reset, _) => {
+                self.failures_after(consecutive_failures) >= self.threshold
+                    || (!reset && open_until.is_some())
+            }
+        }
+    }
+
+    /// Why the target was switched off, if the fold did.
+    pub(super) fn gone(&self) -> Option<&'static str> {
+        self.gone
+    }
+
+    /// The threshold and the end of the cool-down of the fold's last failure.
+    pub(super) fn opening(&self) -> (i64, i64) {
+        (self.threshold, self.open_until)
     }
 
     /// The statements recording the fold on `target` row `$1`, with their further bind values.
@@ -605,6 +642,22 @@ mod tests {
                 .statements(TargetKind::Agent)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_tripped_state_after_a_fold_is_what_its_statements_write() {
+        // Crossing the threshold trips it; a success clears it; a failure past it keeps it.
+        assert!(fold(&[FAIL, FAIL]).tripped_after(3, None));
+        assert!(!fold(&[FAIL]).tripped_after(3, None));
+        assert!(!fold(&[FAIL, HealthChange::Success]).tripped_after(9, Some(1)));
+        assert!(fold(&[FAIL]).tripped_after(9, Some(1)));
+        assert!(!fold(&[HealthChange::Success, FAIL]).tripped_after(9, Some(1)));
+        assert!(fold(&[]).tripped_after(9, Some(1)));
+        assert_eq!(
+            fold(&[HealthChange::Success, FAIL, FAIL]).failures_after(9),
+            2
+        );
+        assert_eq!(fold(&[FAIL, FAIL]).failures_after(3), 5);
     }
 
     #[test]

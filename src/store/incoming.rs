@@ -7,6 +7,8 @@ use crate::domain::{
     api_key::hash_secret,
     incoming::{IncomingSettings, IncomingWebhook, Route, Transform},
     net::IpAllowlist,
+    rotation::PreviousSecret,
+    signature::SourceVerification,
     tenant::Tenant,
 };
 
@@ -28,6 +30,8 @@ struct IncomingRow {
     verification: Option<String>,
     routes: Option<String>,
     dedup_header: Option<String>,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -74,6 +78,10 @@ impl TryFrom<IncomingRow> for IncomingWebhook {
                 routes: routes.unwrap_or_default(),
                 dedup_header: row.dedup_header,
             },
+            previous_secret: PreviousSecret::from_columns(
+                row.previous_secret,
+                row.previous_secret_expires_at,
+            ),
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -82,7 +90,7 @@ impl TryFrom<IncomingRow> for IncomingWebhook {
 
 const COLUMNS: &str = "id, user_id, company_id, name, token, agent_id, agent_name, description, \
      is_active, transform_template, payload_transformation, rate_limit, allowed_ips, verification, routes, \
-     dedup_header, created_at, updated_at";
+     dedup_header, previous_secret, previous_secret_expires_at, created_at, updated_at";
 
 /// Binds `$1` id, `$2` user, `$3` company, `$4`..`$12` the settings, `$13` updated_at,
 /// `$14`..`$16` the receiving settings: the shared parameter order of the insert and the update.
@@ -175,9 +183,12 @@ impl Store {
             "UPDATE incoming_webhooks SET name = $4, agent_id = $5, agent_name = $6, description = $7,
                 is_active = $8, transform_template = $9, payload_transformation = $10,
                 rate_limit = $11, allowed_ips = $12, updated_at = $13, verification = $14,
-                routes = $15, dedup_header = $16
+                routes = $15, dedup_header = $16, previous_secret = $17,
+                previous_secret_expires_at = $18
              WHERE id = $1 AND user_id = $2 AND company_id = $3",
         ), hook)
+        .bind(hook.previous_secret.as_ref().map(|p| &p.secret))
+        .bind(hook.previous_secret.as_ref().map(|p| p.expires_at))
         .execute(pool)
         .await?
         .rows_affected());
@@ -185,6 +196,29 @@ impl Store {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    /// Replaces the verification of one of the tenant's webhooks with `verification` (its new
+    /// secret), keeping `previous` valid beside it, if the stored verification is still
+    /// `current` (see [`Store::replace_secret`]).
+    pub async fn rotate_incoming_secret(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        current: &SourceVerification,
+        verification: &SourceVerification,
+        previous: Option<&PreviousSecret>,
+        now: i64,
+    ) -> Result<()> {
+        let (current, next) = (to_json(current), to_json(verification));
+        let swap = super::SecretSwap {
+            current: Some(&current),
+            next: &next,
+            previous,
+            now,
+        };
+        self.replace_secret("incoming_webhooks", "verification", tenant, id, swap)
+            .await
     }
 
     pub async fn delete_incoming(&self, tenant: &Tenant, id: &str) -> Result<()> {

@@ -11,6 +11,7 @@ mod inbox;
 mod incoming;
 mod keys;
 mod logs;
+mod notices;
 mod outgoing;
 mod sqlite_writer;
 
@@ -153,6 +154,8 @@ pub struct Store {
     /// SQLite's write lock, taken in turns (first come, first served) by the group commit and
     /// the other writes, so that none of them waits in SQLite's busy handler.
     turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Told when this node wrote notices about webhooks, which wait to be published.
+    noticed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
@@ -163,6 +166,7 @@ impl Store {
     /// pending migrations.
     pub async fn connect(url: &str) -> Result<Store> {
         let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let noticed = std::sync::Arc::new(tokio::sync::Notify::new());
         let (db, write_db, writer) = if url.starts_with("sqlite:") {
             // WAL lets readers run beside the writer; synchronous=FULL makes a commit survive
             // power loss, which is what a 2xx promises.
@@ -186,9 +190,10 @@ impl Store {
             // and its group commits go through sqlx on that connection.
             if url.contains(":memory:") || url.contains("mode=memory") {
                 let db = Db::Sqlite(writer);
-                (db.clone(), db.clone(), batch::start(db))
+                (db.clone(), db.clone(), batch::start(db, noticed.clone()))
             } else {
-                let group_writer = sqlite_writer::start(options.get_filename(), turn.clone())?;
+                let group_writer =
+                    sqlite_writer::start(options.get_filename(), turn.clone(), noticed.clone())?;
                 let readers = SqlitePoolOptions::new()
                     .max_connections(8)
                     .test_before_acquire(false)
@@ -223,7 +228,11 @@ impl Store {
                 .connect_with(options)
                 .await?;
             let db = Db::Postgres(pool);
-            (db.clone(), Db::Postgres(writes), batch::start(db))
+            (
+                db.clone(),
+                Db::Postgres(writes),
+                batch::start(db, noticed.clone()),
+            )
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
@@ -232,6 +241,7 @@ impl Store {
             db,
             write_db,
             turn,
+            noticed,
         })
     }
 
@@ -269,10 +279,68 @@ impl Store {
         Ok(())
     }
 
+    /// Sets `column` of the tenant's row `id` of `table` (a webhook) to `swap.next` and its
+    /// previous secret to `swap.previous`, only if `column` still holds `swap.current`: a
+    /// compare-and-swap, so that of two concurrent rotations only one wins. `Conflict`: another
+    /// rotation or change came first (its caller holds the secret that counts); `NotFound`: no
+    /// such row.
+    async fn replace_secret(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        tenant: &crate::domain::tenant::Tenant,
+        id: &str,
+        swap: SecretSwap<'_>,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE {table} SET {column} = $5, previous_secret = $6,
+                previous_secret_expires_at = $7, updated_at = $8
+             WHERE id = $1 AND company_id = $2 AND user_id = $3
+               AND {column} IS NOT DISTINCT FROM $4"
+        );
+        let done = on_writer!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .bind(swap.current)
+            .bind(swap.next)
+            .bind(swap.previous.map(|p| &p.secret))
+            .bind(swap.previous.map(|p| p.expires_at))
+            .bind(swap.now)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if done == 1 {
+            return Ok(());
+        }
+        let exists = format!(
+            "SELECT COUNT(*) FROM {table} WHERE id = $1 AND company_id = $2 AND user_id = $3"
+        );
+        let found: i64 = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(exists))
+            .bind(id)
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .fetch_one(pool)
+            .await?);
+        Err(match found {
+            0 => StoreError::NotFound,
+            _ => StoreError::Conflict("the secret was changed meanwhile; rotate again".into()),
+        })
+    }
+
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await);
         on_writer!(self, pool => pool.close().await);
     }
+}
+
+/// A secret replaced by [`Store::replace_secret`]: what the column must still hold, what it
+/// gets, and the replaced secret to keep valid beside it.
+struct SecretSwap<'a> {
+    current: Option<&'a str>,
+    next: &'a str,
+    previous: Option<&'a crate::domain::rotation::PreviousSecret>,
+    now: i64,
 }
 
 /// Encodes a value for a JSON text column.

@@ -4,8 +4,10 @@ use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
     delivery::Health,
     net::TargetUrl,
+    notice::About,
     outgoing::{Ordering, OutgoingSettings, OutgoingWebhook},
     payload::PayloadFormat,
+    rotation::PreviousSecret,
     tenant::Tenant,
 };
 
@@ -33,6 +35,8 @@ struct OutgoingRow {
     consecutive_failures: i64,
     circuit_open_until: Option<i64>,
     deactivated_reason: Option<String>,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -72,6 +76,10 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
                 circuit_open_until: row.circuit_open_until,
                 deactivated_reason: row.deactivated_reason,
             },
+            previous_secret: PreviousSecret::from_columns(
+                row.previous_secret,
+                row.previous_secret_expires_at,
+            ),
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -81,7 +89,7 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
 pub(super) const COLUMNS: &str = "id, user_id, company_id, name, url, event_types, is_active, secret, \
      headers, description, agent_id, retry_count, retry_delay, timeout, rate_limit, filters, \
      payload_template, payload_format, ordering, consecutive_failures, circuit_open_until, deactivated_reason, \
-     created_at, updated_at";
+     previous_secret, previous_secret_expires_at, created_at, updated_at";
 
 /// Binds `$1` id, `$2` user, `$3` company, `$4`..`$19` the settings, `$20` updated_at: the
 /// shared parameter order of the insert and the update.
@@ -182,16 +190,47 @@ impl Store {
 
     /// Writes the settings of an existing webhook (of the same tenant). Its deliveries still
     /// pending take its `ordering` in the same transaction, so a webhook is never half FIFO.
+    /// Switching it off (`is_active` from true to false) writes its `webhook.disabled` notice in
+    /// the same transaction.
     pub async fn update_outgoing(&self, hook: &OutgoingWebhook) -> Result<()> {
-        on_writer!(self, pool => {
+        let lock = match self.backend() {
+            "postgres" => "FOR UPDATE",
+            _ => "",
+        };
+        let was_active = format!(
+            "SELECT is_active FROM outgoing_webhooks
+             WHERE id = $1 AND user_id = $2 AND company_id = $3 {lock}"
+        );
+        let disabled = on_writer!(self, pool => {
             let mut tx = pool.begin().await?;
+            let was_active: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(was_active))
+                .bind(&hook.id)
+                .bind(&hook.tenant.user_id)
+                .bind(&hook.tenant.company_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let disabled = (was_active == Some(true) && !hook.settings.is_active).then(|| {
+                About {
+                    tenant: &hook.tenant,
+                    webhook_id: &hook.id,
+                    webhook_name: &hook.settings.name,
+                    consecutive_failures: hook.health.consecutive_failures,
+                }
+                .disabled("switched off by its owner", hook.updated_at)
+            });
+            if let Some(notice) = &disabled {
+                super::notices::insert_notices!(tx, std::slice::from_ref(notice));
+            }
             let done = bind_outgoing!(sqlx::query(
                 "UPDATE outgoing_webhooks SET name = $4, url = $5, event_types = $6, is_active = $7,
                     secret = $8, headers = $9, description = $10, agent_id = $11, retry_count = $12,
                     retry_delay = $13, timeout = $14, rate_limit = $15, filters = $16,
-                    payload_template = $17, payload_format = $18, ordering = $19, updated_at = $20
+                    payload_template = $17, payload_format = $18, ordering = $19, updated_at = $20,
+                    previous_secret = $21, previous_secret_expires_at = $22
                  WHERE id = $1 AND user_id = $2 AND company_id = $3",
             ), hook)
+            .bind(hook.previous_secret.as_ref().map(|p| &p.secret))
+            .bind(hook.previous_secret.as_ref().map(|p| p.expires_at))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -207,8 +246,34 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
+            disabled
         });
+        if disabled.is_some() {
+            self.noticed.notify_one();
+        }
         Ok(())
+    }
+
+    /// Replaces the signing secret of one of the tenant's webhooks with `secret`, keeping
+    /// `previous` valid beside it, if the secret is still `current` (see
+    /// [`Store::replace_secret`]).
+    pub async fn rotate_outgoing_secret(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        current: Option<&str>,
+        secret: &str,
+        previous: Option<&PreviousSecret>,
+        now: i64,
+    ) -> Result<()> {
+        let swap = super::SecretSwap {
+            current,
+            next: secret,
+            previous,
+            now,
+        };
+        self.replace_secret("outgoing_webhooks", "secret", tenant, id, swap)
+            .await
     }
 
     pub async fn delete_outgoing(&self, tenant: &Tenant, id: &str) -> Result<()> {

@@ -7,16 +7,17 @@
 
 use std::{collections::HashSet, path::Path, sync::Arc, sync::LazyLock, time::Duration};
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
-use tokio::sync::{Mutex, mpsc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{Mutex, Notify, mpsc};
 
 use super::{
     Result, StoreError,
-    batch::{Job, MAX_GROUP, Op, attempts, commit, plan, writer},
+    batch::{Job, MAX_GROUP, Op, arrived, attempts, commit, plan, writer},
     deliveries::HealthBinds,
     events::{DELIVERY_COLUMNS, EVENT_COLUMNS, INSERT_IDEMPOTENCY, in_list},
     inbox::{INSERT_DEDUP, MESSAGE_COLUMNS},
     logs::{LOG_COLUMNS, STATS_COLUMNS, STATS_UPSERT, sum_by_webhook},
+    notices::{self, FOUND_COLUMNS, FoundRow, NOTICE_COLUMNS},
     to_json,
 };
 
@@ -37,6 +38,10 @@ static INSERT_DELIVERY: LazyLock<String> =
 static INSERT_MESSAGE: LazyLock<String> =
     LazyLock::new(|| one_row("agent_messages", MESSAGE_COLUMNS));
 static INSERT_LOG: LazyLock<String> = LazyLock::new(|| one_row("webhook_logs", LOG_COLUMNS));
+static INSERT_NOTICE: LazyLock<String> =
+    LazyLock::new(|| one_row("webhook_notices", NOTICE_COLUMNS));
+static FIND_WEBHOOK: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {FOUND_COLUMNS} FROM outgoing_webhooks WHERE id = ?1"));
 static UPSERT_STATS: LazyLock<String> =
     LazyLock::new(|| format!("{} {STATS_UPSERT}", one_row("webhook_stats", STATS_COLUMNS)));
 
@@ -47,8 +52,13 @@ const UPDATE_ATTEMPT: &str =
      WHERE id = ?1 AND lease_token = ?2";
 
 /// Opens the write connection on `path` and starts its thread; it ends when every sender (every
-/// clone of the store) is gone. `turn` is held while a group is written.
-pub(super) fn start(path: &Path, turn: Arc<Mutex<()>>) -> Result<mpsc::Sender<Job>> {
+/// clone of the store) is gone. `turn` is held while a group is written; `noticed` is told when
+/// a group wrote notices.
+pub(super) fn start(
+    path: &Path,
+    turn: Arc<Mutex<()>>,
+    noticed: Arc<Notify>,
+) -> Result<mpsc::Sender<Job>> {
     let mut connection = open(path)?;
     let (sender, mut receiver) = mpsc::channel::<Job>(4 * MAX_GROUP);
     // Only to run `batch::commit` (shared with the sqlx path), whose writes here never wait.
@@ -69,8 +79,9 @@ pub(super) fn start(path: &Path, turn: Arc<Mutex<()>>) -> Result<mpsc::Sender<Jo
                         Err(_) => break,
                     }
                 }
-                let written =
-                    writer(|ops| Box::pin(std::future::ready(write(&mut connection, ops))));
+                let written = writer(|ops| {
+                    Box::pin(std::future::ready(write(&mut connection, ops, &noticed)))
+                });
                 runtime.block_on(commit(written, std::mem::take(&mut group)));
             }
         })
@@ -94,7 +105,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 /// Writes `ops` in one transaction; each op's answer, or the error that rolled it all back.
-fn write(connection: &mut Connection, ops: &[Op]) -> Result<Vec<Result<bool>>> {
+fn write(connection: &mut Connection, ops: &[Op], noticed: &Notify) -> Result<Vec<Result<bool>>> {
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // The unique keys a write can lose to another decide whether the rest of it is written.
     let mut fresh = Vec::with_capacity(ops.len());
@@ -148,6 +159,16 @@ fn write(connection: &mut Connection, ops: &[Op]) -> Result<Vec<Result<bool>>> {
     }
     let plan = plan(ops, &fresh, &held);
     let rows = &plan.rows;
+    let mut found = std::collections::HashMap::new();
+    {
+        let mut find = tx.prepare_cached(&FIND_WEBHOOK)?;
+        for id in notices::webhooks_of(&plan.health) {
+            if let Some(row) = find.query_row([id], FoundRow::from_sqlite).optional()? {
+                found.extend([row.into_entry()]);
+            }
+        }
+    }
+    let notices = notices::of_attempts(&arrived(ops), &plan.health, &held, &found);
 
     {
         let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
@@ -238,6 +259,20 @@ fn write(connection: &mut Connection, ops: &[Op]) -> Result<Vec<Result<bool>>> {
             ])?;
         }
     }
+    {
+        let mut insert = tx.prepare_cached(&INSERT_NOTICE)?;
+        for notice in &notices {
+            insert.execute(params![
+                notice.id,
+                notice.tenant.user_id,
+                notice.tenant.company_id,
+                notice.webhook_id,
+                notice.event_type,
+                to_json(&notice.data),
+                notice.created_at,
+            ])?;
+        }
+    }
     for ((target, id), fold) in &plan.health {
         for (sql, binds) in fold.statements(*target) {
             let mut statement = tx.prepare_cached(&sql)?;
@@ -255,6 +290,9 @@ fn write(connection: &mut Connection, ops: &[Op]) -> Result<Vec<Result<bool>>> {
         }
     }
     tx.commit()?;
+    if !notices.is_empty() {
+        noticed.notify_one();
+    }
     Ok(plan.results)
 }
 

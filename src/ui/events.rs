@@ -45,7 +45,7 @@ async fn show(session: Session) -> Response {
                         div.field {
                             label for="event_type" { "Event type" }
                             select #event_type name="event_type" {
-                                @for t in &types {
+                                @for t in types.iter().filter(|t| t["publishable"] != false) {
                                     @let name = t["type"].as_str().unwrap_or_default();
                                     option value=(name) { (name) }
                                 }

@@ -16,7 +16,7 @@ use super::{
     backend::{ApiFailure, encode},
     forms::{self, InPlaceForm, checkbox, field, form_error, input, save_button},
     layout::{Nav, failure_page, notice, page, text_or_dash},
-    logs,
+    logs, rotation,
     session::Session,
     tenant_only,
 };
@@ -250,6 +250,16 @@ async fn show(session: Session, Path(id): Path<String>) -> Response {
             section.card {
                 h2 { "Access" }
                 (SettingsForm::from_resource(&hook).render(&id, None, false))
+            }
+            section.card {
+                h2 { "Source verification" }
+                @match hook["verification"]["type"].as_str() {
+                    Some(scheme) => {
+                        p.muted { "Requests must be signed (" code { (scheme) } ")." }
+                        (rotation::section("incoming", &id, &hook["verification"]["previous_expires_at"]))
+                    }
+                    None => p.muted { "None: the URL alone admits requests. Set " code { "verification" } " through the API to check the sender's signature." },
+                }
             }
             section.card {
                 h2 { "Request log" }

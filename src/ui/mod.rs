@@ -14,6 +14,7 @@ mod layout;
 mod logs;
 mod outgoing;
 mod overview;
+mod rotation;
 mod session;
 
 use axum::{
@@ -53,6 +54,7 @@ pub fn router(app: AppState, api: Router) -> Router {
         .route("/ui/assets/{name}", get(assets::serve))
         .merge(outgoing::routes())
         .merge(incoming::routes())
+        .merge(rotation::routes())
         .merge(agents::routes())
         .merge(events::routes())
         .merge(keys::routes())

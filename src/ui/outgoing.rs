@@ -17,7 +17,7 @@ use super::{
     chart,
     forms::{self, InPlaceForm, checkbox, field, form_error, input, save_button},
     layout::{Nav, failure_page, notice, page, text_or_dash},
-    logs,
+    logs, rotation,
     session::Session,
     tenant_only,
 };
@@ -308,6 +308,13 @@ async fn show(session: Session, Path(id): Path<String>) -> Response {
                         button.secondary type="submit" { "Replay failed since…" }
                     }
                     div #replay-result.result aria-live="polite" {}
+                    h3 { "Signing secret" }
+                    @if hook["has_secret"] == true {
+                        (rotation::section("outgoing", &id, &hook["previous_secret_expires_at"]))
+                    } @else {
+                        p.muted { "Not set: deliveries are not signed. Rotating sets a first secret." }
+                        (rotation::section("outgoing", &id, &Value::Null))
+                    }
                 }
             }
             section.card {

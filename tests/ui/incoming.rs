@@ -80,3 +80,54 @@ async fn the_template_preview_follows_edits_and_names_the_line_of_an_error() {
     browser.screenshot("page").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verification_secret_is_rotated_from_the_webhook_page() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let key = app.tenant_key().await;
+    let Some(browser) = Browser::open("incoming-rotate", &app.base).await else {
+        return;
+    };
+    let plain = app
+        .post(
+            "/api/webhooks/incoming",
+            &key,
+            &json!({"name": "Plain", "agent_id": "a"}),
+        )
+        .await
+        .expect(201);
+    let signed = app
+        .post(
+            "/api/webhooks/incoming",
+            &key,
+            &json!({"name": "GitHub", "agent_id": "a",
+                    "verification": {"type": "github", "secret": "old"}}),
+        )
+        .await
+        .expect(201);
+    browser.sign_in(&key).await;
+    browser
+        .goto(&format!("/ui/incoming/{}", plain["id"].as_str().unwrap()))
+        .await;
+    browser.wait_for_text("main", "the URL alone admits").await;
+    browser
+        .goto(&format!("/ui/incoming/{}", signed["id"].as_str().unwrap()))
+        .await;
+    browser.click("#rotate-secret").await;
+    browser
+        .wait_for_text("#new-secret", "shown only this once")
+        .await;
+    browser
+        .wait_for_text("#previous-secret", "valid until")
+        .await;
+    browser.screenshot("rotated").await;
+    let hook = app
+        .get(
+            &format!("/api/webhooks/incoming/{}", signed["id"].as_str().unwrap()),
+            &key,
+        )
+        .await
+        .expect(200);
+    assert_eq!(hook["verification"]["previous_secret_set"], true);
+    browser.close().await;
+}

@@ -191,3 +191,54 @@ async fn a_failing_receiver_opens_the_circuit_shown_on_the_overview() {
         .await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_secret_shows_the_new_one_once_and_the_previous_ones_expiry() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let key = app.tenant_key().await;
+    let Some(browser) = Browser::open("rotate", &app.base).await else {
+        return;
+    };
+    let created = app
+        .post(
+            "/api/webhooks/outgoing",
+            &key,
+            &json!({"url": "http://127.0.0.1:9/hook", "name": "Signed", "secret": "old-secret"}),
+        )
+        .await
+        .expect(201);
+    let id = created["id"].as_str().unwrap();
+    browser.sign_in(&key).await;
+    browser.goto(&format!("/ui/outgoing/{id}")).await;
+    browser.fill("#previous_valid_for", "3600").await;
+    browser.click("#rotate-secret").await;
+    browser
+        .wait_for_text("#new-secret", "shown only this once")
+        .await;
+    let secret = browser.find("#rotated-secret").await.text().await.unwrap();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let until = browser
+        .wait_for_text("#previous-secret", "valid until")
+        .await;
+    browser.screenshot("rotated").await;
+    let hook = app
+        .get(&format!("/api/webhooks/outgoing/{id}"), &key)
+        .await
+        .expect(200);
+    let expires = hook["previous_secret_expires_at"].as_str().unwrap();
+    assert!(until.contains(expires), "{until} / {expires}");
+
+    // Shown once: a fresh page has the expiry, not the secret.
+    browser.client.refresh().await.unwrap();
+    browser.wait_for_text("#previous-secret", expires).await;
+    let page = browser.find("main").await.text().await.unwrap();
+    assert!(!page.contains(&secret));
+
+    // A bad value gets the API's message.
+    browser.fill("#previous_valid_for", "-1").await;
+    browser.click("#rotate-secret").await;
+    browser
+        .wait_for_text("#rotate-result", "previous_valid_for")
+        .await;
+    browser.close().await;
+}
