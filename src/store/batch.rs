@@ -282,7 +282,13 @@ async fn write_all(db: &Db, ops: &[Op], noticed: &Notify) -> Result<Vec<Result<b
         insert_deliveries!(tx, &plan.rows.deliveries);
         insert_logs!(tx, &plan.rows.logs, &plan.rows.tallies);
         insert_notices!(tx, &notices);
-        update_health!(tx, plan.health.iter().map(|((target, id), fold)| ((*target, *id), fold)));
+        update_health!(
+            tx,
+            plan.health
+                .iter()
+                .map(|((target, id), fold)| ((*target, *id), fold))
+                .filter(|(target, fold)| notices::health_written(*target, fold, &found))
+        );
         // Last: on PostgreSQL inserting a message takes its inbox's lock until the commit (see
         // `super::inbox`), which should be held briefly and never while waiting for a row lock.
         insert_messages!(tx, &plan.rows.messages);

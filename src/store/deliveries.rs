@@ -209,6 +209,12 @@ impl HealthFold {
         }
     }
 
+    /// Whether the fold at most resets the target (successes only): a target found clean
+    /// (no failures, circuit closed) stays as it is.
+    pub(super) fn only_resets(&self) -> bool {
+        self.failures == 0 && self.gone.is_none()
+    }
+
     /// Why the target was switched off, if the fold did.
     pub(super) fn gone(&self) -> Option<&'static str> {
         self.gone

@@ -88,11 +88,15 @@ pub(super) const FOUND_COLUMNS: &str =
 pub(super) const NOTICE_COLUMNS: &str =
     "id, user_id, company_id, webhook_id, event_type, data, created_at";
 
-/// Reads the webhooks `$ids` (a slice of `&str`) on `$conn` as [`Found`] by id, locking them on
-/// PostgreSQL (`$lock`) in id order, as the health updates after it do.
+/// Reads the webhooks `$ids` (a slice of `(&str, bool)`: id, and whether the group only resets
+/// it; see [`webhooks_of`]) on `$conn` as [`Found`] by id, locking them on PostgreSQL (`$lock`)
+/// in id order, as the health updates after it do. A webhook the group only resets is read only
+/// if it is not clean (failures counted or circuit tripped): a clean one has nothing to announce
+/// or reset, and neither reading nor locking it lets groups of several nodes delivering to one
+/// busy webhook go without waiting for each other's commits.
 macro_rules! read_found {
     ($conn:expr, $ids:expr, $lock:expr) => {{
-        let ids: &[&str] = $ids;
+        let ids: &[(&str, bool)] = $ids;
         let mut found = std::collections::HashMap::new();
         for chunk in ids.chunks(crate::store::events::CHUNK) {
             let mut query = sqlx::QueryBuilder::new(format!(
@@ -100,8 +104,22 @@ macro_rules! read_found {
                 crate::store::notices::FOUND_COLUMNS
             ));
             let mut list = query.separated(", ");
-            for id in chunk {
+            for (id, _) in chunk {
                 list.push_bind(*id);
+            }
+            query.push(") AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL");
+            let changed: Vec<&str> = chunk
+                .iter()
+                .filter(|(_, only_resets)| !only_resets)
+                .map(|(id, _)| *id)
+                .collect();
+            if !changed.is_empty() {
+                query.push(" OR id IN (");
+                let mut list = query.separated(", ");
+                for id in changed {
+                    list.push_bind(id);
+                }
+                query.push(")");
             }
             query.push(format!(") ORDER BY id {}", $lock));
             let rows: Vec<crate::store::notices::FoundRow> =
@@ -145,13 +163,26 @@ pub(super) use insert_notices;
 /// What a group's attempts teach about each target (a group commit's plan holds it).
 pub(super) type HealthChanges<'a> = BTreeMap<(TargetKind, &'a str), HealthFold>;
 
-/// The webhooks whose health a group changes (the ones [`read_found`] reads), in id order.
-pub(super) fn webhooks_of<'a>(health: &HealthChanges<'a>) -> Vec<&'a str> {
+/// The webhooks whose health a group changes (the ones [`read_found`] reads), in id order, each
+/// with whether the group only resets it (successes only).
+pub(super) fn webhooks_of<'a>(health: &HealthChanges<'a>) -> Vec<(&'a str, bool)> {
     health
-        .keys()
-        .filter(|(target, _)| *target == TargetKind::Webhook)
-        .map(|(_, id)| *id)
+        .iter()
+        .filter(|((target, _), _)| *target == TargetKind::Webhook)
+        .map(|((_, id), fold)| (*id, fold.only_resets()))
         .collect()
+}
+
+/// Whether the health fold of `target` is written: not for a webhook the group only resets and
+/// [`read_found`] skipped as clean. (Resetting it anyway could, on PostgreSQL, close a circuit
+/// that another node opened after the read without announcing it; the circuit's own trial
+/// closes it then.)
+pub(super) fn health_written(
+    (target, id): (TargetKind, &str),
+    fold: &HealthFold,
+    found: &HashMap<String, Found>,
+) -> bool {
+    target != TargetKind::Webhook || !fold.only_resets() || found.contains_key(id)
 }
 
 /// What a group's attempts change about their webhooks that is announced: a circuit that opens
@@ -341,6 +372,37 @@ mod tests {
         };
         store.insert_outgoing(&hook).await.expect("webhook");
         (store, hook)
+    }
+
+    /// Successes to a webhook found clean are neither read back (nor, on PostgreSQL, locked) nor
+    /// written: groups of several nodes delivering to one busy webhook do not wait on its row.
+    #[test]
+    fn a_group_only_resetting_a_clean_webhook_leaves_its_row_alone() {
+        let mut successes = HealthFold::default();
+        successes.add(HealthChange::Success);
+        let mut failure = HealthFold::default();
+        failure.add(HealthChange::Failure {
+            threshold: 5,
+            open_until: 10,
+        });
+        assert!(successes.only_resets() && !failure.only_resets());
+        let dirty = Found {
+            tenant: tenant(),
+            name: "crm".into(),
+            is_active: true,
+            consecutive_failures: 2,
+            circuit_open_until: None,
+        };
+        let found = HashMap::from([("dirty".to_string(), dirty)]);
+        let hook = |id| (TargetKind::Webhook, id);
+        assert!(!health_written(hook("clean"), &successes, &found));
+        assert!(health_written(hook("dirty"), &successes, &found));
+        assert!(health_written(hook("clean"), &failure, &found));
+        assert!(health_written(
+            (TargetKind::Agent, "agent"),
+            &successes,
+            &found
+        ));
     }
 
     /// A failed attempt, its retries spent, that trips a circuit whose threshold is 1.

@@ -40,8 +40,13 @@ static INSERT_MESSAGE: LazyLock<String> =
 static INSERT_LOG: LazyLock<String> = LazyLock::new(|| one_row("webhook_logs", LOG_COLUMNS));
 static INSERT_NOTICE: LazyLock<String> =
     LazyLock::new(|| one_row("webhook_notices", NOTICE_COLUMNS));
-static FIND_WEBHOOK: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {FOUND_COLUMNS} FROM outgoing_webhooks WHERE id = ?1"));
+static FIND_WEBHOOK: LazyLock<String> = LazyLock::new(|| {
+    // As `notices::read_found`: a webhook the group only resets (`?2`) is read if not clean.
+    format!(
+        "SELECT {FOUND_COLUMNS} FROM outgoing_webhooks WHERE id = ?1
+             AND (NOT ?2 OR consecutive_failures <> 0 OR circuit_open_until IS NOT NULL)"
+    )
+});
 static UPSERT_STATS: LazyLock<String> =
     LazyLock::new(|| format!("{} {STATS_UPSERT}", one_row("webhook_stats", STATS_COLUMNS)));
 
@@ -162,8 +167,11 @@ fn write(connection: &mut Connection, ops: &[Op], noticed: &Notify) -> Result<Ve
     let mut found = std::collections::HashMap::new();
     {
         let mut find = tx.prepare_cached(&FIND_WEBHOOK)?;
-        for id in notices::webhooks_of(&plan.health) {
-            if let Some(row) = find.query_row([id], FoundRow::from_sqlite).optional()? {
+        for (id, only_resets) in notices::webhooks_of(&plan.health) {
+            if let Some(row) = find
+                .query_row(params![id, only_resets], FoundRow::from_sqlite)
+                .optional()?
+            {
                 found.extend([row.into_entry()]);
             }
         }
@@ -274,6 +282,9 @@ fn write(connection: &mut Connection, ops: &[Op], noticed: &Notify) -> Result<Ve
         }
     }
     for ((target, id), fold) in &plan.health {
+        if !notices::health_written((*target, id), fold, &found) {
+            continue;
+        }
         for (sql, binds) in fold.statements(*target) {
             let mut statement = tx.prepare_cached(&sql)?;
             // `$n` names a parameter in SQLite; these statements use them out of order.
