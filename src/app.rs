@@ -159,6 +159,10 @@ impl Application {
             state.store.clone(),
             stop.subscribe(),
         )));
+        background.push(tokio::spawn(keep_statistics(
+            state.store.clone(),
+            stop.subscribe(),
+        )));
         let store = state.store.clone();
         let timeouts = server::Timeouts {
             header: state.config.header_timeout,
@@ -201,6 +205,20 @@ async fn tally_refusals(ingest: Arc<Ingest>, store: Store, mut stop: watch::Rece
         }
     }
     ingest.tally_refusals(&store).await;
+}
+
+/// Keeps the database's statistics of the delivery queue fresh (see
+/// [`Store::keep_statistics`]), every 2 s.
+async fn keep_statistics(store: Store, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => if let Err(error) = store.keep_statistics().await {
+                tracing::debug!(%error, "refreshing the delivery queue's statistics failed");
+            },
+            _ = stop.changed() => break,
+        }
+    }
 }
 
 /// A database URL fit for logs: the password, if any, replaced.

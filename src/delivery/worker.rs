@@ -35,6 +35,9 @@ use crate::{
 const POLL: Duration = Duration::from_millis(500);
 /// Most deliveries leased in one claim.
 const CLAIM_BATCH: usize = 64;
+/// When every slot was busy, how many freed slots a claim waits for (at most [`GATHER`]).
+const GATHER_SLOTS: u32 = 16;
+const GATHER: Duration = Duration::from_millis(5);
 
 /// What a claimed delivery goes to.
 #[derive(Clone)]
@@ -251,12 +254,20 @@ impl Worker {
     /// Leases what is due (as many as there are free slots) and starts each attempt.
     /// How many were claimed.
     async fn claim(self: &Arc<Self>) -> anyhow::Result<usize> {
-        let free = self.in_flight.available_permits().min(CLAIM_BATCH);
-        if free == 0 {
-            // Wait for a slot rather than spin.
+        if self.in_flight.available_permits() == 0 {
+            // Every slot is busy: wait for one rather than spin, then claim at once (going back
+            // to the loop as if nothing were due slept up to a poll interval with work waiting:
+            // seen as fan-out stalling behind its own backlog). A claim costs about as much for
+            // one delivery as for a batch, so give a few more slots a moment to free first.
             drop(self.in_flight.acquire().await?);
-            return Ok(0);
+            let gather = self.in_flight.acquire_many(GATHER_SLOTS);
+            if let Ok(Ok(gathered)) = tokio::time::timeout(GATHER, gather).await {
+                drop(gathered);
+            }
         }
+        // At least one: the slot freed above may have gone to a handed-off delivery meanwhile;
+        // what is claimed then waits for its slot in `start`.
+        let free = self.in_flight.available_permits().clamp(1, CLAIM_BATCH);
         let now = now_ms();
         let token = new_id();
         let claimed = self

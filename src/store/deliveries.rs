@@ -1,6 +1,6 @@
 //! Deliveries: leasing due work, recording attempts, replays.
 
-use super::{Publication, Result, Store, StoreError, on_pool, on_writer};
+use super::{Db, Publication, Result, Store, StoreError, on_pool, on_writer};
 use crate::domain::{
     agent::AgentMessage,
     delivery::{Delivery, DeliveryStatus, TargetKind},
@@ -324,14 +324,21 @@ impl Store {
         token: &str,
         limit: i64,
     ) -> Result<Vec<Delivery>> {
-        // PostgreSQL gets lists of ids as arrays, so that their rows are fetched by primary key
-        // whatever it guesses of a list's length (given `IN (subquery)`, a wrong guess made it
-        // hash-join the whole table).
-        // SQLite, without statistics, would rather answer "in flight?" from
+        // Rows found by one part of the query are taken by their physical address (`ctid` on
+        // PostgreSQL, always a TID scan; the rowid `seq` on SQLite), never by a lookup whose
+        // plan the planner guesses: PostgreSQL planned `id = ANY(…)` as a scan of the whole
+        // table when it made the plan while the table was small (≈100 ms a claim at 30,000
+        // rows). SQLite, without statistics, would rather answer "in flight?" from
         // `deliveries_by_webhook`, reading every pending delivery of the webhook.
-        let (lock, ids_in, ids_end, leased) = match self.backend() {
-            "postgres" => ("FOR UPDATE OF d SKIP LOCKED", "= ANY(ARRAY(", "))", ""),
-            _ => ("", "IN (", ")", "INDEXED BY deliveries_fifo_leased"),
+        let (lock, row, rows_in, rows_end, leased) = match self.backend() {
+            "postgres" => (
+                "FOR UPDATE OF d SKIP LOCKED",
+                "ctid",
+                "= ANY(ARRAY(",
+                "))",
+                "",
+            ),
+            _ => ("", "seq", "IN (", ")", "INDEXED BY deliveries_fifo_leased"),
         };
         let sql = format!(
             "WITH RECURSIVE fifo_hooks(webhook_id) AS (
@@ -342,30 +349,30 @@ impl Store {
                           AND f.webhook_id > h.webhook_id ORDER BY f.webhook_id LIMIT 1)
                 FROM fifo_hooks h WHERE h.webhook_id IS NOT NULL),
              heads AS (
-                SELECT d.id, d.seq FROM deliveries d
-                WHERE d.id {ids_in}
-                        SELECT (SELECT f.id FROM deliveries f WHERE f.webhook_id = h.webhook_id
+                SELECT d.{row} AS row_at, d.seq FROM deliveries d
+                WHERE d.{row} {rows_in}
+                        SELECT (SELECT f.{row} FROM deliveries f WHERE f.webhook_id = h.webhook_id
                                   AND f.status = 'pending' AND f.fifo ORDER BY f.seq LIMIT 1)
-                        FROM fifo_hooks h WHERE h.webhook_id IS NOT NULL{ids_end}
+                        FROM fifo_hooks h WHERE h.webhook_id IS NOT NULL{rows_end}
                   AND d.status = 'pending' AND d.fifo AND d.next_attempt_at <= $3
                   AND NOT EXISTS (SELECT 1 FROM deliveries o {leased} WHERE o.webhook_id = d.webhook_id
                                     AND o.status = 'pending' AND o.fifo AND o.lease_token IS NOT NULL
                                     AND o.next_attempt_at > $3)
                 ORDER BY d.seq LIMIT $4 {lock}),
              fresh AS (
-                SELECT d.id, d.seq FROM deliveries d
+                SELECT d.{row} AS row_at, d.seq FROM deliveries d
                 WHERE d.status = 'pending' AND NOT d.fifo AND d.next_attempt_at <= d.created_at
                   AND d.next_attempt_at <= $3
                 ORDER BY d.seq LIMIT $4 {lock}),
              again AS (
-                SELECT d.id, d.seq FROM deliveries d
+                SELECT d.{row} AS row_at, d.seq FROM deliveries d
                 WHERE d.status = 'pending' AND NOT d.fifo AND d.next_attempt_at > d.created_at
                   AND d.next_attempt_at <= $3
                 ORDER BY d.next_attempt_at, d.seq LIMIT $4 {lock})
              UPDATE deliveries SET next_attempt_at = $1, lease_token = $2, updated_at = $3
-             WHERE id {ids_in}SELECT id FROM (SELECT * FROM fresh UNION ALL SELECT * FROM again
-                                             UNION ALL SELECT * FROM heads) due
-                               ORDER BY seq LIMIT $4{ids_end}
+             WHERE {row} {rows_in}SELECT row_at FROM (SELECT * FROM fresh UNION ALL SELECT * FROM again
+                                                  UNION ALL SELECT * FROM heads) due
+                                 ORDER BY seq LIMIT $4{rows_end}
              RETURNING {COLUMNS}"
         );
         let mut rows: Vec<DeliveryRow> = on_writer!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -399,6 +406,40 @@ impl Store {
         .bind(after)
         .fetch_one(pool)
         .await?))
+    }
+
+    /// Keeps PostgreSQL's statistics of `deliveries` close to the table: analyzes it when more
+    /// than a fifth of its rows (and over 1,000) changed since its statistics were taken.
+    /// Whether the claim walks an index or reads and sorts every due row, and whether it takes
+    /// rows by their address or scans the table, is the planner's guess from those statistics;
+    /// autovacuum refreshes them only once a minute at best, and a table that grew from empty
+    /// meanwhile was claimed from at 10–100 ms a claim instead of ~1 ms (`docs/benchmarks.md`).
+    /// Analyzing also makes PostgreSQL plan the prepared claim again. One node at a time does
+    /// it (an advisory lock); SQLite has nothing to do.
+    pub async fn keep_statistics(&self) -> Result<bool> {
+        let Db::Postgres(pool) = &self.db else {
+            return Ok(false);
+        };
+        let (changed, rows): (i64, i64) = sqlx::query_as(
+            "SELECT n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables
+             WHERE relid = 'deliveries'::regclass",
+        )
+        .fetch_one(pool)
+        .await?;
+        if changed <= 1_000 || changed <= rows / 5 {
+            return Ok(false);
+        }
+        let mut tx = pool.begin().await?;
+        let ours: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_xact_lock(hashtext('hookd.analyze.deliveries'))",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if ours {
+            sqlx::query("ANALYZE deliveries").execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ours)
     }
 
     /// On SQLite one process owns the store, so leases found at start were held by an earlier

@@ -127,8 +127,7 @@ pub(crate) use on_pool;
 /// [`on_pool!`] for statements that write: on SQLite they go to the single write connection and
 /// take their turn with the group commit's thread, so writers queue (fairly, without sleeping)
 /// instead of colliding on SQLite's one write lock and backing off in its busy handler (seen:
-/// claims waiting over a second behind group commits). On PostgreSQL it is a pool of its own
-/// whose statements get generic plans (see [`Store::connect`]).
+/// claims waiting over a second behind group commits). On PostgreSQL it is the same pool.
 macro_rules! on_writer {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.write_db {
@@ -145,9 +144,9 @@ pub(crate) use on_writer;
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// For reads (and, on PostgreSQL, the group commit's writes).
+    /// For reads (and, on PostgreSQL, writes too).
     db: Db,
-    /// For the other writes and claims; see [`on_writer!`].
+    /// For writes; see [`on_writer!`].
     write_db: Db,
     /// The group-commit writer of this node (see [`batch`], [`sqlite_writer`]).
     writer: tokio::sync::mpsc::Sender<batch::Job>,
@@ -207,32 +206,11 @@ impl Store {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect_with(options.clone())
-                .await?;
-            sqlx::migrate!("migrations/postgres").run(&pool).await?;
-            // The statements of `on_writer!` (the claim, and writes by key) get generic plans:
-            // a custom plan for the claim is made from the parameters and statistics, and on a
-            // young table without statistics it read and sorted every due row (13–61 ms a claim
-            // in `docs/benchmarks.md`'s cases) where the generic plan's ordered walk took 1–5 ms.
-            let writes = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        sqlx::query("SET plan_cache_mode = force_generic_plan")
-                            .execute(conn)
-                            .await
-                            .map(drop)
-                    })
-                })
                 .connect_with(options)
                 .await?;
+            sqlx::migrate!("migrations/postgres").run(&pool).await?;
             let db = Db::Postgres(pool);
-            (
-                db.clone(),
-                Db::Postgres(writes),
-                batch::start(db, noticed.clone()),
-            )
+            (db.clone(), db.clone(), batch::start(db, noticed.clone()))
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };

@@ -15,6 +15,7 @@ both_backends!(
     failing_fifo_head_holds_the_rest_until_it_succeeds_or_fails,
     ordinary_webhook_takes_due_deliveries_in_publish_order,
     changing_the_ordering_applies_to_pending_deliveries,
+    the_delivery_queue_keeps_its_statistics_fresh,
 );
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -227,4 +228,38 @@ async fn changing_the_ordering_applies_to_pending_deliveries(backend: Backend) {
     )
     .await
     .expect(422);
+}
+
+/// Claims are planned from PostgreSQL's statistics of the queue; a node analyzes the table
+/// itself once much of it changed, rather than wait for autovacuum (a minute or more).
+async fn the_delivery_queue_keeps_its_statistics_fresh(backend: Backend) {
+    let app = spawn_app(backend).await;
+    if app.store.backend() != "postgres" {
+        assert!(!app.store.keep_statistics().await.unwrap(), "nothing to do");
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let key = app.tenant_key().await;
+    webhook(&app, &key, json!({"url": receiver.url})).await;
+    for first in (0..1_200).step_by(100) {
+        publish_batch(&app, &key, first..first + 100).await;
+    }
+    receiver.wait_for(1_200, WAIT).await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&app.database_url)
+        .await
+        .unwrap();
+    let analyzed = || {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
+             WHERE relid = 'deliveries'::regclass",
+        )
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !analyzed().fetch_one(&mut db).await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node never analyzed the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
