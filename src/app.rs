@@ -8,14 +8,16 @@ use std::{
 };
 
 use anyhow::Context;
+use axum::{Router, response::IntoResponse};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::{
     net::TcpListener,
     sync::{Notify, Semaphore, mpsc, watch},
 };
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 use crate::{
-    api::{self, AppState},
+    api::{self, error::ApiError},
     config::Config,
     delivery::{
         announce,
@@ -30,7 +32,9 @@ use crate::{
     ingest::Ingest,
     sandbox::Sandbox,
     server,
+    state::AppState,
     store::Store,
+    ui,
 };
 
 pub struct Application {
@@ -166,7 +170,7 @@ impl Application {
             header: state.config.header_timeout,
             body: state.config.body_timeout,
         };
-        let router = api::router(state);
+        let router = router(state);
         server::serve(self.listener, router, timeouts, grace, async move {
             shutdown.await;
             let _ = stop.send(true);
@@ -178,6 +182,18 @@ impl Application {
         store.close().await;
         Ok(())
     }
+}
+
+/// The whole HTTP surface: the API, and the dashboard at `/ui`, which is a client of the API
+/// (it sends its calls through an in-process copy of the API router).
+fn router(state: AppState) -> Router {
+    let api = api::router(state.clone());
+    let dashboard = ui::router(state, api.clone());
+    api.merge(dashboard)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// Counts the refusals left out of the incoming log in the statistics, every second and once

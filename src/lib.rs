@@ -13,9 +13,12 @@ pub mod housekeeping;
 pub mod ingest;
 pub mod sandbox;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
 
+#[cfg(test)]
+mod layering;
 #[cfg(test)]
 mod properties;

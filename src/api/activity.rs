@@ -17,7 +17,7 @@ use super::{
 use crate::{
     domain::{
         delivery::CircuitState,
-        log::{LogEntry, Totals, WebhookType, Window, percentile},
+        log::{LogEntry, Totals, WebhookType, Window, millis, percentile},
         tenant::{Scope, Tenant},
         time::{iso8601, now_ms},
     },
@@ -61,7 +61,8 @@ pub struct LogOut {
     pub response_body: Option<String>,
     pub error_message: Option<String>,
     pub retry_count: i64,
-    pub processing_time_ms: i64,
+    /// Milliseconds, with fractions (to the microsecond): `0.412`.
+    pub processing_time_ms: f64,
     pub created_at: String,
 }
 
@@ -83,7 +84,7 @@ impl From<LogEntry> for LogOut {
             response_body: entry.response_body,
             error_message: entry.error_message,
             retry_count: entry.retry_count,
-            processing_time_ms: entry.processing_time_ms,
+            processing_time_ms: millis(entry.processing_time_us),
             created_at: iso8601(entry.created_at),
         }
     }
@@ -183,11 +184,12 @@ pub struct StatisticsOut {
     pub failed_requests: i64,
     /// Percent of requests that succeeded (0–100); 0 before the first.
     pub success_rate: f64,
+    /// Milliseconds, with fractions (to the microsecond), like every duration here.
     pub average_processing_time_ms: f64,
     /// Percentiles over the most recent 1000 entries.
-    pub p50_processing_time_ms: Option<i64>,
-    pub p95_processing_time_ms: Option<i64>,
-    pub p99_processing_time_ms: Option<i64>,
+    pub p50_processing_time_ms: Option<f64>,
+    pub p95_processing_time_ms: Option<f64>,
+    pub p99_processing_time_ms: Option<f64>,
     /// Deliveries waiting (outgoing webhooks and agents).
     pub pending: i64,
     pub last_success_at: Option<String>,
@@ -206,7 +208,8 @@ pub struct WindowStatisticsOut {
     pub failed_requests: i64,
     /// Percent (0–100); 0 when there was no request.
     pub success_rate: f64,
-    pub p95_processing_time_ms: Option<i64>,
+    /// Milliseconds, with fractions.
+    pub p95_processing_time_ms: Option<f64>,
 }
 
 impl From<Window> for WindowStatisticsOut {
@@ -216,7 +219,7 @@ impl From<Window> for WindowStatisticsOut {
             successful_requests: window.succeeded,
             failed_requests: window.total - window.succeeded,
             success_rate: percent(window.succeeded, window.total),
-            p95_processing_time_ms: window.p95_ms,
+            p95_processing_time_ms: window.p95_us.map(millis),
         }
     }
 }
@@ -235,9 +238,9 @@ fn rate_and_average(totals: &Totals) -> (f64, f64) {
     if totals.total == 0 {
         return (0.0, 0.0);
     }
-    let total = totals.total as f64;
     let rate = percent(totals.succeeded, totals.total);
-    let average = (totals.total_ms as f64 / total * 100.0).round() / 100.0;
+    // Rounded to the microsecond, the resolution times are kept in.
+    let average = millis((totals.total_us as f64 / totals.total as f64).round() as i64);
     (rate, average)
 }
 
@@ -278,9 +281,9 @@ async fn get_webhook_statistics(
         failed_requests: totals.failed,
         success_rate,
         average_processing_time_ms: average,
-        p50_processing_time_ms: percentile(&latencies, 0.50),
-        p95_processing_time_ms: percentile(&latencies, 0.95),
-        p99_processing_time_ms: percentile(&latencies, 0.99),
+        p50_processing_time_ms: percentile(&latencies, 0.50).map(millis),
+        p95_processing_time_ms: percentile(&latencies, 0.95).map(millis),
+        p99_processing_time_ms: percentile(&latencies, 0.99).map(millis),
         pending,
         last_success_at: totals.last_success_at.map(iso8601),
         last_failure_at: totals.last_failure_at.map(iso8601),
@@ -297,6 +300,7 @@ pub struct TenantStatisticsOut {
     pub successful_requests: i64,
     pub failed_requests: i64,
     pub success_rate: f64,
+    /// Milliseconds, with fractions.
     pub average_processing_time_ms: f64,
     pub last_success_at: Option<String>,
     pub last_failure_at: Option<String>,

@@ -14,7 +14,7 @@ use super::{
 use crate::domain::{
     Invalid,
     api_key::{ApiKey, hash_secret},
-    outgoing::check_text,
+    check_text,
     tenant::{Scope, Tenant},
     time::{iso8601, now_ms},
 };

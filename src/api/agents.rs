@@ -14,7 +14,10 @@ use axum::{
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{
+    broadcast::{self, error::TryRecvError},
+    watch,
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -38,7 +41,7 @@ use crate::{
         tenant::{Scope, Tenant},
         time::{iso8601, now_ms},
     },
-    store::{Publication, Store, StoreError},
+    store::{InboxPosition, Publication, Store, StoreError},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -166,7 +169,7 @@ impl AgentOut {
 /// An inbox entry.
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
 pub struct MessageOut {
-    /// Time-ordered; also the cursor (`after`) and the SSE event id.
+    /// Also the cursor: `after`, and the SSE event id (`Last-Event-ID`).
     pub id: String,
     pub agent_id: String,
     /// `message` (received) or `reply` (the agent endpoint's answer).
@@ -194,13 +197,15 @@ impl From<AgentMessage> for MessageOut {
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct MessagePage {
     pub messages: Vec<MessageOut>,
-    /// Pass as `after` for the next page; `null` when this page is empty.
+    /// The id of the page's last message: pass it as `after` for the next page. `null` when
+    /// this page is empty (keep the cursor you had).
     pub next_cursor: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
 pub struct MessageQuery {
-    /// Only messages after this message id (exclusive).
+    /// Only messages after this one (a message id of this agent), in commit order: a message
+    /// committed later is after it, whatever its id.
     after: Option<String>,
     /// Page size, 1–1000 (default 100).
     limit: Option<i64>,
@@ -221,6 +226,23 @@ async fn check_endpoint(state: &AppState, settings: &AgentSettings) -> ApiResult
 
 async fn find_agent(store: &Store, tenant: &Tenant, id: &str) -> ApiResult<Agent> {
     store.get_agent(tenant, id).await.or_not_found("agent")
+}
+
+/// Where the cursor `after` (a message id, from `field`) stands in the agent's inbox; no cursor,
+/// or an empty one, is the start.
+async fn cursor(
+    store: &Store,
+    agent: &Agent,
+    field: &str,
+    after: Option<&str>,
+) -> ApiResult<Option<InboxPosition>> {
+    let Some(after) = after.filter(|after| !after.is_empty()) else {
+        return Ok(None);
+    };
+    match store.inbox_position(&agent.id, after).await? {
+        Some(position) => Ok(Some(position)),
+        None => Err(Invalid::new(field, "no message of this agent has this id").into()),
+    }
 }
 
 /// Create an agent. Emits `agent.created`.
@@ -372,7 +394,7 @@ async fn delete_agent(
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;
 
-/// An agent's inbox, oldest first, one page after the cursor `after`.
+/// An agent's inbox in commit order, one page after the cursor `after`.
 #[utoipa::path(get, path = "/api/agents/{id}/messages", tag = "agents", security(("bearer" = [])),
     params(("id" = String, Path, description = "Agent id or name"), MessageQuery),
     responses((status = 200, body = MessagePage), (status = 404, body = ErrorBody),
@@ -389,13 +411,11 @@ async fn list_agent_messages(
         return Err(Invalid::new("limit", format!("must be between 1 and {MAX_PAGE}")).into());
     }
     let agent = find_agent(&state.store, tenant, &id).await?;
-    let messages = state
-        .store
-        .list_messages(&agent.id, query.after.as_deref(), limit)
-        .await?;
-    let next_cursor = messages.last().map(|m| m.id.clone());
+    let after = cursor(&state.store, &agent, "after", query.after.as_deref()).await?;
+    let page = state.store.list_messages(&agent.id, after, limit).await?;
+    let next_cursor = page.messages.last().map(|m| m.id.clone());
     Ok(Json(MessagePage {
-        messages: messages.into_iter().map(MessageOut::from).collect(),
+        messages: page.messages.into_iter().map(MessageOut::from).collect(),
         next_cursor,
     }))
 }
@@ -404,8 +424,8 @@ async fn list_agent_messages(
 const STREAM_POLL: Duration = Duration::from_secs(2);
 
 /// An agent's inbox as Server-Sent Events (`event: message`, `id`: the message id, `data`: the
-/// message as JSON): first what is stored after `Last-Event-ID` (or `after`; neither: from the
-/// start), then new messages as they arrive.
+/// message as JSON), in commit order: first what is stored after `Last-Event-ID` (or `after`;
+/// neither: from the start), then new messages as they arrive.
 #[utoipa::path(get, path = "/api/agents/{id}/messages/stream", tag = "agents", security(("bearer" = [])),
     params(("id" = String, Path, description = "Agent id or name"),
         ("after" = Option<String>, Query, description = "Resume after this message id"),
@@ -421,19 +441,19 @@ async fn stream_agent_messages(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let tenant = caller.tenant(Scope::AgentsRead)?;
     let agent = find_agent(&state.store, tenant, &id).await?;
-    let cursor = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(query.after);
+    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let after = match last_event_id {
+        Some(id) => cursor(&state.store, &agent, "Last-Event-ID", Some(id)).await?,
+        None => cursor(&state.store, &agent, "after", query.after.as_deref()).await?,
+    };
     // Subscribed before the first read, so nothing accepted in between is missed.
     let feed = Feed {
         live: state.ingest.subscribe(),
         store: state.store.clone(),
         agent_id: agent.id,
-        cursor,
+        after,
         pending: VecDeque::new(),
-        catch_up: true,
+        read: true,
         poll: tokio::time::interval(STREAM_POLL),
         stopping: state.stopping.clone(),
     };
@@ -449,43 +469,45 @@ async fn stream_agent_messages(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// One stream's position: reads the store from the cursor, then follows live notifications,
-/// going back to the store when it lagged behind them or on each poll tick.
+/// One stream's position. Messages come only from reads of the store, in commit order, after
+/// the position of the last one read; this node's notifications (an agent's id when its inbox
+/// got a message) and a poll tick only say when to read. Notifications are sent by the writers
+/// as each commit returns, so two of them may arrive in the other order than their commits:
+/// taken as they came, the later one would move the cursor past the earlier one for good.
 struct Feed {
-    live: broadcast::Receiver<AgentMessage>,
+    live: broadcast::Receiver<String>,
     store: Store,
     agent_id: String,
-    cursor: Option<String>,
+    after: Option<InboxPosition>,
     pending: VecDeque<AgentMessage>,
-    catch_up: bool,
+    /// Read the store before waiting again.
+    read: bool,
     poll: tokio::time::Interval,
     stopping: watch::Receiver<bool>,
 }
 
 impl Feed {
-    fn is_new(&self, message: &AgentMessage) -> bool {
-        message.agent_id == self.agent_id && self.cursor.as_ref().is_none_or(|c| message.id > *c)
-    }
-
     /// The next message; `None` ends the stream (the node is shutting down, or the store failed).
     async fn next(&mut self) -> Option<AgentMessage> {
         loop {
             if let Some(message) = self.pending.pop_front() {
-                if self.is_new(&message) {
-                    self.cursor = Some(message.id.clone());
-                    return Some(message);
-                }
-                continue;
+                return Some(message);
             }
-            if self.catch_up {
+            if self.read {
+                // Notifications already waiting are answered by this read too.
+                while !matches!(
+                    self.live.try_recv(),
+                    Err(TryRecvError::Empty | TryRecvError::Closed)
+                ) {}
                 let page = self
                     .store
-                    .list_messages(&self.agent_id, self.cursor.as_deref(), DEFAULT_PAGE)
+                    .list_messages(&self.agent_id, self.after, DEFAULT_PAGE)
                     .await;
                 match page {
                     Ok(page) => {
-                        self.catch_up = page.len() as i64 == DEFAULT_PAGE;
-                        self.pending.extend(page);
+                        self.read = page.messages.len() as i64 == DEFAULT_PAGE;
+                        self.after = page.last.or(self.after);
+                        self.pending.extend(page.messages);
                         continue;
                     }
                     Err(error) => {
@@ -496,11 +518,11 @@ impl Feed {
             }
             tokio::select! {
                 received = self.live.recv() => match received {
-                    Ok(message) => self.pending.push_back(message),
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up = true,
+                    Ok(agent_id) => self.read = agent_id == self.agent_id,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.read = true,
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                _ = self.poll.tick() => self.catch_up = true,
+                _ = self.poll.tick() => self.read = true,
                 _ = self.stopping.wait_for(|stopping| *stopping) => return None,
             }
         }

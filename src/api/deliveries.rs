@@ -18,6 +18,7 @@ use crate::{
         Invalid,
         delivery::{Delivery, DeliveryStatus, TargetKind},
         event::{Event, NewEvent},
+        log::millis,
         new_id,
         tenant::Scope,
         time::{iso8601, now_ms},
@@ -47,7 +48,8 @@ pub struct TestOut {
     pub success: bool,
     pub status_code: Option<u16>,
     pub response_body: Option<String>,
-    pub processing_time_ms: i64,
+    /// Milliseconds, with fractions (to the microsecond).
+    pub processing_time_ms: f64,
     pub error: Option<String>,
     /// The id sent in `webhook-id` / `X-Webhook-Delivery`.
     pub delivery_id: String,
@@ -119,7 +121,7 @@ async fn send_test(
         success: attempt.succeeded(),
         status_code: attempt.response_status,
         response_body: attempt.response_body.clone(),
-        processing_time_ms: attempt.elapsed_ms,
+        processing_time_ms: millis(attempt.elapsed_us),
         error: attempt.failure(),
         delivery_id: delivery.id,
     }))

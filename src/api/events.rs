@@ -16,7 +16,7 @@ use super::{
     error::{ApiError, ApiResult, ErrorBody},
     extract::{JsonBody, ident},
 };
-use crate::domain::{Invalid, event::NewEvent, outgoing::check_text, tenant::Scope};
+use crate::domain::{Invalid, check_text, event::NewEvent, tenant::Scope};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -1,5 +1,6 @@
 //! HTTP only: extract the request, call the domain and the store, map errors. Each resource
 //! module owns its router and its DTOs; this module puts them together with the OpenAPI document.
+//! The node's whole HTTP surface (this and the dashboard) is assembled in [`crate::app`].
 
 pub mod activity;
 pub mod admin;
@@ -15,10 +16,7 @@ pub mod meta;
 pub mod outgoing;
 pub mod receive;
 
-use std::sync::Arc;
-
 use axum::{Router, extract::DefaultBodyLimit, response::IntoResponse};
-use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 use utoipa::{
     Modify, OpenApi,
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
@@ -26,33 +24,8 @@ use utoipa::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::{
-    config::Config,
-    delivery::{catalogue::Catalogue, publish::Publisher, sender::Sender},
-    domain::throttle::FailureThrottle,
-    ingest::Ingest,
-    store::Store,
-};
+use crate::state::AppState;
 use error::ApiError;
-
-/// Everything a handler needs; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub config: Arc<Config>,
-    pub publisher: Publisher,
-    /// The types each company may publish and subscribe to, with compiled schemas.
-    pub catalogue: Arc<Catalogue>,
-    /// Shared with the workers: one connection pool to targets.
-    pub sender: Arc<Sender>,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    pub ingest: Arc<Ingest>,
-    /// Turns true when the node starts shutting down; long-lived answers (event streams) end
-    /// then, so that draining connections does not wait on them.
-    pub stopping: tokio::sync::watch::Receiver<bool>,
-    /// Failed authentications per client address (see [`auth`]).
-    pub auth_failures: Arc<FailureThrottle>,
-}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -84,21 +57,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The whole HTTP surface: the API, and the dashboard at `/ui`, which is a client of the API
-/// (it sends its calls through an in-process copy of the API router).
-pub fn router(state: AppState) -> Router {
-    let api = api_router(state.clone());
-    let dashboard = crate::ui::router(state, api.clone());
-    api.merge(dashboard)
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
-        .layer(TraceLayer::new_for_http())
-}
-
 /// The JSON API. The OpenAPI document is at `/openapi.json`, its browsable form at `/docs`
 /// (Swagger UI, served from the binary).
-fn api_router(state: AppState) -> Router {
+pub fn router(state: AppState) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::router())
         .merge(outgoing::router())

@@ -16,10 +16,11 @@ use super::{
 };
 use crate::domain::{
     Invalid,
-    delivery::{CircuitState, DeliveryPolicy, Health, PayloadFormat},
+    delivery::{CircuitState, DeliveryPolicy, Health},
     log::{REDACTED, is_sensitive_header},
     new_id,
     outgoing::{Ordering, OutgoingChanges, OutgoingSettings, OutgoingWebhook},
+    payload::PayloadFormat,
     rotation::{PreviousSecret, Rotated, RotationRequest, keep_previous_if_unchanged},
     tenant::{Scope, Tenant},
     time::{iso8601, now_ms},

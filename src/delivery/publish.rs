@@ -101,7 +101,7 @@ impl Subscriptions {
         positions
             .into_iter()
             .map(|position| &self.hooks[position])
-            .filter(|hook| event.is_wanted_by(&hook.settings))
+            .filter(|hook| hook.settings.wants(event))
     }
 }
 
@@ -346,7 +346,7 @@ mod tests {
             let found: Vec<_> = index.wanting(&event).map(|h| h.id.as_str()).collect();
             let scanned: Vec<_> = hooks
                 .iter()
-                .filter(|h| event.is_wanted_by(&h.settings))
+                .filter(|h| h.settings.wants(&event))
                 .map(|h| h.id.as_str())
                 .collect();
             assert_eq!(found, scanned, "{event_type}");

@@ -19,13 +19,13 @@ use serde_json::{Value, json};
 use crate::{
     domain::{
         agent::{Agent, Endpoint, EndpointFormat},
-        delivery::{render_body, template_context},
         event::Event,
         log::{MAX_LOGGED_BODY, log_text},
         net::{TargetPolicy, TargetUrl},
         outgoing::OutgoingWebhook,
+        payload::{render_body, template_context},
         signature::{hex_hmac_sha256, standard_webhooks_signature},
-        time::{iso8601, now_ms},
+        time::{iso8601, micros_since, now_ms},
     },
     sandbox::Sandbox,
 };
@@ -42,7 +42,8 @@ pub struct Attempt {
     /// From a 429/503 answer's `Retry-After`.
     pub retry_after_ms: Option<i64>,
     pub error: Option<String>,
-    pub elapsed_ms: i64,
+    /// Microseconds.
+    pub elapsed_us: i64,
 }
 
 impl Attempt {
@@ -255,7 +256,7 @@ impl Sender {
                     response_body: Some(response_body),
                     retry_after_ms,
                     error: read_error,
-                    elapsed_ms: elapsed_ms(started),
+                    elapsed_us: micros_since(started),
                 }
             }
             Err(error) => Attempt::error(body, shown, describe(&error), started),
@@ -311,13 +312,9 @@ impl Attempt {
             response_body: None,
             retry_after_ms: None,
             error: Some(error),
-            elapsed_ms: elapsed_ms(started),
+            elapsed_us: micros_since(started),
         }
     }
-}
-
-fn elapsed_ms(started: Instant) -> i64 {
-    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Who a request comes from, as its headers say.

@@ -137,8 +137,8 @@ pub struct Worker {
     wake: Arc<Notify>,
     /// Prepares the `chat.completed` events of agent replies.
     publisher: Publisher,
-    /// Where agent replies are announced to this node's inbox streams.
-    inbox: broadcast::Sender<AgentMessage>,
+    /// Where agent replies are announced to this node's inbox streams (by the agent's id).
+    inbox: broadcast::Sender<String>,
     gates: Mutex<Gates>,
     in_flight: Arc<Semaphore>,
 }
@@ -152,7 +152,7 @@ impl Worker {
         config: Arc<Config>,
         wake: Arc<Notify>,
         publisher: Publisher,
-        inbox: broadcast::Sender<AgentMessage>,
+        inbox: broadcast::Sender<String>,
         in_flight: Arc<Semaphore>,
     ) -> Arc<Worker> {
         Arc::new(Worker {
@@ -501,7 +501,7 @@ impl Worker {
         metrics::counter!("hookd_delivery_attempts_total", "outcome" => outcome_label(attempt))
             .increment(1);
         metrics::histogram!("hookd_delivery_attempt_seconds")
-            .record(attempt.elapsed_ms as f64 / 1_000.0);
+            .record(attempt.elapsed_us as f64 / 1_000_000.0);
         let record = |reply| AttemptRecord {
             delivery_id: delivery.id.clone(),
             event_id: delivery.event_id.clone(),
@@ -527,7 +527,7 @@ impl Worker {
                     .publisher
                     .prepare(&message.tenant, vec![completed])
                     .await?;
-                let replied = message.clone();
+                let agent_id = message.agent_id.clone();
                 let held = self
                     .publisher
                     .commit(publication, |publication| {
@@ -539,7 +539,7 @@ impl Worker {
                     .await?;
                 if held {
                     // Streams may show the reply.
-                    let _ = self.inbox.send(replied);
+                    let _ = self.inbox.send(agent_id);
                 }
             }
             None => {
@@ -645,7 +645,7 @@ pub fn attempt_log(delivery: &Delivery, attempt: &Attempt, now: i64) -> LogEntry
             .map(|body| log_text(body.as_bytes(), MAX_LOGGED_BODY)),
         error_message: attempt.failure(),
         retry_count: delivery.attempts,
-        processing_time_ms: attempt.elapsed_ms,
+        processing_time_us: attempt.elapsed_us,
         created_at: now,
     }
 }

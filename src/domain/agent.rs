@@ -7,13 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    Invalid,
+    Invalid, check_text,
     delivery::Health,
     event::NewEvent,
     net::TargetUrl,
     outgoing::{
         DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY_SECS, check_delivery_limits, check_headers,
-        check_text,
     },
     tenant::Tenant,
 };

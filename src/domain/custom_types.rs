@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Invalid, event_types, outgoing::check_text};
+use super::{Invalid, check_text, event_types};
 
 /// Largest schema accepted, in bytes of JSON. Compiling and applying a schema costs about its
 /// size; this keeps both small beside an event's own limit.

@@ -1,13 +1,8 @@
-//! Events: what happened, who it concerns, and which outgoing webhooks want it.
+//! Events: what happened and who it concerns.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{
-    Invalid, event_types,
-    outgoing::{OutgoingSettings, check_text},
-    tenant::Tenant,
-    time::iso8601,
-};
+use super::{Invalid, check_text, event_types, tenant::Tenant, time::iso8601};
 
 /// Largest `data` + `metadata` accepted for one event, in bytes of JSON.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
@@ -121,7 +116,7 @@ impl Event {
     /// A field for filters: the event's own fields first (`event_type`, `user_id`, `company_id`,
     /// `agent_id`, `agent_name`), then a dotted path into `data` (with or without a leading
     /// `data.`), then into `metadata`.
-    fn field(&self, path: &str) -> Option<Value> {
+    pub fn field(&self, path: &str) -> Option<Value> {
         let own = match path {
             "event_type" => Some(self.event_type.clone()),
             "user_id" => Some(self.tenant.user_id.clone()),
@@ -141,17 +136,6 @@ impl Event {
             })
             .cloned()
     }
-
-    /// Whether a webhook with `settings` receives this event: active, subscribed to its type,
-    /// and every filter matching.
-    pub fn is_wanted_by(&self, settings: &OutgoingSettings) -> bool {
-        settings.is_active
-            && settings
-                .event_types
-                .iter()
-                .any(|pattern| event_types::matches(pattern, &self.event_type))
-            && filters_match(&settings.filters, |path| self.field(path))
-    }
 }
 
 fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
@@ -161,30 +145,6 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
             Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
             _ => None,
         })
-}
-
-/// Every filter must match: equal to the value, or to one of the values of a list. Scalars
-/// compare by their text, so a filter `1` matches an agent id `"1"` (the spec writes ids both
-/// ways).
-fn filters_match(filters: &Map<String, Value>, field: impl Fn(&str) -> Option<Value>) -> bool {
-    filters.iter().all(|(path, wanted)| {
-        let Some(actual) = field(path) else {
-            return false;
-        };
-        match wanted {
-            Value::Array(options) => options.iter().any(|option| same(option, &actual)),
-            single => same(single, &actual),
-        }
-    })
-}
-
-fn same(wanted: &Value, actual: &Value) -> bool {
-    match (wanted, actual) {
-        (Value::String(a), Value::Number(b)) | (Value::Number(b), Value::String(a)) => {
-            *a == b.to_string()
-        }
-        _ => wanted == actual,
-    }
 }
 
 #[cfg(test)]
@@ -208,77 +168,9 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::outgoing::{OutgoingChanges, OutgoingSettings};
 
     fn event(event_type: &str, data: Value) -> Event {
         Event::sample(event_type, data)
-    }
-
-    fn webhook(types: &[&str], filters: Value) -> OutgoingSettings {
-        OutgoingSettings::create(OutgoingChanges {
-            url: Some("https://example.com".into()),
-            event_types: Some(types.iter().map(|t| t.to_string()).collect()),
-            filters: Some(filters.as_object().unwrap().clone()),
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn spec_monitoring_filter_needs_high_severity() {
-        let hook = webhook(
-            &["command.failed", "chain.failed"],
-            json!({"severity": "high"}),
-        );
-        assert!(event("command.failed", json!({"severity": "high"})).is_wanted_by(&hook));
-        assert!(!event("command.failed", json!({"severity": "low"})).is_wanted_by(&hook));
-        assert!(!event("command.failed", json!({})).is_wanted_by(&hook));
-        assert!(!event("task.failed", json!({"severity": "high"})).is_wanted_by(&hook));
-    }
-
-    #[test]
-    fn spec_agent_filter_reads_event_fields_and_data() {
-        let hook = webhook(
-            &["command.executed"],
-            json!({"agent_name": "production_agent", "user_id": "specific_user"}),
-        );
-        assert!(
-            event(
-                "command.executed",
-                json!({"agent_name": "production_agent"})
-            )
-            .is_wanted_by(&hook)
-        );
-        assert!(!event("command.executed", json!({"agent_name": "staging"})).is_wanted_by(&hook));
-    }
-
-    #[test]
-    fn lists_dotted_paths_and_loose_numbers() {
-        let hook = webhook(
-            &["*"],
-            json!({"data.task.priority": ["high", "urgent"], "attempt": 2}),
-        );
-        assert!(
-            event(
-                "task.failed",
-                json!({"task": {"priority": "urgent"}, "attempt": "2"})
-            )
-            .is_wanted_by(&hook)
-        );
-        assert!(
-            !event(
-                "task.failed",
-                json!({"task": {"priority": "low"}, "attempt": 2})
-            )
-            .is_wanted_by(&hook)
-        );
-    }
-
-    #[test]
-    fn inactive_webhooks_want_nothing() {
-        let mut hook = webhook(&["*"], json!({}));
-        hook.is_active = false;
-        assert!(!event("task.failed", json!({})).is_wanted_by(&hook));
     }
 
     #[test]

@@ -3,9 +3,8 @@
 use serde_json::Value;
 
 use super::{
-    Invalid,
+    Invalid, check_range, check_text,
     net::IpAllowlist,
-    outgoing::{check_range, check_text},
     rotation::PreviousSecret,
     signature::{SourceVerification, VerifyError},
     template::{Condition, Template},

@@ -49,7 +49,9 @@ pub struct LogEntry {
     pub error_message: Option<String>,
     /// How many attempts came before this one (0 for the first).
     pub retry_count: i64,
-    pub processing_time_ms: i64,
+    /// How long the attempt or request took, in microseconds: requests often take less than a
+    /// millisecond, which whole milliseconds would show as 0.
+    pub processing_time_us: i64,
     pub created_at: i64,
 }
 
@@ -149,7 +151,8 @@ impl LogEntry {
 pub struct Window {
     pub total: i64,
     pub succeeded: i64,
-    pub p95_ms: Option<i64>,
+    /// Microseconds.
+    pub p95_us: Option<i64>,
 }
 
 /// Statistics of one webhook.
@@ -158,9 +161,15 @@ pub struct Totals {
     pub total: i64,
     pub succeeded: i64,
     pub failed: i64,
-    pub total_ms: i64,
+    /// The processing times summed, in microseconds.
+    pub total_us: i64,
     pub last_success_at: Option<i64>,
     pub last_failure_at: Option<i64>,
+}
+
+/// `us` microseconds as milliseconds with fractions, the unit the API reports durations in.
+pub fn millis(us: i64) -> f64 {
+    us as f64 / 1_000.0
 }
 
 /// The `q`-quantile (0..=1) of `sorted` by nearest rank; `None` when empty.

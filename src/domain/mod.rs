@@ -7,10 +7,12 @@ pub mod delivery;
 pub mod event;
 pub mod event_types;
 pub mod incoming;
+mod invalid;
 pub mod log;
 pub mod net;
 pub mod notice;
 pub mod outgoing;
+pub mod payload;
 pub mod rotation;
 pub mod signature;
 pub mod template;
@@ -18,22 +20,8 @@ pub mod tenant;
 pub mod throttle;
 pub mod time;
 
-/// A rule broken by user input, naming the field it concerns.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct Invalid {
-    pub field: String,
-    pub message: String,
-}
-
-impl Invalid {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use invalid::Invalid;
+pub(crate) use invalid::{check_range, check_text};
 
 /// Builds a fresh, time-ordered identifier (UUIDv7), so ids sort by creation time.
 pub fn new_id() -> String {

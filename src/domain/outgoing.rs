@@ -5,13 +5,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::{
-    Invalid,
-    delivery::{Health, PayloadFormat},
-    event_types,
-    net::TargetUrl,
-    rotation::PreviousSecret,
-    template::Template,
-    tenant::Tenant,
+    Invalid, check_range, check_text, delivery::Health, event::Event, event_types, net::TargetUrl,
+    payload::PayloadFormat, rotation::PreviousSecret, template::Template, tenant::Tenant,
 };
 
 pub const DEFAULT_RETRY_COUNT: i64 = 3;
@@ -150,6 +145,17 @@ pub struct OutgoingChanges {
 }
 
 impl OutgoingSettings {
+    /// Whether this webhook receives `event`: active, subscribed to its type, and every filter
+    /// matching.
+    pub fn wants(&self, event: &Event) -> bool {
+        self.is_active
+            && self
+                .event_types
+                .iter()
+                .any(|pattern| event_types::matches(pattern, &event.event_type))
+            && filters_match(&self.filters, |path| event.field(path))
+    }
+
     /// New settings from a create request: `url` is required, everything else has a default
     /// (no `event_types` means every event, as with Svix endpoints without a filter).
     pub fn create(changes: OutgoingChanges) -> Result<Self, Invalid> {
@@ -258,20 +264,6 @@ fn parse_url(url: &str) -> Result<TargetUrl, Invalid> {
     TargetUrl::parse(url).map_err(|e| Invalid::new("url", e.to_string()))
 }
 
-pub(crate) fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<(), Invalid> {
-    let len = value.chars().count();
-    if len < min || value.trim().len() < min {
-        return Err(Invalid::new(field, "must not be empty"));
-    }
-    if len > max {
-        return Err(Invalid::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    }
-    Ok(())
-}
-
 /// The bounds on retries and timeouts of any delivery target; `prefix` names the object holding
 /// them (e.g. `endpoint.`).
 pub(crate) fn check_delivery_limits(
@@ -285,14 +277,27 @@ pub(crate) fn check_delivery_limits(
     check_range(&format!("{prefix}timeout"), timeout, 1, 300)
 }
 
-pub(crate) fn check_range(field: &str, value: i64, min: i64, max: i64) -> Result<(), Invalid> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            field,
-            format!("must be between {min} and {max}, got {value}"),
-        ))
+/// Every filter must match: equal to the value, or to one of the values of a list. Scalars
+/// compare by their text, so a filter `1` matches an agent id `"1"` (the spec writes ids both
+/// ways).
+fn filters_match(filters: &Map<String, Value>, field: impl Fn(&str) -> Option<Value>) -> bool {
+    filters.iter().all(|(path, wanted)| {
+        let Some(actual) = field(path) else {
+            return false;
+        };
+        match wanted {
+            Value::Array(options) => options.iter().any(|option| same(option, &actual)),
+            single => same(single, &actual),
+        }
+    })
+}
+
+fn same(wanted: &Value, actual: &Value) -> bool {
+    match (wanted, actual) {
+        (Value::String(a), Value::Number(b)) | (Value::Number(b), Value::String(a)) => {
+            *a == b.to_string()
+        }
+        _ => wanted == actual,
     }
 }
 
@@ -350,6 +355,64 @@ fn check_filters(filters: &Map<String, Value>) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn webhook(types: &[&str], filters: Value) -> OutgoingSettings {
+        OutgoingSettings::create(OutgoingChanges {
+            url: Some("https://example.com".into()),
+            event_types: Some(types.iter().map(|t| t.to_string()).collect()),
+            filters: Some(filters.as_object().unwrap().clone()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn event(event_type: &str, data: Value) -> Event {
+        Event::sample(event_type, data)
+    }
+
+    #[test]
+    fn spec_monitoring_filter_needs_high_severity() {
+        let hook = webhook(
+            &["command.failed", "chain.failed"],
+            json!({"severity": "high"}),
+        );
+        assert!(hook.wants(&event("command.failed", json!({"severity": "high"}))));
+        assert!(!hook.wants(&event("command.failed", json!({"severity": "low"}))));
+        assert!(!hook.wants(&event("command.failed", json!({}))));
+        assert!(!hook.wants(&event("task.failed", json!({"severity": "high"}))));
+    }
+
+    #[test]
+    fn spec_agent_filter_reads_event_fields_and_data() {
+        let hook = webhook(
+            &["command.executed"],
+            json!({"agent_name": "production_agent", "user_id": "specific_user"}),
+        );
+        let production = json!({"agent_name": "production_agent"});
+        assert!(hook.wants(&event("command.executed", production)));
+        let staging = json!({"agent_name": "staging"});
+        assert!(!hook.wants(&event("command.executed", staging)));
+    }
+
+    #[test]
+    fn lists_dotted_paths_and_loose_numbers() {
+        let hook = webhook(
+            &["*"],
+            json!({"data.task.priority": ["high", "urgent"], "attempt": 2}),
+        );
+        let urgent = json!({"task": {"priority": "urgent"}, "attempt": "2"});
+        assert!(hook.wants(&event("task.failed", urgent)));
+        let low = json!({"task": {"priority": "low"}, "attempt": 2});
+        assert!(!hook.wants(&event("task.failed", low)));
+    }
+
+    #[test]
+    fn inactive_webhooks_want_nothing() {
+        let mut hook = webhook(&["*"], json!({}));
+        hook.is_active = false;
+        assert!(!hook.wants(&event("task.failed", json!({}))));
+    }
 
     fn create(url: &str) -> OutgoingChanges {
         OutgoingChanges {

@@ -2,7 +2,7 @@
 //! valid for a while (outgoing deliveries are signed with both, incoming requests verify with
 //! either), so the other side can switch whenever it likes within that window.
 
-use super::{Invalid, outgoing::check_text, signature::format_whsec};
+use super::{Invalid, check_range, check_text, signature::format_whsec};
 
 /// How long the replaced secret stays valid when the call does not say (a day, as Svix does).
 pub const DEFAULT_PREVIOUS_VALID_FOR_SECS: i64 = 86_400;
@@ -57,7 +57,7 @@ impl RotationRequest {
         let valid_for = self
             .previous_valid_for
             .unwrap_or(DEFAULT_PREVIOUS_VALID_FOR_SECS);
-        super::outgoing::check_range(
+        check_range(
             "previous_valid_for",
             valid_for,
             0,

@@ -1,4 +1,7 @@
-//! Time as stored (unix milliseconds) and as shown (ISO 8601 UTC with `Z`).
+//! Time as stored (unix milliseconds) and as shown (ISO 8601 UTC with `Z`), and durations as
+//! logged (microseconds).
+
+use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -12,6 +15,11 @@ pub fn iso8601(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Microseconds since `started`, the unit durations are logged in.
+pub fn micros_since(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use crate::{
         signature::VerifyError,
         template,
         tenant::Tenant,
-        time::now_ms,
+        time::{micros_since, now_ms},
     },
     sandbox::{Sandbox, SandboxError},
     server::BodyTimeout,
@@ -46,8 +46,8 @@ use crate::{
 };
 use refusals::RefusalSampler;
 
-/// How many inbox notifications may wait for a slow stream reader before it falls back to
-/// reading the store.
+/// How many inbox notifications may wait for a slow stream reader (it reads the store then
+/// anyway).
 const INBOX_CHANNEL: usize = 1024;
 
 /// Why a request was not accepted.
@@ -150,8 +150,7 @@ impl Trail {
             response_body,
             error_message: None,
             retry_count: 0,
-            processing_time_ms: i64::try_from(self.started.elapsed().as_millis())
-                .unwrap_or(i64::MAX),
+            processing_time_us: micros_since(self.started),
             created_at: now_ms(),
         }
     }
@@ -164,7 +163,8 @@ pub struct Ingest {
     refusals: RefusalSampler,
     /// Compiled template and rules per webhook, with the `updated_at` they were compiled from.
     compiled: Mutex<HashMap<String, (i64, Arc<CompiledIncoming>)>>,
-    inbox: broadcast::Sender<AgentMessage>,
+    /// The ids of agents whose inbox got a message; streams then read the store.
+    inbox: broadcast::Sender<String>,
     publisher: Publisher,
     sandbox: Sandbox,
 }
@@ -185,13 +185,13 @@ impl Ingest {
         })
     }
 
-    /// New inbox messages on this node, as they become durable.
-    pub fn subscribe(&self) -> broadcast::Receiver<AgentMessage> {
+    /// The ids of agents whose inbox got a message on this node, as each becomes durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.inbox.subscribe()
     }
 
     /// Where other parts of the node (the workers, with agent replies) announce inbox messages.
-    pub fn inbox(&self) -> broadcast::Sender<AgentMessage> {
+    pub fn inbox(&self) -> broadcast::Sender<String> {
         self.inbox.clone()
     }
 
@@ -376,7 +376,7 @@ impl Ingest {
             return Ok(None);
         }
         // Nobody listening is fine: streams catch up from the store.
-        let _ = self.inbox.send(message);
+        let _ = self.inbox.send(message.agent_id);
         Ok(Some(answer))
     }
 
@@ -445,7 +445,7 @@ impl Ingest {
             return;
         }
         let Some(suppressed) = self.refusals.admit(webhook_id, status, now) else {
-            let took = i64::try_from(trail.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+            let took = micros_since(trail.started);
             self.refusals.tally(webhook_id, took, now);
             return;
         };

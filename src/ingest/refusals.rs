@@ -50,7 +50,7 @@ impl RefusalSampler {
     }
 
     /// Counts a refusal that was not logged, for the webhook's totals.
-    pub fn tally(&self, webhook_id: &str, processing_ms: i64, now_ms: i64) {
+    pub fn tally(&self, webhook_id: &str, processing_us: i64, now_ms: i64) {
         let mut untallied = self.untallied.lock().unwrap_or_else(|e| e.into_inner());
         let tally = untallied
             .entry(webhook_id.to_string())
@@ -58,11 +58,11 @@ impl RefusalSampler {
                 webhook_id: webhook_id.to_string(),
                 webhook_type: WebhookType::Incoming,
                 failed: 0,
-                total_ms: 0,
+                total_us: 0,
                 last_at: now_ms,
             });
         tally.failed += 1;
-        tally.total_ms += processing_ms;
+        tally.total_us += processing_us;
         tally.last_at = tally.last_at.max(now_ms);
     }
 
@@ -99,7 +99,7 @@ mod tests {
         drained.sort_by(|a, b| a.webhook_id.cmp(&b.webhook_id));
         let counts: Vec<_> = drained
             .iter()
-            .map(|t| (t.webhook_id.as_str(), t.failed, t.total_ms, t.last_at))
+            .map(|t| (t.webhook_id.as_str(), t.failed, t.total_us, t.last_at))
             .collect();
         assert_eq!(counts, [("v", 1, 1, 1_200), ("w", 2, 5, 1_500)]);
         assert!(s.drain().is_empty());

@@ -22,7 +22,7 @@ use super::{
     events::{insert_deliveries, insert_events, insert_idempotency},
     inbox::{Acceptance, insert_dedup, insert_messages},
     logs::{Tally, insert_logs},
-    notices::{self, insert_notices, read_found},
+    notices::{self, HealthChanges, insert_notices, read_found},
 };
 use crate::domain::{
     agent::AgentMessage, delivery::Delivery, delivery::TargetKind, event::Event, log::LogEntry,
@@ -175,20 +175,24 @@ pub(super) struct Plan<'a> {
     pub(super) rows: Rows<'a>,
     /// What the group's attempts teach about each target, folded in the order they arrived;
     /// in target order, so that nodes lock these rows in one order.
-    pub(super) health: BTreeMap<(TargetKind, &'a str), HealthFold>,
+    pub(super) health: HealthChanges<'a>,
     pub(super) results: Vec<Result<bool>>,
+}
+
+/// The group's attempts in the order they arrived.
+pub(super) fn arrived(ops: &[Op]) -> Vec<&AttemptRecord> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Attempt(record) => Some(record.as_ref()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The group's attempts in delivery id order: nodes updating the same rows (a lease taken over)
 /// lock them in one order.
 pub(super) fn attempts(ops: &[Op]) -> Vec<&AttemptRecord> {
-    let mut records: Vec<&AttemptRecord> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Attempt(record) => Some(record.as_ref()),
-            _ => None,
-        })
-        .collect();
+    let mut records = arrived(ops);
     records.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
     records
 }
@@ -239,6 +243,10 @@ pub(super) fn plan<'a>(ops: &'a [Op], fresh: &[bool], held: &HashSet<String>) ->
             }
         })
         .collect();
+    // In agent order (stable, so each inbox keeps the group's order): on PostgreSQL each row
+    // takes its agent's inbox lock (see `super::inbox`), and groups taking theirs in one order
+    // cannot deadlock.
+    rows.messages.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
     Plan {
         rows,
         health,
@@ -268,11 +276,10 @@ async fn write_all(db: &Db, ops: &[Op], noticed: &Notify) -> Result<Vec<Result<b
         }
         let held = update_attempts!(tx, &attempts(ops));
         let plan = plan(ops, &fresh, &held);
-        let found = read_found!(tx, &notices::webhooks_of(&plan), lock);
-        let notices = notices::of_attempts(ops, &plan, &held, &found);
+        let found = read_found!(tx, &notices::webhooks_of(&plan.health), lock);
+        let notices = notices::of_attempts(&arrived(ops), &plan.health, &held, &found);
         insert_events!(tx, &plan.rows.events);
         insert_deliveries!(tx, &plan.rows.deliveries);
-        insert_messages!(tx, &plan.rows.messages);
         insert_logs!(tx, &plan.rows.logs, &plan.rows.tallies);
         insert_notices!(tx, &notices);
         update_health!(
@@ -282,6 +289,9 @@ async fn write_all(db: &Db, ops: &[Op], noticed: &Notify) -> Result<Vec<Result<b
                 .map(|((target, id), fold)| ((*target, *id), fold))
                 .filter(|(target, fold)| notices::health_written(*target, fold, &found))
         );
+        // Last: on PostgreSQL inserting a message takes its inbox's lock until the commit (see
+        // `super::inbox`), which should be held briefly and never while waiting for a row lock.
+        insert_messages!(tx, &plan.rows.messages);
         tx.commit().await?;
         if !notices.is_empty() {
             noticed.notify_one();
@@ -295,9 +305,40 @@ struct GroupStore<'a> {
     db: &'a Db,
 }
 
+/// The writes of the hot paths: each waits for its group to commit.
 impl super::Store {
+    /// Writes events and their deliveries atomically. With an idempotency key, a key already
+    /// used (by a concurrent publish) is a `Conflict` and nothing is written.
+    /// Use it through `Publisher::commit`, which starts the deliveries once written.
+    pub async fn publish(&self, publication: Publication) -> Result<bool> {
+        self.write(Op::Publish(publication)).await
+    }
+
+    /// Makes an accepted request durable. `false`: its delivery id was recorded meanwhile, and
+    /// nothing was written.
+    pub async fn accept(&self, acceptance: Acceptance) -> Result<bool> {
+        self.write(Op::Accept(Box::new(acceptance))).await
+    }
+
+    /// Records an attempt: the delivery's new state (only if this lease still holds), its log
+    /// entry and what it says about the target, in one transaction. `false`: the lease was lost
+    /// (another node took the delivery over); the attempt is logged all the same.
+    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<bool> {
+        self.write(Op::Attempt(Box::new(record))).await
+    }
+
+    /// Appends a log entry and counts it in the webhook's totals, atomically.
+    pub async fn record_log(&self, entry: LogEntry) -> Result<()> {
+        self.write(Op::Log(Box::new(entry))).await.map(drop)
+    }
+
+    /// Adds requests that have no log entry of their own to their webhooks' totals.
+    pub async fn count_unlogged(&self, tallies: Vec<Tally>) -> Result<()> {
+        self.write(Op::Tally(tallies)).await.map(drop)
+    }
+
     /// Hands `op` to the writer and waits for its group to commit.
-    pub(super) async fn write(&self, op: Op) -> Result<bool> {
+    async fn write(&self, op: Op) -> Result<bool> {
         let (reply, answer) = oneshot::channel();
         self.writer
             .send((op, reply))
@@ -334,7 +375,7 @@ mod tests {
             response_body: Some(response_body.into()),
             error_message: None,
             retry_count: 0,
-            processing_time_ms: 1,
+            processing_time_us: 1,
             created_at: 1,
         };
         Op::Attempt(Box::new(AttemptRecord {

@@ -60,7 +60,7 @@ struct Sums {
     total: Option<i64>,
     succeeded: Option<i64>,
     failed: Option<i64>,
-    total_ms: Option<i64>,
+    total_us: Option<i64>,
     last_success_at: Option<i64>,
     last_failure_at: Option<i64>,
 }
@@ -459,15 +459,6 @@ impl Store {
         .rows_affected()))
     }
 
-    /// Records an attempt: the delivery's new state (only if this lease still holds), its log
-    /// entry and what it says about the target, in one transaction (group-committed with
-    /// concurrent writes). `false`: the lease was lost (another node took the delivery over);
-    /// the attempt is logged all the same.
-    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<bool> {
-        self.write(super::batch::Op::Attempt(Box::new(record)))
-            .await
-    }
-
     /// Puts a leased delivery back without spending an attempt (circuit open, rate limit, target
     /// busy), due again at `until`.
     pub async fn defer_delivery(&self, id: &str, token: &str, until: i64) -> Result<()> {
@@ -636,7 +627,7 @@ impl Store {
     pub async fn tenant_totals(&self, tenant: &Tenant) -> Result<Totals> {
         let sums: Sums = on_pool!(self, pool => sqlx::query_as(
             "SELECT CAST(SUM(total) AS BIGINT) AS total, CAST(SUM(succeeded) AS BIGINT) AS succeeded,
-                    CAST(SUM(failed) AS BIGINT) AS failed, CAST(SUM(total_ms) AS BIGINT) AS total_ms,
+                    CAST(SUM(failed) AS BIGINT) AS failed, CAST(SUM(total_us) AS BIGINT) AS total_us,
                     MAX(last_success_at) AS last_success_at, MAX(last_failure_at) AS last_failure_at
              FROM webhook_stats WHERE webhook_id IN (
                 SELECT id FROM outgoing_webhooks WHERE company_id = $1 AND user_id = $2
@@ -650,7 +641,7 @@ impl Store {
             total: sums.total.unwrap_or(0),
             succeeded: sums.succeeded.unwrap_or(0),
             failed: sums.failed.unwrap_or(0),
-            total_ms: sums.total_ms.unwrap_or(0),
+            total_us: sums.total_us.unwrap_or(0),
             last_success_at: sums.last_success_at,
             last_failure_at: sums.last_failure_at,
         })

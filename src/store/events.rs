@@ -225,14 +225,6 @@ impl Store {
         .await?))
     }
 
-    /// Writes events and their deliveries atomically (group-committed with concurrent writes).
-    /// With an idempotency key, a key already used (by a concurrent publish) is a `Conflict`
-    /// and nothing is written.
-    /// Use it through `Publisher::commit`, which starts the deliveries once written.
-    pub async fn publish(&self, publication: Publication) -> Result<bool> {
-        self.write(super::batch::Op::Publish(publication)).await
-    }
-
     /// Events by id (any order; missing ids are skipped).
     pub async fn events_by_id(&self, ids: &[&str]) -> Result<Vec<Event>> {
         if ids.is_empty() {

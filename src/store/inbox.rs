@@ -1,4 +1,13 @@
 //! Agent inboxes and the provider delivery ids already answered (dedup).
+//!
+//! **Read order.** A reader passes a cursor and takes what lies after it, so within an inbox a
+//! message must never become readable behind one already read. Message ids (UUIDv7) are made
+//! before commit and cannot serve. Each message gets `seq` when it is written, in commit order
+//! per inbox: on SQLite one writer commits at a time; on PostgreSQL a trigger (migration 0010)
+//! draws `seq` under the agent's advisory lock, held until commit, so the next writer to that
+//! inbox draws after the previous one is committed and visible. Group commits insert messages
+//! last, and in agent order: a transaction holding inbox locks then waits for no row lock, and
+//! two take their inbox locks in the same order, so none deadlocks.
 
 use serde_json::Value;
 
@@ -11,6 +20,7 @@ use crate::domain::{
 
 #[derive(sqlx::FromRow)]
 struct MessageRow {
+    seq: i64,
     id: String,
     agent_id: String,
     user_id: String,
@@ -39,6 +49,19 @@ impl TryFrom<MessageRow> for AgentMessage {
             created_at: row.created_at,
         })
     }
+}
+
+/// Where a message stands in its inbox's commit order (see the module's doc): after a cursor
+/// means after the position of the message it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxPosition(i64);
+
+/// A page of an inbox, in commit order.
+#[derive(Debug)]
+pub struct InboxPage {
+    pub messages: Vec<AgentMessage>,
+    /// The position of the page's last message: where the next page starts.
+    pub last: Option<InboxPosition>,
 }
 
 /// An accepted request as the store writes it.
@@ -113,13 +136,6 @@ macro_rules! insert_messages {
 pub(super) use insert_messages;
 
 impl Store {
-    /// Makes an accepted request durable (in the node's next group commit). `false`: its
-    /// delivery id was recorded meanwhile, and nothing was written.
-    pub async fn accept(&self, acceptance: Acceptance) -> Result<bool> {
-        self.write(super::batch::Op::Accept(Box::new(acceptance)))
-            .await
-    }
-
     /// The answer given to the first request that carried delivery id `key`, if any.
     pub async fn find_dedup(&self, webhook_id: &str, key: &str) -> Result<Option<Value>> {
         let text: Option<String> = on_pool!(self, pool => sqlx::query_scalar(
@@ -132,22 +148,44 @@ impl Store {
         text.map(|t| from_json("response", &t)).transpose()
     }
 
-    /// An agent's messages after the cursor `after` (a message id), oldest first.
+    /// The position of message `id` in an agent's inbox; `None` if the inbox holds no such
+    /// message.
+    pub async fn inbox_position(&self, agent_id: &str, id: &str) -> Result<Option<InboxPosition>> {
+        let seq: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
+            "SELECT seq FROM agent_messages WHERE agent_id = $1 AND id = $2",
+        )
+        .bind(agent_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(seq.map(InboxPosition))
+    }
+
+    /// Up to `limit` of an agent's messages after `after` (from the start: `None`), in commit
+    /// order.
     pub async fn list_messages(
         &self,
         agent_id: &str,
-        after: Option<&str>,
+        after: Option<InboxPosition>,
         limit: i64,
-    ) -> Result<Vec<AgentMessage>> {
+    ) -> Result<InboxPage> {
         let rows: Vec<MessageRow> = on_pool!(self, pool => sqlx::query_as(
-            "SELECT id, agent_id, user_id, company_id, incoming_webhook_id, kind, content, created_at
-             FROM agent_messages WHERE agent_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            "SELECT seq, id, agent_id, user_id, company_id, incoming_webhook_id, kind, content,
+                created_at
+             FROM agent_messages WHERE agent_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(agent_id)
-        .bind(after.unwrap_or(""))
+        .bind(after.map_or(i64::MIN, |position| position.0))
         .bind(limit)
         .fetch_all(pool)
         .await?);
-        rows.into_iter().map(AgentMessage::try_from).collect()
+        let last = rows.last().map(|row| InboxPosition(row.seq));
+        Ok(InboxPage {
+            messages: rows
+                .into_iter()
+                .map(AgentMessage::try_from)
+                .collect::<Result<_>>()?,
+            last,
+        })
     }
 }

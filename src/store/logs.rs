@@ -19,7 +19,7 @@ struct LogRow {
     response_body: Option<String>,
     error_message: Option<String>,
     retry_count: i64,
-    processing_time_ms: i64,
+    processing_time_us: i64,
     created_at: i64,
 }
 
@@ -47,7 +47,7 @@ impl TryFrom<LogRow> for LogEntry {
             response_body: row.response_body,
             error_message: row.error_message,
             retry_count: row.retry_count,
-            processing_time_ms: row.processing_time_ms,
+            processing_time_us: row.processing_time_us,
             created_at: row.created_at,
         })
     }
@@ -58,7 +58,7 @@ struct TotalsRow {
     total: i64,
     succeeded: i64,
     failed: i64,
-    total_ms: i64,
+    total_us: i64,
     last_success_at: Option<i64>,
     last_failure_at: Option<i64>,
 }
@@ -72,14 +72,22 @@ pub struct LogQuery {
     pub offset: i64,
 }
 
-/// The columns a log entry is inserted with, in the order of its bind values.
+/// The columns a log entry is inserted with, in the order of its bind values. The processing
+/// time goes in twice: in microseconds (migration 0010), and in the whole milliseconds the
+/// column kept before, which stays NOT NULL and is what nodes of the previous version read while
+/// a cluster is being upgraded.
 pub(super) const LOG_COLUMNS: &str = "id, webhook_type, webhook_id, delivery_id, event_type, status, \
      request_payload, request_headers, response_status, response_body, error_message, retry_count, \
-     processing_time_ms, created_at";
+     processing_time_ms, processing_time_us, created_at";
 
-/// The columns a webhook's totals are added with, in the order of their bind values.
+/// A log entry's processing time in microseconds; entries written before migration 0010 have
+/// only their whole milliseconds.
+const PROCESSING_US: &str = "COALESCE(processing_time_us, processing_time_ms * 1000)";
+
+/// The columns a webhook's totals are added with, in the order of their bind values; the summed
+/// time in microseconds and, for the reason given at [`LOG_COLUMNS`], in whole milliseconds.
 pub(super) const STATS_COLUMNS: &str = "webhook_id, webhook_type, total, succeeded, failed, \
-     total_ms, last_success_at, last_failure_at";
+     total_ms, total_us, last_success_at, last_failure_at";
 
 /// Adds the inserted totals to those already kept.
 pub(super) const STATS_UPSERT: &str = "ON CONFLICT (webhook_id) DO UPDATE SET
@@ -87,6 +95,7 @@ pub(super) const STATS_UPSERT: &str = "ON CONFLICT (webhook_id) DO UPDATE SET
     succeeded = webhook_stats.succeeded + excluded.succeeded,
     failed = webhook_stats.failed + excluded.failed,
     total_ms = webhook_stats.total_ms + excluded.total_ms,
+    total_us = webhook_stats.total_us + excluded.total_us,
     last_success_at = COALESCE(excluded.last_success_at, webhook_stats.last_success_at),
     last_failure_at = COALESCE(excluded.last_failure_at, webhook_stats.last_failure_at)";
 
@@ -115,7 +124,8 @@ macro_rules! insert_logs {
                     .push_bind(&entry.response_body)
                     .push_bind(&entry.error_message)
                     .push_bind(entry.retry_count)
-                    .push_bind(entry.processing_time_ms)
+                    .push_bind(entry.processing_time_us / 1000)
+                    .push_bind(entry.processing_time_us)
                     .push_bind(entry.created_at);
             })
             .build()
@@ -134,7 +144,8 @@ macro_rules! insert_logs {
                     .push_bind(t.total)
                     .push_bind(t.succeeded)
                     .push_bind(t.failed)
-                    .push_bind(t.total_ms)
+                    .push_bind(t.total_us / 1000)
+                    .push_bind(t.total_us)
                     .push_bind(t.last_success_at)
                     .push_bind(t.last_failure_at);
             });
@@ -156,7 +167,7 @@ pub(super) fn sum_by_webhook<'a>(
             .entry(&entry.webhook_id)
             .or_insert_with(|| (entry.webhook_type, Totals::default()));
         totals.total += 1;
-        totals.total_ms += entry.processing_time_ms;
+        totals.total_us += entry.processing_time_us;
         let at = Some(entry.created_at);
         if entry.succeeded {
             totals.succeeded += 1;
@@ -172,7 +183,7 @@ pub(super) fn sum_by_webhook<'a>(
             .or_insert_with(|| (tally.webhook_type, Totals::default()));
         totals.total += tally.failed;
         totals.failed += tally.failed;
-        totals.total_ms += tally.total_ms;
+        totals.total_us += tally.total_us;
         totals.last_failure_at = totals.last_failure_at.max(Some(tally.last_at));
     }
     sums.into_iter()
@@ -187,7 +198,8 @@ pub struct Tally {
     pub webhook_id: String,
     pub webhook_type: WebhookType,
     pub failed: i64,
-    pub total_ms: i64,
+    /// Their processing times summed, in microseconds.
+    pub total_us: i64,
     pub last_at: i64,
 }
 
@@ -204,19 +216,6 @@ fn failures_predicate() -> String {
 }
 
 impl Store {
-    /// Appends a log entry and counts it in the webhook's totals, atomically (group-committed
-    /// with concurrent writes).
-    pub async fn record_log(&self, entry: LogEntry) -> Result<()> {
-        self.write(super::batch::Op::Log(Box::new(entry)))
-            .await
-            .map(drop)
-    }
-
-    /// Adds requests that have no log entry of their own to their webhooks' totals.
-    pub async fn count_unlogged(&self, tallies: Vec<Tally>) -> Result<()> {
-        self.write(super::batch::Op::Tally(tallies)).await.map(drop)
-    }
-
     /// Log entries of one webhook, newest first. The caller has checked ownership.
     pub async fn list_logs(&self, webhook_id: &str, query: &LogQuery) -> Result<Vec<LogEntry>> {
         // Asking for a failure status also says "not a success" in the words of the index of
@@ -230,7 +229,7 @@ impl Store {
         let sql = format!(
             "SELECT id, webhook_type, webhook_id, delivery_id, event_type, status, request_payload,
                 request_headers, response_status, response_body, error_message, retry_count,
-                processing_time_ms, created_at
+                {PROCESSING_US} AS processing_time_us, created_at
              FROM webhook_logs
              WHERE webhook_id = $1 {failures_only} AND ($2 IS NULL OR status = $2)
                 AND ($3 IS NULL OR event_type = $3)
@@ -250,7 +249,7 @@ impl Store {
     /// Running totals of one webhook (zeros before its first entry).
     pub async fn webhook_totals(&self, webhook_id: &str) -> Result<Totals> {
         let row: Option<TotalsRow> = on_pool!(self, pool => sqlx::query_as(
-            "SELECT total, succeeded, failed, total_ms, last_success_at, last_failure_at
+            "SELECT total, succeeded, failed, total_us, last_success_at, last_failure_at
              FROM webhook_stats WHERE webhook_id = $1",
         )
         .bind(webhook_id)
@@ -260,18 +259,19 @@ impl Store {
             total: r.total,
             succeeded: r.succeeded,
             failed: r.failed,
-            total_ms: r.total_ms,
+            total_us: r.total_us,
             last_success_at: r.last_success_at,
             last_failure_at: r.last_failure_at,
         }))
     }
 
-    /// Processing times of the most recent entries, sorted ascending.
+    /// Processing times (µs) of the most recent entries, sorted ascending.
     pub async fn recent_latencies(&self, webhook_id: &str) -> Result<Vec<i64>> {
-        let mut times: Vec<i64> = on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT processing_time_ms FROM webhook_logs WHERE webhook_id = $1
-             ORDER BY created_at DESC LIMIT $2",
-        )
+        let sql = format!(
+            "SELECT {PROCESSING_US} FROM webhook_logs WHERE webhook_id = $1
+             ORDER BY created_at DESC LIMIT $2"
+        );
+        let mut times: Vec<i64> = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(webhook_id)
         .bind(PERCENTILE_WINDOW)
         .fetch_all(pool)
@@ -296,12 +296,13 @@ impl Store {
             .fetch_one(pool)
             .await?);
         let rank = nearest_rank(usize::try_from(total).unwrap_or(0), 0.95);
-        let p95_ms = match rank.and_then(|rank| i64::try_from(rank - 1).ok()) {
+        let p95_sql = format!(
+            "SELECT {PROCESSING_US} AS us FROM webhook_logs WHERE webhook_id = $1 AND created_at >= $2
+             ORDER BY us LIMIT 1 OFFSET $3"
+        );
+        let p95_us = match rank.and_then(|rank| i64::try_from(rank - 1).ok()) {
             None => None,
-            Some(offset) => on_pool!(self, pool => sqlx::query_scalar(
-                "SELECT processing_time_ms FROM webhook_logs WHERE webhook_id = $1 AND created_at >= $2
-                 ORDER BY processing_time_ms LIMIT 1 OFFSET $3",
-            )
+            Some(offset) => on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(p95_sql))
             .bind(webhook_id)
             .bind(since)
             .bind(offset)
@@ -311,7 +312,7 @@ impl Store {
         Ok(Window {
             total,
             succeeded: succeeded.unwrap_or(0),
-            p95_ms,
+            p95_us,
         })
     }
 

@@ -18,7 +18,7 @@ mod sqlite_writer;
 
 pub use deliveries::{AttemptRecord, HealthChange, Reply};
 pub use events::{Idempotency, Publication};
-pub use inbox::Acceptance;
+pub use inbox::{Acceptance, InboxPage, InboxPosition};
 pub use logs::{LogQuery, Tally};
 
 use std::{str::FromStr, time::Duration};

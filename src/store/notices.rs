@@ -3,12 +3,11 @@
 //! publishes it as an event with its deliveries. A node that dies in between leaves the notice
 //! for the next sweep; two nodes sweeping the same notice publish it once (the delete decides).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{
     Publication, Result, Store, StoreError,
-    batch::{Op, Plan, attempts},
-    deliveries::HealthFold,
+    deliveries::{AttemptRecord, HealthFold},
     from_json, on_pool, on_writer,
 };
 use crate::domain::{
@@ -161,10 +160,13 @@ macro_rules! insert_notices {
 }
 pub(super) use insert_notices;
 
+/// What a group's attempts teach about each target (a group commit's plan holds it).
+pub(super) type HealthChanges<'a> = BTreeMap<(TargetKind, &'a str), HealthFold>;
+
 /// The webhooks whose health a group changes (the ones [`read_found`] reads), in id order, each
 /// with whether the group only resets it (successes only).
-pub(super) fn webhooks_of<'a>(plan: &Plan<'a>) -> Vec<(&'a str, bool)> {
-    plan.health
+pub(super) fn webhooks_of<'a>(health: &HealthChanges<'a>) -> Vec<(&'a str, bool)> {
+    health
         .iter()
         .filter(|((target, _), _)| *target == TargetKind::Webhook)
         .map(|((_, id), fold)| (*id, fold.only_resets()))
@@ -186,16 +188,17 @@ pub(super) fn health_written(
 /// What a group's attempts change about their webhooks that is announced: a circuit that opens
 /// or closes, a webhook switched off by a 410, a delivery that spent its retries (unless it
 /// carried an announcement itself: see [`announces_failure_of`]). `found`: the webhooks as the
-/// group found them; one deleted meanwhile is not announced.
+/// group found them; one deleted meanwhile is not announced. `arrived`: the group's attempts in
+/// the order they arrived.
 pub(super) fn of_attempts(
-    ops: &[Op],
-    plan: &Plan,
+    arrived: &[&AttemptRecord],
+    health: &HealthChanges,
     held: &HashSet<String>,
     found: &HashMap<String, Found>,
 ) -> Vec<Notice> {
     let now = now_ms();
     let mut notices = Vec::new();
-    for ((target, id), fold) in &plan.health {
+    for ((target, id), fold) in health {
         let (TargetKind::Webhook, Some(before)) = (target, found.get(*id)) else {
             continue;
         };
@@ -209,7 +212,7 @@ pub(super) fn of_attempts(
         match (tripped_before, tripped_after) {
             (false, true) => {
                 let (threshold, open_until) = fold.opening();
-                let reason = last_failure(ops, id).unwrap_or("consecutive failures");
+                let reason = last_failure(arrived, id).unwrap_or("consecutive failures");
                 notices.push(about.circuit_opened(reason, threshold, open_until, now));
             }
             (true, false) => {
@@ -218,7 +221,9 @@ pub(super) fn of_attempts(
             _ => {}
         }
     }
-    for record in attempts(ops) {
+    let mut by_delivery = arrived.to_vec();
+    by_delivery.sort_by(|a, b| a.delivery_id.cmp(&b.delivery_id));
+    for record in by_delivery {
         let failed_for_good = record.status == DeliveryStatus::Failed
             && record.target == TargetKind::Webhook
             && !matches!(record.health, super::HealthChange::Gone { .. })
@@ -227,7 +232,7 @@ pub(super) fn of_attempts(
         let Some(before) = found.get(&record.webhook_id).filter(|_| failed_for_good) else {
             continue;
         };
-        let fold = &plan.health[&(TargetKind::Webhook, record.webhook_id.as_str())];
+        let fold = &health[&(TargetKind::Webhook, record.webhook_id.as_str())];
         let about = before.about(
             &record.webhook_id,
             fold.failures_after(before.consecutive_failures),
@@ -246,16 +251,14 @@ pub(super) fn of_attempts(
 }
 
 /// Why the last failed attempt of the group to webhook `id` failed.
-fn last_failure<'a>(ops: &'a [Op], id: &str) -> Option<&'a str> {
-    ops.iter().rev().find_map(|op| match op {
-        Op::Attempt(record)
-            if record.webhook_id == id
-                && matches!(record.health, super::HealthChange::Failure { .. }) =>
-        {
-            record.last_error.as_deref()
-        }
-        _ => None,
-    })
+fn last_failure<'a>(arrived: &[&'a AttemptRecord], id: &str) -> Option<&'a str> {
+    arrived
+        .iter()
+        .rev()
+        .find(|record| {
+            record.webhook_id == id && matches!(record.health, super::HealthChange::Failure { .. })
+        })
+        .and_then(|record| record.last_error.as_deref())
 }
 
 #[derive(sqlx::FromRow)]
@@ -418,7 +421,7 @@ mod tests {
             response_body: None,
             error_message: Some("target answered HTTP 500".into()),
             retry_count: 0,
-            processing_time_ms: 1,
+            processing_time_us: 1_000,
             created_at: 2,
         };
         AttemptRecord {

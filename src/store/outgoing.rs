@@ -2,10 +2,11 @@
 
 use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
 use crate::domain::{
-    delivery::{Health, PayloadFormat},
+    delivery::Health,
     net::TargetUrl,
     notice::About,
     outgoing::{Ordering, OutgoingSettings, OutgoingWebhook},
+    payload::PayloadFormat,
     rotation::PreviousSecret,
     tenant::Tenant,
 };

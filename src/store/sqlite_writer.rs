@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, Notify, mpsc};
 
 use super::{
     Result, StoreError,
-    batch::{Job, MAX_GROUP, Op, attempts, commit, plan, writer},
+    batch::{Job, MAX_GROUP, Op, arrived, attempts, commit, plan, writer},
     deliveries::HealthBinds,
     events::{DELIVERY_COLUMNS, EVENT_COLUMNS, INSERT_IDEMPOTENCY, in_list},
     inbox::{INSERT_DEDUP, MESSAGE_COLUMNS},
@@ -167,7 +167,7 @@ fn write(connection: &mut Connection, ops: &[Op], noticed: &Notify) -> Result<Ve
     let mut found = std::collections::HashMap::new();
     {
         let mut find = tx.prepare_cached(&FIND_WEBHOOK)?;
-        for (id, only_resets) in notices::webhooks_of(&plan) {
+        for (id, only_resets) in notices::webhooks_of(&plan.health) {
             if let Some(row) = find
                 .query_row(params![id, only_resets], FoundRow::from_sqlite)
                 .optional()?
@@ -176,7 +176,7 @@ fn write(connection: &mut Connection, ops: &[Op], noticed: &Notify) -> Result<Ve
             }
         }
     }
-    let notices = notices::of_attempts(ops, &plan, &held, &found);
+    let notices = notices::of_attempts(&arrived(ops), &plan.health, &held, &found);
 
     {
         let mut insert = tx.prepare_cached(&INSERT_EVENT)?;
@@ -245,7 +245,8 @@ fn write(connection: &mut Connection, ops: &[Op], noticed: &Notify) -> Result<Ve
                 entry.response_body,
                 entry.error_message,
                 entry.retry_count,
-                entry.processing_time_ms,
+                entry.processing_time_us / 1000,
+                entry.processing_time_us,
                 entry.created_at,
             ])?;
         }
@@ -259,7 +260,8 @@ fn write(connection: &mut Connection, ops: &[Op], noticed: &Notify) -> Result<Ve
                 totals.total,
                 totals.succeeded,
                 totals.failed,
-                totals.total_ms,
+                totals.total_us / 1000,
+                totals.total_us,
                 totals.last_success_at,
                 totals.last_failure_at,
             ])?;

@@ -13,7 +13,7 @@ const HEIGHT: f64 = 160.0;
 struct Minute {
     succeeded: u32,
     failed: u32,
-    total_ms: i64,
+    total_ms: f64,
 }
 
 /// Buckets log entries (newest first, as the API gives them) into the minutes before `now`.
@@ -38,7 +38,7 @@ fn buckets(entries: &[Value], now: DateTime<Utc>) -> [Minute; MINUTES] {
             Some("delivered" | "accepted") => minute.succeeded += 1,
             _ => minute.failed += 1,
         }
-        minute.total_ms += entry["processing_time_ms"].as_i64().unwrap_or(0);
+        minute.total_ms += entry["processing_time_ms"].as_f64().unwrap_or(0.0);
     }
     minutes
 }
@@ -55,10 +55,10 @@ pub fn deliveries(entries: &[Value], now: DateTime<Utc>) -> Markup {
     let slowest = minutes
         .iter()
         .filter(|m| m.succeeded + m.failed > 0)
-        .map(|m| m.total_ms / i64::from(m.succeeded + m.failed))
-        .max()
-        .unwrap_or(0)
-        .max(1);
+        .map(|m| m.total_ms / f64::from(m.succeeded + m.failed))
+        .fold(0.0, f64::max)
+        // At least a microsecond, so that a quiet hour does not divide by zero.
+        .max(0.001);
     let slot = WIDTH / MINUTES as f64;
     let scale = (HEIGHT - 20.0) / f64::from(most);
     let latency_points: Vec<String> = minutes
@@ -66,8 +66,8 @@ pub fn deliveries(entries: &[Value], now: DateTime<Utc>) -> Markup {
         .enumerate()
         .filter(|(_, m)| m.succeeded + m.failed > 0)
         .map(|(i, m)| {
-            let average = m.total_ms as f64 / f64::from(m.succeeded + m.failed);
-            let y = HEIGHT - average / slowest as f64 * (HEIGHT - 20.0);
+            let average = m.total_ms / f64::from(m.succeeded + m.failed);
+            let y = HEIGHT - average / slowest * (HEIGHT - 20.0);
             format!("{:.1},{:.1}", i as f64 * slot + slot / 2.0, y)
         })
         .collect();
@@ -123,7 +123,7 @@ mod tests {
         ];
         let minutes = buckets(&entries, now);
         let last = minutes[MINUTES - 1];
-        assert_eq!((last.succeeded, last.failed, last.total_ms), (1, 1, 40));
+        assert_eq!((last.succeeded, last.failed, last.total_ms), (1, 1, 40.0));
         assert_eq!(minutes[MINUTES - 3].succeeded, 1);
         let counted: u32 = minutes.iter().map(|m| m.succeeded + m.failed).sum();
         assert_eq!(counted, 3);

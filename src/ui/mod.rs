@@ -29,7 +29,10 @@ use maud::html;
 use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::api::{AppState, auth::client_of, error::ApiError};
+use crate::{
+    api::{auth::client_of, error::ApiError},
+    state::AppState,
+};
 use layout::{Nav, page};
 use session::{Role, Session};
 

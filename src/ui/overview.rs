@@ -157,7 +157,7 @@ fn row_markup(row: &Row) -> Markup {
                 Some(0) | None => "—",
                 Some(_) => { (hour["success_rate"]) " %" },
             } }
-            td { @match hour["p95_processing_time_ms"].as_i64() {
+            td { @match hour["p95_processing_time_ms"].as_f64() {
                 Some(ms) => { (ms) " ms" },
                 None => "—",
             } }

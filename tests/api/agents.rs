@@ -209,7 +209,7 @@ async fn inbox_pages_oldest_first_by_cursor(backend: Backend) {
 }
 
 /// Reads SSE events (`id`, parsed `data`) until `n` have arrived.
-async fn read_events(response: reqwest::Response, n: usize) -> Vec<(String, Value)> {
+pub async fn read_events(response: reqwest::Response, n: usize) -> Vec<(String, Value)> {
     let mut stream = response.bytes_stream();
     let (mut buffer, mut events) = (String::new(), Vec::new());
     while events.len() < n {

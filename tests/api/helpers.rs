@@ -320,6 +320,24 @@ impl TestApp {
         send(request).await
     }
 
+    /// Runs `sql` on the node's database directly, outside hookd: rows as an earlier version
+    /// wrote them, for instance.
+    pub async fn execute_sql(&self, sql: &str) {
+        let query = sqlx::AssertSqlSafe(sql);
+        let done = if self.database_url.starts_with("sqlite:") {
+            let mut connection = sqlx::SqliteConnection::connect(&self.database_url)
+                .await
+                .expect("sqlite");
+            sqlx::query(query).execute(&mut connection).await.map(drop)
+        } else {
+            let mut connection = sqlx::PgConnection::connect(&self.database_url)
+                .await
+                .expect("postgres");
+            sqlx::query(query).execute(&mut connection).await.map(drop)
+        };
+        done.unwrap_or_else(|error| panic!("{sql}: {error}"));
+    }
+
     /// Issues an API key through the admin API; `scopes` empty means all.
     pub async fn key_for(&self, user_id: &str, company_id: &str, scopes: &[&str]) -> String {
         let body = self

@@ -12,6 +12,7 @@ mod connections;
 mod dashboard;
 mod delivery;
 mod event_types;
+mod inbox_order;
 mod incoming_receive;
 mod incoming_webhooks;
 mod isolation;
