@@ -81,12 +81,22 @@ async fn an_outgoing_webhook_is_created_through_the_form_and_its_test_shows_in_t
         .to_string();
     browser.click("#fifo").await;
     browser.click("#settings button[type=submit]").await;
-    browser.wait_for_text("#settings", "Saved.").await;
-    let hook = app
-        .get(&format!("/api/webhooks/outgoing/{id}"), &key)
-        .await
-        .expect(200);
-    assert_eq!(hook["ordering"], "fifo");
+    // "Saved." still shows from the save above, so wait for the webhook itself to change.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let hook = app
+            .get(&format!("/api/webhooks/outgoing/{id}"), &key)
+            .await
+            .expect(200);
+        if hook["ordering"] == "fifo" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the FIFO box never saved: {hook}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // A test event published from the event types page reaches the webhook.
     browser.click("a[href='/ui/events']").await;
