@@ -121,6 +121,7 @@ impl From<CatalogueError> for ApiError {
             CatalogueError::Store(error) => error.into(),
             CatalogueError::Invalid(invalid) => invalid.into(),
             aborted @ CatalogueError::Aborted(_) => ApiError::Internal(aborted.into()),
+            busy @ CatalogueError::Busy => ApiError::Overloaded(busy.to_string()),
         }
     }
 }

@@ -4,7 +4,10 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
+
+use tokio::sync::Semaphore;
 
 use crate::{
     domain::{
@@ -20,6 +23,10 @@ use crate::{
 /// company, so this is reached only by very many companies, and costs one compile each).
 const MAX_COMPILED: usize = 10_000;
 
+/// How long a publish waits for a turn to check its events against their schemas before it is
+/// answered 503 (as a template render waits for a sandbox worker).
+const CHECK_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogueError {
     #[error(transparent)]
@@ -28,6 +35,8 @@ pub enum CatalogueError {
     Invalid(#[from] Invalid),
     #[error("checking events against their schemas failed: {0}")]
     Aborted(#[from] tokio::task::JoinError),
+    #[error("every schema check of this node is busy")]
+    Busy,
 }
 
 /// A company's type as a publish needs it: its version and its compiled schema, if it has one.
@@ -38,13 +47,22 @@ pub struct Catalogue {
     /// (company, type name) → the latest version seen and its schema. Keyed by version too in
     /// effect: a type changed (on any node) has a new version, which is compiled afresh.
     compiled: Mutex<HashMap<(String, String), Compiled>>,
+    /// Turns to run schema checks: at most half the node's cores check at once. A check is
+    /// bounded (see `EventSchema::compile`) but the worst accepted schema and body take
+    /// about a second of CPU, and without a cap a company's concurrent publishes of such
+    /// events would take every core from the other companies' requests.
+    checks: Arc<Semaphore>,
+    check_wait: Duration,
 }
 
 impl Catalogue {
     pub fn new(store: Store) -> Catalogue {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Catalogue {
             store,
             compiled: Mutex::default(),
+            checks: Arc::new(Semaphore::new(cores.div_ceil(2))),
+            check_wait: CHECK_WAIT,
         }
     }
 
@@ -80,7 +98,12 @@ impl Catalogue {
         }
         // Checking is bounded (see `EventSchema::compile`) but may take a while for large data
         // and schemas: off the threads that serve requests.
+        let turn = tokio::time::timeout(self.check_wait, Arc::clone(&self.checks).acquire_owned())
+            .await
+            .map_err(|_| CatalogueError::Busy)?
+            .map_err(|_| CatalogueError::Busy)?;
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             for (i, (event, schema)) in events.iter().zip(&schemas).enumerate() {
                 if let Some(schema) = schema {
                     schema.check(&format!("{}data", field(i)), &event.data)?;
@@ -153,5 +176,60 @@ impl Catalogue {
         }
         compiled.insert(key, (stored.version, schema.clone()));
         Ok(schema)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::custom_types::{CustomEventType, CustomTypeChanges};
+
+    /// While every turn is taken, a publish that needs a schema check waits, then is told the
+    /// node is busy; one whose types have no schema does not wait at all.
+    #[tokio::test]
+    async fn schema_checks_take_turns_and_a_publish_past_its_wait_is_busy() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("hookd.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let changes = CustomTypeChanges {
+            schema: Some(Some(json!({"type": "object", "required": ["sku"]}))),
+            ..Default::default()
+        };
+        let defined = CustomEventType::create("c", "billing.invoiced", "u", changes, 1).unwrap();
+        store.insert_event_type(&defined).await.expect("type");
+        let catalogue = Catalogue {
+            check_wait: Duration::from_millis(50),
+            ..Catalogue::new(store)
+        };
+        let event = |event_type: &str| NewEvent {
+            event_type: event_type.into(),
+            data: json!({"sku": "a"}),
+            ..Default::default()
+        };
+        let field = |_| String::new();
+        assert!(
+            catalogue
+                .check_events("c", vec![event("billing.invoiced")], field)
+                .await
+                .is_ok()
+        );
+
+        let all = u32::try_from(catalogue.checks.available_permits()).unwrap();
+        let _taken = Arc::clone(&catalogue.checks)
+            .acquire_many_owned(all)
+            .await
+            .unwrap();
+        let busy = catalogue
+            .check_events("c", vec![event("billing.invoiced")], field)
+            .await;
+        assert!(matches!(busy, Err(CatalogueError::Busy)), "{busy:?}");
+        assert!(
+            catalogue
+                .check_events("c", vec![event("task.completed")], field)
+                .await
+                .is_ok()
+        );
     }
 }
