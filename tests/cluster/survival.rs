@@ -82,9 +82,11 @@ async fn node_killed_mid_ingest_keeps_every_accepted_message_and_its_event(
     let receiving = created["url"].as_str().expect("url").to_string();
 
     // Senders post until the node dies under them; each keeps the ids of what was answered 202.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut senders = Vec::new();
     for sender in 0..SENDERS {
         let (client, receiving) = (node.client.clone(), receiving.clone());
+        let answered = std::sync::Arc::clone(&answered);
         senders.push(tokio::spawn(async move {
             let mut accepted = Vec::new();
             for n in 0.. {
@@ -97,11 +99,18 @@ async fn node_killed_mid_ingest_keeps_every_accepted_message_and_its_event(
                 }
                 let answer: serde_json::Value = response.json().await.expect("answer");
                 accepted.push(answer["id"].as_str().expect("id").to_string());
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             accepted
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Killed mid-stream once enough was accepted, however slow the machine is today.
+    wait_until(
+        "200 requests accepted",
+        Duration::from_secs(60),
+        async || answered.load(std::sync::atomic::Ordering::Relaxed) >= 200,
+    )
+    .await;
     node.kill();
     let mut accepted = Vec::new();
     for sender in senders {
