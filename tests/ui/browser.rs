@@ -193,10 +193,27 @@ impl Browser {
             .expect("resize");
     }
 
+    /// Returns once the form answered: the dashboard left the sign-in page, or the key's error
+    /// shows. (Returning at the click let a test's next `goto` race the sign-in's own redirect,
+    /// which then replaced the page the test went to.)
     pub async fn sign_in(&self, key: &str) {
         self.goto("/ui/signin").await;
         self.fill("#key", key).await;
         self.click("button[type=submit]").await;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if self.path().await != "/ui/signin" {
+                return;
+            }
+            if let Ok(error) = self.client.find(Locator::Css("#key-error")).await
+                && let Ok(text) = error.text().await
+                && !text.trim().is_empty()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "signing in never answered");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Saves the whole page as `target/ui-screenshots/<scenario>-<page>.png`: the window grows
