@@ -16,7 +16,14 @@ use super::{
     error::{ApiError, ApiResult, ErrorBody},
     extract::{JsonBody, ident},
 };
-use crate::domain::{Invalid, check_text, event::NewEvent, tenant::Scope};
+use crate::{
+    delivery::publish::Published,
+    domain::{
+        Invalid, check_text,
+        event::NewEvent,
+        tenant::{Scope, Tenant},
+    },
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -82,6 +89,26 @@ pub struct BatchPublishedOut {
 }
 
 /// The `Idempotency-Key` header: a repeated publish with the same key answers the first result.
+/// Publishes `events` once checked against the company's types (`field(i)` prefixes the field
+/// names of the `i`th), unless `key` was used before: a retry gets the first answer even if the
+/// checks would now refuse it (its type archived since).
+async fn publish(
+    state: &AppState,
+    tenant: &Tenant,
+    events: Vec<NewEvent>,
+    key: Option<&str>,
+    field: impl Fn(usize) -> String + Send + 'static,
+) -> ApiResult<Published> {
+    if let Some(earlier) = state.publisher.earlier_answer(tenant, &events, key).await? {
+        return Ok(earlier);
+    }
+    let events = state
+        .catalogue
+        .check_events(&tenant.company_id, events, field)
+        .await?;
+    Ok(state.publisher.publish(tenant, events, key).await?)
+}
+
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -108,16 +135,8 @@ async fn publish_event(
 ) -> ApiResult<(StatusCode, Json<PublishedOut>)> {
     let tenant = caller.tenant(Scope::EventsPublish)?;
     let key = idempotency_key(&headers)?;
-    let events = state
-        .catalogue
-        .check_events(&tenant.company_id, vec![input.into_event("")?], |_| {
-            String::new()
-        })
-        .await?;
-    let published = state
-        .publisher
-        .publish(tenant, events, key.as_deref())
-        .await?;
+    let events = vec![input.into_event("")?];
+    let published = publish(&state, tenant, events, key.as_deref(), |_| String::new()).await?;
     let first = published
         .events
         .into_iter()
@@ -154,14 +173,10 @@ async fn publish_events(
         .enumerate()
         .map(|(i, e)| e.into_event(&format!("events[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
-    let events = state
-        .catalogue
-        .check_events(&tenant.company_id, events, |i| format!("events[{i}]."))
-        .await?;
-    let published = state
-        .publisher
-        .publish(tenant, events, key.as_deref())
-        .await?;
+    let published = publish(&state, tenant, events, key.as_deref(), |i| {
+        format!("events[{i}].")
+    })
+    .await?;
     let events: Vec<PublishedOut> = published
         .events
         .into_iter()

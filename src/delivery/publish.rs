@@ -215,9 +215,7 @@ impl Publisher {
         events: Vec<NewEvent>,
         idempotency_key: Option<&str>,
     ) -> Result<Published, PublishError> {
-        let request_hash = hex::encode(Sha256::digest(
-            serde_json::to_vec(&events).unwrap_or_default(),
-        ));
+        let request_hash = request_hash(&events);
         if let Some(key) = idempotency_key
             && let Some(earlier) = self.remembered(tenant, key, &request_hash).await?
         {
@@ -271,6 +269,22 @@ impl Publisher {
 
     /// What the first publish with `key` answered, if there was one; an error if it was made
     /// with another request than the one hashed to `request_hash`.
+    /// What a publish of `events` under `idempotency_key` answered before, if it did (checked
+    /// first by callers whose own checks could refuse a retry that must get the first answer,
+    /// such as one of an event type archived since). The same key with other events is
+    /// [`PublishError::KeyReused`].
+    pub async fn earlier_answer(
+        &self,
+        tenant: &Tenant,
+        events: &[NewEvent],
+        idempotency_key: Option<&str>,
+    ) -> Result<Option<Published>, PublishError> {
+        match idempotency_key {
+            Some(key) => self.remembered(tenant, key, &request_hash(events)).await,
+            None => Ok(None),
+        }
+    }
+
     async fn remembered(
         &self,
         tenant: &Tenant,
@@ -288,6 +302,13 @@ impl Publisher {
             .map(Some)
             .map_err(|e| StoreError::Corrupt(format!("idempotency response: {e}")).into())
     }
+}
+
+/// The fingerprint of a publish's events that an idempotency key is remembered with.
+fn request_hash(events: &[NewEvent]) -> String {
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(events).unwrap_or_default(),
+    ))
 }
 
 #[cfg(test)]

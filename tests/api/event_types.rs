@@ -17,6 +17,7 @@ both_backends!(
     publishes_of_a_type_with_a_schema_are_checked_and_name_the_failing_path,
     wildcards_cover_custom_types_and_archiving_keeps_subscriptions,
     a_company_sees_and_validates_only_its_own_types,
+    a_retried_publish_gets_its_first_answer_after_its_type_is_archived,
 );
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -509,4 +510,28 @@ async fn a_company_sees_and_validates_only_its_own_types(backend: Backend) {
         .expect(202);
     let got = receiver.wait_for(1, WAIT).await;
     assert_eq!(got[0].json()["company_id"], "acme");
+}
+
+/// An `Idempotency-Key` retry answers what the first publish answered, even when the checks
+/// would now refuse the publish (its type archived in between); a new publish is refused.
+async fn a_retried_publish_gets_its_first_answer_after_its_type_is_archived(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.key_for("alice", "acme", &[]).await;
+    define(&app, &key, json!({"name": PAID})).await;
+    let send = |idempotency_key: &str| {
+        let request = app
+            .client
+            .post(format!("{}/api/events", app.base))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(&json!({"event_type": PAID, "data": {"amount": 1}}));
+        crate::helpers::send(request)
+    };
+    let first = send("pay-1").await.expect(202);
+    app.delete(&format!("/api/event-types/{PAID}"), &key)
+        .await
+        .expect(204);
+    assert_eq!(send("pay-1").await.expect(202), first);
+    let detail = send("pay-2").await.expect_error(422, "validation_error");
+    assert!(detail.contains("archived"), "{detail}");
 }
