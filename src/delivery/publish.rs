@@ -206,32 +206,29 @@ impl Publisher {
         Ok((publication, published))
     }
 
-    /// Stores `events` (already validated) and their deliveries. With an idempotency key, a
-    /// repeated call answers what the first one did and writes nothing; the same key with other
-    /// events is refused ([`PublishError::KeyReused`]), as Stripe and the IETF draft do.
+    /// Stores `events` (already validated) and their deliveries. With an idempotency key, the
+    /// caller has asked [`earlier_answer`](Self::earlier_answer) first (before its own checks);
+    /// a concurrent publish that took the key meanwhile is answered here from the conflict: what
+    /// the first one answered, or [`PublishError::KeyReused`] for other events, as Stripe and
+    /// the IETF draft do.
     pub async fn publish(
         &self,
         tenant: &Tenant,
         events: Vec<NewEvent>,
         idempotency_key: Option<&str>,
     ) -> Result<Published, PublishError> {
-        let request_hash = request_hash(&events);
-        if let Some(key) = idempotency_key
-            && let Some(earlier) = self.remembered(tenant, key, &request_hash).await?
-        {
-            return Ok(earlier);
-        }
+        let remembered = idempotency_key.map(|key| (key, request_hash(&events)));
         let (mut publication, published) = self.prepare(tenant, events).await?;
-        publication.idempotency = idempotency_key.map(|key| Idempotency {
+        publication.idempotency = remembered.as_ref().map(|(key, request_hash)| Idempotency {
             key: key.to_string(),
             response: serde_json::to_string(&published).unwrap_or_default(),
             request_hash: request_hash.clone(),
         });
         let written = self.commit(publication, |publication| self.store.publish(publication));
-        match (written.await, idempotency_key) {
+        match (written.await, remembered) {
             (Ok(_), _) => Ok(published),
             // A concurrent publish with the same key won the race: answer what it answered.
-            (Err(StoreError::Conflict(_)), Some(key)) => self
+            (Err(StoreError::Conflict(_)), Some((key, request_hash))) => self
                 .remembered(tenant, key, &request_hash)
                 .await?
                 .ok_or(PublishError::Store(StoreError::NotFound)),
@@ -269,9 +266,9 @@ impl Publisher {
 
     /// What the first publish with `key` answered, if there was one; an error if it was made
     /// with another request than the one hashed to `request_hash`.
-    /// What a publish of `events` under `idempotency_key` answered before, if it did (checked
-    /// first by callers whose own checks could refuse a retry that must get the first answer,
-    /// such as one of an event type archived since). The same key with other events is
+    /// What a publish of `events` under `idempotency_key` answered before, if it did: asked
+    /// before anything else, so that a retry gets the first answer even where checks would now
+    /// refuse it (an event type archived since). The same key with other events is
     /// [`PublishError::KeyReused`].
     pub async fn earlier_answer(
         &self,
