@@ -34,6 +34,13 @@ struct Cli {
     /// Concurrent clients
     #[arg(long, default_value_t = 64, global = true)]
     concurrency: usize,
+    /// `hookd serve` processes sharing the store (more than one needs PostgreSQL); publishers and
+    /// senders are spread over them in turn
+    #[arg(long, default_value_t = 1, global = true)]
+    nodes: usize,
+    /// Redis for the nodes' shared limits (`HOOKD_REDIS_URL`); its commands are then counted
+    #[arg(long, global = true)]
+    redis: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -71,8 +78,8 @@ enum Scenario {
     },
 }
 
-/// CPU time (user + system) read from `/proc`.
-mod cpu {
+/// CPU time (user + system) and disk writes, read from `/proc`.
+mod procfs {
     use std::collections::HashMap;
 
     /// `/proc` counts CPU in ticks of USER_HZ, which Linux fixes at 100 for user space.
@@ -97,19 +104,21 @@ mod cpu {
         })
     }
 
+    /// The ids of the processes alive now.
+    fn pids() -> impl Iterator<Item = u32> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+    }
+
     /// CPU seconds of `root`, of every descendant alive now (hookd's template workers), and of
     /// the descendants already reaped.
     pub fn tree_seconds(root: u32) -> f64 {
         let mut children: HashMap<u32, Vec<(u32, u64)>> = HashMap::new();
         let mut root_ticks = 0;
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in pids() {
             let Some(stat) = stat(&format!("/proc/{pid}/stat")) else {
                 continue;
             };
@@ -135,6 +144,49 @@ mod cpu {
     /// CPU seconds of this process (all its threads; not its children).
     pub fn own_seconds() -> f64 {
         stat("/proc/self/stat").map_or(0.0, |s| s.own as f64 / TICKS_PER_S)
+    }
+
+    /// The processes alive now whose command line (as the process shows it: PostgreSQL puts its
+    /// role and database there) `kind` recognises: (pid, kind, own CPU seconds).
+    pub fn seconds_by_title<K>(kind: impl Fn(&str) -> Option<K>) -> Vec<(u32, K, f64)> {
+        pids()
+            .filter_map(|pid| {
+                let line = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let kind = kind(&String::from_utf8_lossy(&line))?;
+                let stat = stat(&format!("/proc/{pid}/stat"))?;
+                Some((pid, kind, stat.own as f64 / TICKS_PER_S))
+            })
+            .collect()
+    }
+
+    /// Bytes `pid` has caused to be written to storage (`write_bytes` of `/proc/PID/io`; its
+    /// own threads, not its children).
+    pub fn written_bytes(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| {
+                io.lines()
+                    .find_map(|l| l.strip_prefix("write_bytes: "))
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Peak resident memory of `pid` so far, in MiB.
+    pub fn peak_rss_mib(pid: u32) -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|l| {
+                        l.split_whitespace()
+                            .next()
+                            .and_then(|kb| kb.parse::<f64>().ok())
+                    })
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
     }
 }
 
@@ -181,13 +233,337 @@ async fn start_receiver() -> anyhow::Result<(SocketAddr, Arc<Counter>)> {
     Ok((addr, counter))
 }
 
-/// A `hookd serve` child process on a fresh store; killed (and its store dropped) on drop.
+/// PostgreSQL's side of a measured phase on a bench database: its commits and the rows written
+/// to its tables (the server's statistics of that database), the WAL the server wrote and its
+/// WAL fsyncs (cluster-wide: other databases' writes count too), and, when the server runs on
+/// this machine, the CPU of its processes.
+mod pg_costs {
+    use std::{
+        collections::{BTreeMap, HashMap},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+        thread::JoinHandle,
+        time::{Duration, Instant},
+    };
+
+    use anyhow::bail;
+    use serde_json::{Map, Value, json};
+    use sqlx::{PgPool, postgres::PgConnectOptions, postgres::PgPoolOptions};
+
+    use super::{cpu_us_per, procfs, round, round3};
+
+    /// Our own connections' name, so that waiting for hookd's to end can tell them apart.
+    const APPLICATION_NAME: &str = "hookd-bench";
+
+    /// How often the CPU of PostgreSQL's processes is read: often enough to see most of a
+    /// short-lived autovacuum worker before it exits.
+    const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+
+    pub struct Account {
+        /// On the server's own database: the cluster-wide views.
+        server: PgPool,
+        /// On the bench database: its tables' statistics.
+        bench: PgPool,
+        name: String,
+        /// Whether the server's processes are this machine's (loopback or a local socket).
+        local: bool,
+    }
+
+    /// Counters at one moment.
+    pub struct Snapshot {
+        counters: Counters,
+        /// Rows inserted, updated, deleted, and updated in place (HOT: no index touched), per table
+        /// (partitions counted under their table).
+        rows: BTreeMap<String, [i64; 4]>,
+    }
+
+    #[derive(sqlx::FromRow)]
+    struct Counters {
+        /// The database's transactions committed, read-only ones included.
+        commits: i64,
+        /// Those of the server's other databases: if they moved, the cluster-wide figures hold
+        /// other work too.
+        other_commits: i64,
+        /// The next transaction id: it moves once per transaction that wrote (cluster-wide).
+        next_xid: i64,
+        wal_bytes: i64,
+        wal_syncs: i64,
+        wal_full_pages: i64,
+    }
+
+    /// Where a measured phase started.
+    pub struct Phase {
+        before: Snapshot,
+        sampler: Option<CpuSampler>,
+        /// CPU seconds per kind of process, once sampling stopped.
+        cpu: Option<HashMap<Process, f64>>,
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    enum Process {
+        /// Serving the bench database: hookd's connections and autovacuum on its tables.
+        Backend,
+        /// The cluster's WAL writer, checkpointer and background writer.
+        Writer,
+    }
+
+    fn process(title: &str, database: &str) -> Option<Process> {
+        let title = title.strip_prefix("postgres: ")?;
+        if title.contains(database) {
+            Some(Process::Backend)
+        } else if ["walwriter", "checkpointer", "background writer"]
+            .iter()
+            .any(|name| title.contains(name))
+        {
+            Some(Process::Writer)
+        } else {
+            None
+        }
+    }
+
+    /// Reads the CPU of PostgreSQL's processes until stopped (or dropped), so that a backend
+    /// that exits within the phase still counts up to its last sample.
+    pub struct CpuSampler {
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<HashMap<Process, f64>>>,
+    }
+
+    impl CpuSampler {
+        fn start(database: String) -> CpuSampler {
+            let stop = Arc::new(AtomicBool::new(false));
+            let stopped = Arc::clone(&stop);
+            let thread = std::thread::spawn(move || {
+                // pid → (kind, seconds at the start or when first seen, seconds last seen)
+                let mut seen: HashMap<u32, (Process, f64, f64)> = HashMap::new();
+                let mut first = true;
+                loop {
+                    let last = stopped.load(Ordering::Acquire);
+                    let now = procfs::seconds_by_title(|title| process(title, &database));
+                    for (pid, kind, seconds) in now {
+                        // A process born within the phase spent all its CPU in it.
+                        let start = if first { seconds } else { 0.0 };
+                        seen.entry(pid).or_insert((kind, start, seconds)).2 = seconds;
+                    }
+                    first = false;
+                    if last {
+                        break;
+                    }
+                    std::thread::sleep(SAMPLE_EVERY);
+                }
+                let mut spent = HashMap::new();
+                for (kind, start, end) in seen.into_values() {
+                    *spent.entry(kind).or_insert(0.0) += end - start;
+                }
+                spent
+            });
+            CpuSampler {
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        /// Takes a last sample; CPU seconds per kind of process since the start.
+        fn stop(mut self) -> HashMap<Process, f64> {
+            self.stop.store(true, Ordering::Release);
+            self.thread
+                .take()
+                .and_then(|thread| thread.join().ok())
+                .unwrap_or_default()
+        }
+    }
+
+    impl Drop for CpuSampler {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Release);
+        }
+    }
+
+    impl Phase {
+        /// Stops reading PostgreSQL's CPU (before hookd's connections end and take their
+        /// processes with them).
+        pub fn stop_sampling(&mut self) {
+            self.cpu = self.sampler.take().map(CpuSampler::stop);
+        }
+    }
+
+    impl Account {
+        pub async fn connect(server: &str, name: &str) -> anyhow::Result<Account> {
+            let options: PgConnectOptions = server.parse()?;
+            let options = options.application_name(APPLICATION_NAME);
+            let host = options.get_host();
+            let local = ["127.0.0.1", "localhost", "::1"].contains(&host) || host.starts_with('/');
+            let pool = |options| {
+                PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+            };
+            Ok(Account {
+                server: pool(options.clone()).await?,
+                bench: pool(options.database(name)).await?,
+                name: name.to_string(),
+                local,
+            })
+        }
+
+        async fn snapshot(&self) -> anyhow::Result<Snapshot> {
+            let counters: Counters = sqlx::query_as(
+                "SELECT d.xact_commit AS commits,
+                        (SELECT sum(xact_commit) FROM pg_stat_database
+                         WHERE datname IS DISTINCT FROM $1)::bigint AS other_commits,
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
+                        (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS wal_bytes,
+                        w.wal_sync AS wal_syncs, w.wal_fpi AS wal_full_pages
+                 FROM pg_stat_database d, pg_stat_wal w WHERE d.datname = $1",
+            )
+            .bind(&self.name)
+            .fetch_one(&self.server)
+            .await?;
+            let tables: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+                "SELECT COALESCE(pg_partition_root(relid), relid::regclass)::text,
+                        n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd
+                 FROM pg_stat_user_tables",
+            )
+            .fetch_all(&self.bench)
+            .await?;
+            let mut rows: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+            for (table, inserted, updated, deleted, in_place) in tables {
+                let counts = rows.entry(table).or_default();
+                for (count, n) in counts
+                    .iter_mut()
+                    .zip([inserted, updated, deleted, in_place])
+                {
+                    *count += n;
+                }
+            }
+            Ok(Snapshot { counters, rows })
+        }
+
+        pub async fn start(&self) -> anyhow::Result<Phase> {
+            let sampler = self.local.then(|| CpuSampler::start(self.name.clone()));
+            Ok(Phase {
+                before: self.snapshot().await?,
+                sampler,
+                cpu: None,
+            })
+        }
+
+        /// A backend publishes its statistics at most once a second while busy, and only
+        /// after 10 s when it goes idle, but always when it exits: once hookd's connections
+        /// have ended, the counters hold all they did.
+        async fn wait_for_hookd_to_disconnect(&self) -> anyhow::Result<()> {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (connected,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = $1 AND backend_type = 'client backend'
+                       AND application_name <> $2",
+                )
+                .bind(&self.name)
+                .bind(APPLICATION_NAME)
+                .fetch_one(&self.server)
+                .await?;
+                if connected == 0 {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("{connected} connections of the stopped nodes still open after 10 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+
+        /// The phase's figures per unit of work, once hookd's nodes are stopped.
+        pub async fn figures(&self, phase: Phase, units: u64, unit: &str) -> anyhow::Result<Value> {
+            self.wait_for_hookd_to_disconnect().await?;
+            let after = self.snapshot().await?;
+            let before = phase.before;
+            let per = |n: i64| round3(n as f64 / units.max(1) as f64);
+            let (mut tables, mut total) = (Map::new(), 0);
+            for (table, counts) in &after.rows {
+                let was = before.rows.get(table).copied().unwrap_or_default();
+                let mut written = Map::new();
+                for (i, name) in ["ins", "upd", "del", "hot_upd"].into_iter().enumerate() {
+                    // HOT updates are among the updates already counted.
+                    if name != "hot_upd" {
+                        total += counts[i] - was[i];
+                    }
+                    // The setup's few rows may land in the phase: what rounds to nothing is left out.
+                    let figure = per(counts[i] - was[i]);
+                    if figure != 0.0 {
+                        written.insert(name.into(), figure.into());
+                    }
+                }
+                if !written.is_empty() {
+                    tables.insert(table.clone(), written.into());
+                }
+            }
+            let mut rows = Map::new();
+            rows.insert("total".into(), per(total).into());
+            rows.extend(tables);
+            let (was, now) = (&before.counters, &after.counters);
+            let mut figures = json!({
+                format!("commits_per_{unit}"): per(now.commits - was.commits),
+                format!("write_commits_per_{unit}"): per(now.next_xid - was.next_xid),
+                format!("wal_bytes_per_{unit}"): round((now.wal_bytes - was.wal_bytes) as f64 / units.max(1) as f64),
+                format!("wal_syncs_per_{unit}"): per(now.wal_syncs - was.wal_syncs),
+                format!("wal_full_pages_per_{unit}"): per(now.wal_full_pages - was.wal_full_pages),
+                format!("rows_per_{unit}"): rows,
+                // A count, not per unit; the bench's own few queries on the server's database
+                // are in it.
+                "other_databases_commits": now.other_commits - was.other_commits,
+            });
+            if let Some(cpu) = phase.cpu {
+                let spent = |kind| cpu_us_per(cpu.get(&kind).copied().unwrap_or(0.0), units);
+                figures[format!("postgres_cpu_us_per_{unit}")] = json!({
+                    "backends": spent(Process::Backend),
+                    "wal_writer_and_checkpointer": spent(Process::Writer),
+                });
+            }
+            Ok(figures)
+        }
+    }
+}
+
+/// Where a measured phase started.
+struct Meter {
+    cpu: f64,
+    written: u64,
+    postgres: Option<pg_costs::Phase>,
+    redis: Option<RedisCounters>,
+}
+
+/// Redis's own counters (all its clients'): commands processed, those that scripts call
+/// included, and its CPU seconds.
+#[derive(Clone, Copy)]
+struct RedisCounters {
+    commands: u64,
+    cpu: f64,
+}
+
+/// What a measured phase cost.
+struct Costs {
+    /// hookd's CPU (every node, with its template workers) per unit of work.
+    cpu_us_per_unit: f64,
+    /// Of the node that grew most.
+    peak_rss_mib: f64,
+    /// `database` (PostgreSQL's figures, or for SQLite the bytes hookd wrote to disk) and
+    /// `redis`, per unit of work.
+    figures: serde_json::Map<String, Value>,
+}
+
+/// hookd on a fresh store: `--nodes` `hookd serve` child processes sharing it; killed (and the
+/// store dropped) on drop.
 struct Hookd {
-    child: Child,
-    base: String,
+    nodes: Mutex<Vec<Child>>,
+    pids: Vec<u32>,
+    bases: Vec<String>,
     client: reqwest::Client,
     key: String,
     database_url: String,
+    postgres: Option<pg_costs::Account>,
+    redis: Option<redis::aio::MultiplexedConnection>,
     drop_database: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
@@ -195,7 +571,14 @@ struct Hookd {
 const ADMIN_KEY: &str = "bench-admin-key";
 
 impl Hookd {
-    async fn start(store: &str) -> anyhow::Result<Hookd> {
+    async fn start(cli: &Cli) -> anyhow::Result<Hookd> {
+        let store = cli.store.as_str();
+        if cli.nodes == 0 {
+            bail!("--nodes: at least 1");
+        }
+        if store == "sqlite" && cli.nodes > 1 {
+            bail!("--nodes: several nodes share a PostgreSQL database (--store postgres://…)");
+        }
         let dir = tempfile::tempdir()?;
         let (database_url, drop_database) = if store == "sqlite" {
             (
@@ -215,41 +598,75 @@ impl Hookd {
             url.set_path(&name);
             (url.to_string(), Some((store.to_string(), name)))
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let binary = std::env::current_exe()?.with_file_name("hookd");
-        let child = Command::new(&binary)
-            .arg("serve")
-            .env("HOOKD_BIND", format!("127.0.0.1:{port}"))
-            .env("HOOKD_DATABASE_URL", &database_url)
-            .env("HOOKD_ADMIN_KEY", ADMIN_KEY)
-            .env("HOOKD_ALLOWED_TARGET_CIDRS", "127.0.0.0/8")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it with --release first)",
-                    binary.display()
-                )
-            })?;
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .build()?;
         let mut hookd = Hookd {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+            nodes: Mutex::new(Vec::new()),
+            pids: Vec::new(),
+            bases: Vec::new(),
             client,
             key: String::new(),
-            database_url: database_url.clone(),
+            database_url,
+            postgres: None,
+            redis: None,
             drop_database,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while hookd
+        // One at a time: the first node creates the schema, the others find it there.
+        for _ in 0..cli.nodes {
+            hookd.start_node(cli.redis.as_deref()).await?;
+        }
+        if let Some((server, name)) = &hookd.drop_database {
+            hookd.postgres = Some(pg_costs::Account::connect(server, name).await?);
+        }
+        if let Some(url) = &cli.redis {
+            let client = redis::Client::open(url.as_str())?;
+            hookd.redis = Some(client.get_multiplexed_async_connection().await?);
+        }
+        let key: Value = hookd
             .client
-            .get(format!("{}/readyz", hookd.base))
+            .post(format!("{}/api/admin/keys", hookd.bases[0]))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"user_id": "bench", "company_id": "bench"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        hookd.key = key["key"].as_str().context("no key")?.to_string();
+        Ok(hookd)
+    }
+
+    async fn start_node(&mut self, redis: Option<&str>) -> anyhow::Result<()> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let binary = std::env::current_exe()?.with_file_name("hookd");
+        let mut command = Command::new(&binary);
+        command
+            .arg("serve")
+            .env("HOOKD_BIND", format!("127.0.0.1:{port}"))
+            .env("HOOKD_DATABASE_URL", &self.database_url)
+            .env("HOOKD_ADMIN_KEY", ADMIN_KEY)
+            .env("HOOKD_ALLOWED_TARGET_CIDRS", "127.0.0.0/8")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        if let Some(redis) = redis {
+            command.env("HOOKD_REDIS_URL", redis);
+        }
+        let child = command.spawn().with_context(|| {
+            format!(
+                "starting {} (build it with --release first)",
+                binary.display()
+            )
+        })?;
+        self.pids.push(child.id());
+        self.nodes.get_mut().unwrap().push(child);
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .client
+            .get(format!("{base}/readyz"))
             .send()
             .await
             .map(|r| r.status())
@@ -261,23 +678,20 @@ impl Hookd {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let key: Value = hookd
-            .client
-            .post(format!("{}/api/admin/keys", hookd.base))
-            .bearer_auth(ADMIN_KEY)
-            .json(&json!({"user_id": "bench", "company_id": "bench"}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        hookd.key = key["key"].as_str().context("no key")?.to_string();
-        Ok(hookd)
+        self.bases.push(base);
+        Ok(())
     }
 
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.post_via(0, path, body).await
+    }
+
+    /// POSTs through node `i` (modulo the node count), so that callers numbered in turn spread
+    /// their requests over the nodes.
+    async fn post_via(&self, i: usize, path: &str, body: &Value) -> anyhow::Result<Value> {
         let response = self
             .client
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", self.bases[i % self.bases.len()]))
             .bearer_auth(&self.key)
             .json(body)
             .send()
@@ -293,7 +707,7 @@ impl Hookd {
     async fn get(&self, path: &str) -> anyhow::Result<()> {
         let response = self
             .client
-            .get(format!("{}{path}", self.base))
+            .get(format!("{}{path}", self.bases[0]))
             .bearer_auth(&self.key)
             .send()
             .await?;
@@ -342,33 +756,106 @@ impl Hookd {
         Ok(())
     }
 
-    /// CPU seconds used so far by the hookd process and its descendants.
+    /// CPU seconds used so far by the nodes and their descendants.
     fn cpu_seconds(&self) -> f64 {
-        cpu::tree_seconds(self.child.id())
+        self.pids.iter().map(|&pid| procfs::tree_seconds(pid)).sum()
     }
 
-    /// Peak resident memory of the hookd process so far, in MiB.
-    fn peak_rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|status| {
-                status
-                    .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| {
-                        l.split_whitespace()
-                            .nth(1)
-                            .and_then(|kb| kb.parse::<f64>().ok())
-                    })
-            })
-            .map_or(0.0, |kb| kb / 1024.0)
+    /// Bytes the nodes have written to disk so far (on SQLite, the store's WAL and checkpoints).
+    fn written_bytes(&self) -> u64 {
+        self.pids
+            .iter()
+            .map(|&pid| procfs::written_bytes(pid))
+            .sum()
+    }
+
+    async fn redis_counters(&self) -> anyhow::Result<Option<RedisCounters>> {
+        let Some(connection) = &self.redis else {
+            return Ok(None);
+        };
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .arg("cpu")
+            .query_async(&mut connection.clone())
+            .await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .with_context(|| format!("no {name} in Redis's INFO"))
+        };
+        Ok(Some(RedisCounters {
+            commands: field("total_commands_processed")? as u64,
+            cpu: field("used_cpu_user")? + field("used_cpu_sys")?,
+        }))
+    }
+
+    /// Starts measuring a phase: from now until [`Hookd::finish`].
+    async fn meter(&self) -> anyhow::Result<Meter> {
+        let postgres = match &self.postgres {
+            Some(account) => Some(account.start().await?),
+            None => None,
+        };
+        Ok(Meter {
+            cpu: self.cpu_seconds(),
+            written: self.written_bytes(),
+            postgres,
+            redis: self.redis_counters().await?,
+        })
+    }
+
+    /// Ends the phase `meter` started, which did `units` of work (each a `unit`), and stops the
+    /// nodes: PostgreSQL's counters hold a connection's work only once it has ended.
+    async fn finish(&self, mut meter: Meter, units: u64, unit: &str) -> anyhow::Result<Costs> {
+        if let Some(phase) = &mut meter.postgres {
+            phase.stop_sampling();
+        }
+        let cpu = self.cpu_seconds() - meter.cpu;
+        let written = self.written_bytes().saturating_sub(meter.written);
+        let peak_rss_mib = self
+            .pids
+            .iter()
+            .map(|&pid| procfs::peak_rss_mib(pid))
+            .fold(0.0, f64::max);
+        let redis = self.redis_counters().await?;
+        self.stop();
+        let mut figures = serde_json::Map::new();
+        let database = match (&self.postgres, meter.postgres) {
+            (Some(account), Some(phase)) => account.figures(phase, units, unit).await?,
+            _ => json!({
+                format!("hookd_disk_write_bytes_per_{unit}"): round(written as f64 / units.max(1) as f64)
+            }),
+        };
+        figures.insert("database".into(), database);
+        if let (Some(before), Some(after)) = (meter.redis, redis) {
+            let commands = after.commands.saturating_sub(before.commands);
+            figures.insert(
+                "redis".into(),
+                json!({
+                    format!("commands_per_{unit}"): round3(commands as f64 / units.max(1) as f64),
+                    format!("cpu_us_per_{unit}"): cpu_us_per(after.cpu - before.cpu, units),
+                }),
+            );
+        }
+        Ok(Costs {
+            cpu_us_per_unit: cpu_us_per(cpu, units),
+            peak_rss_mib: round(peak_rss_mib),
+            figures,
+        })
+    }
+
+    /// Kills the nodes.
+    fn stop(&self) {
+        for child in self.nodes.lock().unwrap().iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 impl Drop for Hookd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         if let Some((server, name)) = self.drop_database.take() {
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -470,7 +957,7 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
         "company_id": "bench", "agent_id": null, "agent_name": "bench", "data": event_body(0)["data"]}),
     )?;
     let url = format!("http://{addr}/");
-    let baseline_cpu = cpu::own_seconds();
+    let baseline_cpu = procfs::own_seconds();
     let baseline = drive(total as usize, concurrency, move |_| {
         let (client, url, body) = (client.clone(), url.clone(), sample.clone());
         async move {
@@ -486,22 +973,23 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
     })
     .await?;
     let baseline_rate = total as f64 / baseline.as_secs_f64();
-    let baseline_cpu = cpu::own_seconds() - baseline_cpu;
+    let baseline_cpu = procfs::own_seconds() - baseline_cpu;
 
     drop(counter);
     let run = fanout_through_hookd(cli, events, webhooks, 0).await?;
-    Ok(json!({
-        "scenario": "fanout", "store": store_name(&cli.store), "events": events, "webhooks": webhooks,
+    let result = json!({
+        "scenario": "fanout", "store": store_name(&cli.store), "nodes": cli.nodes, "events": events, "webhooks": webhooks,
         "deliveries": total, "concurrency": concurrency,
         "publish_per_s": run.publish_per_s,
         "deliveries_per_s": run.deliveries_per_s,
         "baseline_deliveries_per_s": round(baseline_rate),
         "ratio_to_baseline": round2(run.deliveries_per_s / baseline_rate),
-        "hookd_cpu_us_per_delivery": run.cpu_us_per_delivery,
+        "hookd_cpu_us_per_delivery": run.costs.cpu_us_per_unit,
         "baseline_cpu_us_per_request": cpu_us_per(baseline_cpu, total),
         "latency_ms": run.latency_ms,
-        "peak_rss_mib": run.peak_rss_mib,
-    }))
+        "peak_rss_mib": run.costs.peak_rss_mib,
+    });
+    Ok(with_figures(result, run.costs.figures))
 }
 
 /// What one fan-out through hookd measured.
@@ -509,9 +997,8 @@ struct FanoutRun {
     publish_per_s: f64,
     deliveries_per_s: f64,
     latency_ms: Value,
-    /// hookd's, from the first publish until the last delivery arrived.
-    cpu_us_per_delivery: f64,
-    peak_rss_mib: f64,
+    /// From the first publish until the last delivery arrived.
+    costs: Costs,
 }
 
 /// Publishes `events` to a fresh hookd with `subscribed` webhooks wanting them and `idle` more
@@ -524,7 +1011,7 @@ async fn fanout_through_hookd(
 ) -> anyhow::Result<FanoutRun> {
     let total = (events * subscribed) as u64;
     let (addr, counter) = start_receiver().await?;
-    let hookd = Arc::new(Hookd::start(&cli.store).await?);
+    let hookd = Arc::new(Hookd::start(cli).await?);
     for i in 0..subscribed {
         hookd
             .post("/api/webhooks/outgoing", &json!({"url": format!("http://{addr}/hook/{i}"), "event_types": ["chat.*"], "secret": "bench-secret"}))
@@ -538,24 +1025,28 @@ async fn fanout_through_hookd(
         async move { hookd.post("/api/webhooks/outgoing", &body).await.map(drop) }
     })
     .await?;
-    let cpu_before = hookd.cpu_seconds();
+    let meter = hookd.meter().await?;
     let started = Instant::now();
     let publisher = Arc::clone(&hookd);
     let publish = drive(events, cli.concurrency, move |i| {
         let hookd = Arc::clone(&publisher);
-        async move { hookd.post("/api/events", &event_body(i)).await.map(drop) }
+        async move {
+            hookd
+                .post_via(i, "/api/events", &event_body(i))
+                .await
+                .map(drop)
+        }
     })
     .await?;
     wait_for(&counter, total, Duration::from_secs(600)).await?;
     let all_in = started.elapsed();
-    let cpu = hookd.cpu_seconds() - cpu_before;
+    let costs = hookd.finish(meter, total, "delivery").await?;
     let (p50, p99, max) = latencies(&counter);
     Ok(FanoutRun {
         publish_per_s: round(events as f64 / publish.as_secs_f64()),
         deliveries_per_s: round(total as f64 / all_in.as_secs_f64()),
         latency_ms: json!({"p50": p50, "p99": p99, "max": max}),
-        cpu_us_per_delivery: cpu_us_per(cpu, total),
-        peak_rss_mib: round(hookd.peak_rss_mib()),
+        costs,
     })
 }
 
@@ -594,7 +1085,7 @@ async fn growth(
     // One webhook's log of 10,000 entries read through the API; then the table grows to
     // `log_rows` with other webhooks' entries, and the same reads are timed again.
     const OWN_ROWS: usize = 10_000;
-    let hookd = Hookd::start(&cli.store).await?;
+    let hookd = Hookd::start(cli).await?;
     let created = hookd
         .post(
             "/api/webhooks/outgoing",
@@ -619,6 +1110,7 @@ async fn growth(
 
     let ratio = |a: f64, b: f64| if b > 0.0 { round2(a / b) } else { 0.0 };
     let p99 = |run: &FanoutRun| run.latency_ms["p99"].as_f64().unwrap_or(0.0);
+    let cpu = |run: &FanoutRun| run.costs.cpu_us_per_unit;
     Ok(json!({
         "scenario": "growth", "store": store_name(&cli.store), "events": events, "subscribed": SUBSCRIBED,
         "fanout": {
@@ -626,11 +1118,11 @@ async fn growth(
                                  "slowdown": ratio(few.deliveries_per_s, many.deliveries_per_s)},
             "latency_p99_ms": {"webhooks_10": p99(&few), format!("webhooks_{webhooks}"): p99(&many),
                                "growth": ratio(p99(&many), p99(&few))},
-            "hookd_cpu_us_per_delivery": {"webhooks_10": few.cpu_us_per_delivery, format!("webhooks_{webhooks}"): many.cpu_us_per_delivery,
-                               "growth": ratio(many.cpu_us_per_delivery, few.cpu_us_per_delivery)},
+            "hookd_cpu_us_per_delivery": {"webhooks_10": cpu(&few), format!("webhooks_{webhooks}"): cpu(&many),
+                               "growth": ratio(cpu(&many), cpu(&few))},
         },
         "reads_ms": {format!("rows_{OWN_ROWS}"): small, format!("rows_{log_rows}"): large},
-        "peak_rss_mib": few.peak_rss_mib.max(many.peak_rss_mib),
+        "peak_rss_mib": few.costs.peak_rss_mib.max(many.costs.peak_rss_mib),
     }))
 }
 
@@ -642,9 +1134,10 @@ fn ingest_body() -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Sends `requests` POSTs of `body` to `url` at `concurrency`; returns (elapsed, sorted latencies ms).
+/// Sends `requests` POSTs of `body` at `concurrency`, the i-th to `urls[i % urls.len()]`; returns
+/// (elapsed, sorted latencies ms).
 async fn hammer(
-    url: String,
+    urls: Vec<String>,
     body: Vec<u8>,
     requests: usize,
     concurrency: usize,
@@ -654,10 +1147,10 @@ async fn hammer(
         .build()?;
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
     let recorded = Arc::clone(&latencies);
-    let elapsed = drive(requests, concurrency, move |_| {
+    let elapsed = drive(requests, concurrency, move |i| {
         let (client, url, body, recorded) = (
             client.clone(),
-            url.clone(),
+            urls[i % urls.len()].clone(),
             body.clone(),
             Arc::clone(&recorded),
         );
@@ -693,13 +1186,13 @@ async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare = format!("http://{}/webhook/token", listener.local_addr()?);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let baseline_cpu = cpu::own_seconds();
+    let baseline_cpu = procfs::own_seconds();
     let (baseline, baseline_latencies) =
-        hammer(bare, ingest_body(), requests, cli.concurrency).await?;
-    let baseline_cpu = cpu::own_seconds() - baseline_cpu;
+        hammer(vec![bare], ingest_body(), requests, cli.concurrency).await?;
+    let baseline_cpu = procfs::own_seconds() - baseline_cpu;
     server.abort();
 
-    let hookd = Hookd::start(&cli.store).await?;
+    let hookd = Hookd::start(cli).await?;
     let created = hookd
         .post(
             "/api/webhooks/incoming",
@@ -707,33 +1200,38 @@ async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
                     "transform_template": "{\"message\": \"New lead: {{ lead_name }} from {{ company }}\", \"priority\": \"{{ priority | default('medium') }}\"}"}),
         )
         .await?;
-    let url = created["url"]
-        .as_str()
-        .context("no receiving url")?
-        .to_string();
-    let cpu_before = hookd.cpu_seconds();
-    let (elapsed, latencies) = hammer(url, ingest_body(), requests, cli.concurrency).await?;
-    let hookd_cpu = hookd.cpu_seconds() - cpu_before;
+    // The receiving URL names the node that answered; every node takes the same path.
+    let url = created["url"].as_str().context("no receiving url")?;
+    let path = reqwest::Url::parse(url)?.path().to_string();
+    let urls = hookd
+        .bases
+        .iter()
+        .map(|base| format!("{base}{path}"))
+        .collect();
+    let meter = hookd.meter().await?;
+    let (elapsed, latencies) = hammer(urls, ingest_body(), requests, cli.concurrency).await?;
+    let costs = hookd.finish(meter, requests as u64, "request").await?;
     let rate = requests as f64 / elapsed.as_secs_f64();
     let baseline_rate = requests as f64 / baseline.as_secs_f64();
     let ms = |us: i64| round2(us as f64 / 1_000.0);
-    Ok(json!({
-        "scenario": "ingest", "store": store_name(&cli.store), "requests": requests, "concurrency": cli.concurrency,
+    let result = json!({
+        "scenario": "ingest", "store": store_name(&cli.store), "nodes": cli.nodes, "requests": requests, "concurrency": cli.concurrency,
         "body_bytes": ingest_body().len(),
         "accepted_per_s": round(rate),
         "baseline_per_s": round(baseline_rate),
         "ratio_to_baseline": round2(rate / baseline_rate),
-        "hookd_cpu_us_per_request": cpu_us_per(hookd_cpu, requests as u64),
+        "hookd_cpu_us_per_request": costs.cpu_us_per_unit,
         "baseline_cpu_us_per_request": cpu_us_per(baseline_cpu, requests as u64),
         "latency_ms": {"p50": ms(percentile(&latencies, 0.5)), "p99": ms(percentile(&latencies, 0.99))},
         "baseline_latency_ms": {"p50": ms(percentile(&baseline_latencies, 0.5)), "p99": ms(percentile(&baseline_latencies, 0.99))},
-        "peak_rss_mib": round(hookd.peak_rss_mib()),
-    }))
+        "peak_rss_mib": costs.peak_rss_mib,
+    });
+    Ok(with_figures(result, costs.figures))
 }
 
 async fn steady(cli: &Cli, rate: u64, seconds: u64) -> anyhow::Result<Value> {
     let (addr, counter) = start_receiver().await?;
-    let hookd = Arc::new(Hookd::start(&cli.store).await?);
+    let hookd = Arc::new(Hookd::start(cli).await?);
     hookd
         .post(
             "/api/webhooks/outgoing",
@@ -746,7 +1244,7 @@ async fn steady(cli: &Cli, rate: u64, seconds: u64) -> anyhow::Result<Value> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut late = 0_u64;
-    let cpu_before = hookd.cpu_seconds();
+    let meter = hookd.meter().await?;
     for i in 0..total {
         tick.tick().await;
         let Ok(permit) = Arc::clone(&gate).try_acquire_owned() else {
@@ -755,22 +1253,24 @@ async fn steady(cli: &Cli, rate: u64, seconds: u64) -> anyhow::Result<Value> {
         };
         let hookd = Arc::clone(&hookd);
         tokio::spawn(async move {
-            let _ = hookd.post("/api/events", &event_body(i as usize)).await;
+            let i = i as usize;
+            let _ = hookd.post_via(i, "/api/events", &event_body(i)).await;
             drop(permit);
         });
     }
     let sent = total - late;
     wait_for(&counter, sent, Duration::from_secs(120)).await?;
-    let cpu = hookd.cpu_seconds() - cpu_before;
+    let costs = hookd.finish(meter, sent, "delivery").await?;
     let (p50, p99, max) = latencies(&counter);
-    Ok(json!({
-        "scenario": "steady", "store": store_name(&cli.store), "target_rate": rate, "seconds": seconds,
+    let result = json!({
+        "scenario": "steady", "store": store_name(&cli.store), "nodes": cli.nodes, "target_rate": rate, "seconds": seconds,
         "published": sent, "skipped_because_publishers_were_busy": late,
         "achieved_rate": round(sent as f64 / started.elapsed().as_secs_f64()),
         "latency_ms": {"p50": p50, "p99": p99, "max": max},
-        "hookd_cpu_us_per_delivery": cpu_us_per(cpu, sent),
-        "peak_rss_mib": round(hookd.peak_rss_mib()),
-    }))
+        "hookd_cpu_us_per_delivery": costs.cpu_us_per_unit,
+        "peak_rss_mib": costs.peak_rss_mib,
+    });
+    Ok(with_figures(result, costs.figures))
 }
 
 fn store_name(store: &str) -> &str {
@@ -787,6 +1287,18 @@ fn round(x: f64) -> f64 {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// `result` with `figures` added to its fields.
+fn with_figures(mut result: Value, figures: serde_json::Map<String, Value>) -> Value {
+    if let Value::Object(fields) = &mut result {
+        fields.extend(figures);
+    }
+    result
 }
 
 /// One row per figure, nested figures with dotted names.
