@@ -32,6 +32,7 @@ use crate::{
     ingest::Ingest,
     sandbox::Sandbox,
     server,
+    sources::nats,
     state::AppState,
     store::Store,
     ui,
@@ -46,6 +47,8 @@ pub struct Application {
     /// The worker's attempt slots and the deliveries handed off to it (see
     /// [`handoff`](crate::delivery::handoff)); `None` on a node that does not deliver.
     worker_line: Option<(Arc<Semaphore>, mpsc::UnboundedReceiver<Handed>)>,
+    /// The `[[sources.nats]]`, connected.
+    nats_sources: Vec<nats::Source>,
 }
 
 /// The process-wide metrics recorder (one per process, shared by every app a test builds).
@@ -88,6 +91,20 @@ impl Application {
         let ingest = Ingest::new(&config, publisher.clone(), sandbox.clone())
             .await
             .context("starting the incoming path (HOOKD_REDIS_URL?)")?;
+        let catalogue = Arc::new(Catalogue::new(store.clone()));
+        let mut nats_sources = Vec::new();
+        for (n, source) in config.nats_sources.iter().enumerate() {
+            nats_sources.push(
+                nats::Source::connect(
+                    source.clone(),
+                    n,
+                    publisher.clone(),
+                    Arc::clone(&catalogue),
+                    config.max_body_bytes,
+                )
+                .await?,
+            );
+        }
         let (stop, stopping) = watch::channel(false);
         let auth_failures = Arc::new(FailureThrottle::new(
             config.auth_failure_limit,
@@ -98,7 +115,7 @@ impl Application {
             stop,
             state: AppState {
                 publisher,
-                catalogue: Arc::new(Catalogue::new(store.clone())),
+                catalogue,
                 sender: Arc::new(Sender::new(config.target_policy.clone(), sandbox)),
                 metrics: metrics_handle(),
                 store,
@@ -109,6 +126,7 @@ impl Application {
             },
             wake,
             worker_line,
+            nats_sources,
         })
     }
 
@@ -165,6 +183,9 @@ impl Application {
             state.store.clone(),
             stop.subscribe(),
         )));
+        for source in self.nats_sources {
+            background.push(tokio::spawn(source.run(stop.subscribe(), grace)));
+        }
         let store = state.store.clone();
         let timeouts = server::Timeouts {
             header: state.config.header_timeout,

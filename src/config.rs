@@ -113,6 +113,65 @@ pub struct Settings {
     /// embedding hookd as a library
     #[arg(long, global = true, env = "HOOKD_TEMPLATE_WORKER_PROGRAM")]
     pub template_worker_program: Option<PathBuf>,
+    /// Where events come in from besides the API: `[[sources.nats]]` tables, in the config file
+    /// only (a list of tables has no flag or variable form)
+    #[arg(skip)]
+    pub sources: Option<Sources>,
+}
+
+/// The `[sources]` table of `hookd.toml`.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    #[serde(default)]
+    pub nats: Vec<NatsSource>,
+}
+
+/// One `[[sources.nats]]` table: a JetStream stream whose messages are published as events, as
+/// `POST /api/events` bodies of one tenant (see `src/sources/nats.rs`).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSource {
+    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// The stream to read; it must exist (hookd does not choose a stream's retention).
+    pub stream: String,
+    /// The durable pull consumer's name, created if missing. Nodes that name the same consumer
+    /// share its messages (a work queue).
+    pub consumer: String,
+    /// The consumer's filter subject, e.g. `events.>`.
+    pub subject: String,
+    /// The tenant the messages are published as.
+    pub company_id: String,
+    pub user_id: String,
+    /// Messages in flight (being published) at once on this node [default: 64].
+    #[serde(default = "NatsSource::default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl NatsSource {
+    fn default_concurrency() -> usize {
+        64
+    }
+
+    fn check(&self, n: usize) -> anyhow::Result<()> {
+        for (name, value) in [
+            ("url", &self.url),
+            ("stream", &self.stream),
+            ("consumer", &self.consumer),
+            ("subject", &self.subject),
+            ("company_id", &self.company_id),
+            ("user_id", &self.user_id),
+        ] {
+            if value.trim().is_empty() {
+                anyhow::bail!("sources.nats[{n}].{name} must not be empty");
+            }
+        }
+        if self.concurrency == 0 {
+            anyhow::bail!("sources.nats[{n}].concurrency must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 impl Settings {
@@ -151,6 +210,7 @@ impl Settings {
             template_worker_program: self
                 .template_worker_program
                 .or(fallback.template_worker_program),
+            sources: self.sources.or(fallback.sources),
         }
     }
 }
@@ -184,6 +244,8 @@ pub struct Config {
     pub auth_failure_window: Duration,
     pub workers: bool,
     pub templates: SandboxSettings,
+    /// See [`Settings::sources`].
+    pub nats_sources: Vec<NatsSource>,
 }
 
 pub const DEFAULT_BIND: &str = "0.0.0.0:7437";
@@ -212,6 +274,10 @@ impl Config {
                 .with_context(|| format!("{name} must be comma-separated CIDR ranges"))
         };
         let defaults = DeliveryPolicy::default();
+        let nats_sources = settings.sources.unwrap_or_default().nats;
+        for (n, source) in nats_sources.iter().enumerate() {
+            source.check(n)?;
+        }
         let public_url = settings
             .public_url
             .map(|url| url.trim_end_matches('/').to_string())
@@ -283,6 +349,7 @@ impl Config {
                 workers: settings.template_workers.unwrap_or(2).max(1),
                 program: settings.template_worker_program,
             },
+            nats_sources,
         })
     }
 }
@@ -327,5 +394,27 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         assert!(toml::from_str::<Settings>("bnd = \"x\"").is_err());
+        assert!(toml::from_str::<Settings>("[[sources.nats]]\nulr = \"x\"").is_err());
+    }
+
+    #[test]
+    fn nats_sources_are_read_from_the_file_and_checked() {
+        let file = |extra: &str| {
+            format!(
+                "[[sources.nats]]\nurl = \"nats://127.0.0.1:4222\"\nstream = \"EVENTS\"\n\
+                 consumer = \"hookd\"\nsubject = \"events.>\"\ncompany_id = \"c\"\n{extra}"
+            )
+        };
+        let settings: Settings = toml::from_str(&file("user_id = \"u\"")).unwrap();
+        let config = Config::resolve(settings).unwrap();
+        assert_eq!(config.nats_sources.len(), 1);
+        assert_eq!(config.nats_sources[0].concurrency, 64);
+        assert!(
+            toml::from_str::<Settings>(&file("")).is_err(),
+            "user_id is required"
+        );
+        let empty: Settings = toml::from_str(&file("user_id = \" \"")).unwrap();
+        let error = Config::resolve(empty).unwrap_err().to_string();
+        assert_eq!(error, "sources.nats[0].user_id must not be empty");
     }
 }

@@ -13,6 +13,7 @@ pub mod housekeeping;
 pub mod ingest;
 pub mod sandbox;
 pub mod server;
+pub mod sources;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -74,7 +74,8 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The answer's status and its `error` code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::MissingScope(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -131,6 +132,7 @@ impl From<PublishError> for ApiError {
         match error {
             PublishError::Store(error) => error.into(),
             reused @ PublishError::KeyReused => ApiError::IdempotencyKeyReused(reused.to_string()),
+            PublishError::Catalogue(error) => error.into(),
         }
     }
 }

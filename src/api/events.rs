@@ -14,16 +14,9 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{JsonBody, ident},
+    extract::{JsonBody, ident, parse_json},
 };
-use crate::{
-    delivery::publish::Published,
-    domain::{
-        Invalid, check_text,
-        event::NewEvent,
-        tenant::{Scope, Tenant},
-    },
-};
+use crate::domain::{Invalid, check_text, event::NewEvent, tenant::Scope};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -88,27 +81,13 @@ pub struct BatchPublishedOut {
     pub deliveries: usize,
 }
 
-/// The `Idempotency-Key` header: a repeated publish with the same key answers the first result.
-/// Publishes `events` once checked against the company's types (`field(i)` prefixes the field
-/// names of the `i`th), unless `key` was used before: a retry gets the first answer even if the
-/// checks would now refuse it (its type archived since).
-async fn publish(
-    state: &AppState,
-    tenant: &Tenant,
-    events: Vec<NewEvent>,
-    key: Option<&str>,
-    field: impl Fn(usize) -> String + Send + 'static,
-) -> ApiResult<Published> {
-    if let Some(earlier) = state.publisher.earlier_answer(tenant, &events, key).await? {
-        return Ok(earlier);
-    }
-    let events = state
-        .catalogue
-        .check_events(&tenant.company_id, events, field)
-        .await?;
-    Ok(state.publisher.publish(tenant, events, key).await?)
+/// The event a `POST /api/events` body holds, refused as the endpoint refuses it: for the other
+/// ways in that take the same body (a NATS source's messages).
+pub fn parse_event(body: &[u8]) -> ApiResult<NewEvent> {
+    Ok(parse_json::<EventIn>(body)?.into_event("")?)
 }
 
+/// The `Idempotency-Key` header: a repeated publish with the same key answers the first result.
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -136,7 +115,12 @@ async fn publish_event(
     let tenant = caller.tenant(Scope::EventsPublish)?;
     let key = idempotency_key(&headers)?;
     let events = vec![input.into_event("")?];
-    let published = publish(&state, tenant, events, key.as_deref(), |_| String::new()).await?;
+    let published = state
+        .publisher
+        .publish_request(&state.catalogue, tenant, events, key.as_deref(), |_| {
+            String::new()
+        })
+        .await?;
     let first = published
         .events
         .into_iter()
@@ -173,10 +157,12 @@ async fn publish_events(
         .enumerate()
         .map(|(i, e)| e.into_event(&format!("events[{i}].")))
         .collect::<Result<Vec<_>, _>>()?;
-    let published = publish(&state, tenant, events, key.as_deref(), |i| {
-        format!("events[{i}].")
-    })
-    .await?;
+    let published = state
+        .publisher
+        .publish_request(&state.catalogue, tenant, events, key.as_deref(), |i| {
+            format!("events[{i}].")
+        })
+        .await?;
     let events: Vec<PublishedOut> = published
         .events
         .into_iter()

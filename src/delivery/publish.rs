@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
-use super::handoff::Handoff;
+use super::{
+    catalogue::{Catalogue, CatalogueError},
+    handoff::Handoff,
+};
 use crate::{
     domain::{
         delivery::{Delivery, TargetKind},
@@ -115,6 +118,9 @@ pub enum PublishError {
         "Idempotency-Key: this key was used with a different request; use a new key for a new request"
     )]
     KeyReused,
+    /// The events' types or data were refused, or could not be checked now.
+    #[error(transparent)]
+    Catalogue(#[from] CatalogueError),
 }
 
 /// Publishes events for a tenant; cheap to clone.
@@ -204,6 +210,27 @@ impl Publisher {
             idempotency: None,
         };
         Ok((publication, published))
+    }
+
+    /// A request to publish `events` (each valid on its own), as every way in makes it (the API,
+    /// a NATS source): answered what the first publish with `key` answered, if there was one,
+    /// even where the checks would now refuse it (its type archived since); else checked against
+    /// the company's types (`field(i)` prefixes the field names of the `i`th) and published.
+    pub async fn publish_request(
+        &self,
+        catalogue: &Catalogue,
+        tenant: &Tenant,
+        events: Vec<NewEvent>,
+        key: Option<&str>,
+        field: impl Fn(usize) -> String + Send + 'static,
+    ) -> Result<Published, PublishError> {
+        if let Some(earlier) = self.earlier_answer(tenant, &events, key).await? {
+            return Ok(earlier);
+        }
+        let events = catalogue
+            .check_events(&tenant.company_id, events, field)
+            .await?;
+        self.publish(tenant, events, key).await
     }
 
     /// Stores `events` (already validated) and their deliveries. With an idempotency key, the

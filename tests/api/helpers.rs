@@ -6,7 +6,7 @@ use sqlx::Connection;
 
 use hookd::{
     app::Application,
-    config::{Config, Settings},
+    config::{Config, NatsSource, Settings},
     store::Store,
 };
 use reqwest::{Method, StatusCode};
@@ -356,4 +356,173 @@ impl TestApp {
         let user = uuid::Uuid::now_v7().to_string();
         self.key_for(&user, "company-1", &[]).await
     }
+}
+
+/// Where the NATS tests find JetStream.
+pub fn nats_url() -> String {
+    std::env::var("HOOKD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// `HOOKD_REQUIRE_NATS=1` (set by CI) turns a missing NATS server into a failure.
+fn nats_required() -> bool {
+    std::env::var("HOOKD_REQUIRE_NATS").is_ok_and(|v| v == "1")
+}
+
+/// A JetStream client, or `None` (the test is skipped, and says so) when NATS cannot be reached
+/// and is not required.
+pub async fn nats() -> Option<async_nats::jetstream::Context> {
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(5),
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(nats_url()),
+    )
+    .await;
+    match attempt {
+        Ok(Ok(client)) => Some(async_nats::jetstream::new(client)),
+        failed => {
+            let error = match failed {
+                Ok(Err(error)) => error.to_string(),
+                _ => "no answer within 5 s".to_string(),
+            };
+            assert!(
+                !nats_required(),
+                "HOOKD_REQUIRE_NATS=1 but NATS is unreachable: {error}"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nSKIPPED: a NATS test ({error}); set HOOKD_TEST_NATS_URL or start NATS with \
+                 JetStream on 127.0.0.1:4222 to run it\n"
+            );
+            None
+        }
+    }
+}
+
+/// A JetStream stream that exists for one test (subjects `<name>.>`) and is deleted with it,
+/// even when the test panics.
+pub struct TestStream {
+    pub name: String,
+    pub jetstream: async_nats::jetstream::Context,
+}
+
+impl TestStream {
+    /// A new stream; `duplicate_window` is how long JetStream itself drops a repeated
+    /// `Nats-Msg-Id` (NATS's default is 2 minutes).
+    pub async fn create(
+        jetstream: &async_nats::jetstream::Context,
+        duplicate_window: Option<Duration>,
+    ) -> TestStream {
+        let name = format!("HOOKD_TEST_{}", uuid::Uuid::now_v7().simple());
+        let mut config = async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{name}.>")],
+            ..Default::default()
+        };
+        if let Some(window) = duplicate_window {
+            config.duplicate_window = window;
+        }
+        jetstream
+            .create_stream(config)
+            .await
+            .expect("create stream");
+        TestStream {
+            name,
+            jetstream: jetstream.clone(),
+        }
+    }
+
+    /// The settings of a source on this stream that publishes as `tenant`.
+    pub fn source(&self, consumer: &str, company_id: &str, user_id: &str) -> NatsSource {
+        NatsSource {
+            url: nats_url(),
+            stream: self.name.clone(),
+            consumer: consumer.into(),
+            subject: format!("{}.>", self.name),
+            company_id: company_id.into(),
+            user_id: user_id.into(),
+            concurrency: 64,
+        }
+    }
+
+    /// Publishes `body` on the stream with `Nats-Msg-Id: id` (none if `None`) and waits until
+    /// JetStream stored it.
+    pub async fn publish(&self, id: Option<&str>, body: impl Into<axum::body::Bytes>) {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = id {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+        }
+        self.jetstream
+            .publish_with_headers(format!("{}.events", self.name), headers, body.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored by JetStream");
+    }
+
+    /// Waits until the consumer has no message left to deliver or to be acknowledged.
+    pub async fn wait_until_consumed(&self, consumer: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let stream = self.jetstream.get_stream(&self.name).await.expect("stream");
+            let info = stream.consumer_info(consumer).await.ok();
+            if info
+                .as_ref()
+                .is_some_and(|i| i.num_pending == 0 && i.num_ack_pending == 0)
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "consumer {consumer} not done within {within:?}: {:?}",
+                info.map(|i| (i.num_pending, i.num_ack_pending, i.num_redelivered))
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any async context we may block, so use a thread (and a connection)
+        // of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                if let Ok(client) = async_nats::connect(nats_url()).await {
+                    let _ = async_nats::jetstream::new(client)
+                        .delete_stream(&name)
+                        .await;
+                }
+            });
+            Ok::<_, std::io::Error>(())
+        })
+        .join();
+    }
+}
+
+/// A node's `/metrics` text.
+pub async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of `hookd_nats_messages_total` for `stream` and `outcome` in a `/metrics` text.
+pub fn nats_messages(metrics: &str, stream: &str, outcome: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("hookd_nats_messages_total{"))
+        .filter(|line| line.contains(&format!("stream=\"{stream}\"")))
+        .filter(|line| line.contains(&format!("outcome=\"{outcome}\"")))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }

@@ -17,6 +17,7 @@ mod incoming_receive;
 mod incoming_webhooks;
 mod isolation;
 mod meta;
+mod nats;
 mod notices;
 mod order;
 mod outgoing_webhooks;

@@ -10,6 +10,7 @@ mod helpers;
 #[path = "../api/receiver.rs"]
 mod receiver;
 
+mod nats;
 mod node;
 mod scale_out;
 mod survival;

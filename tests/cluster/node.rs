@@ -10,7 +10,8 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_KEY, Answer, Backend, TestDb, create_database, postgres_available, send,
+    ADMIN_KEY, Answer, Backend, TestDb, create_database, metrics_text, postgres_admin_url,
+    postgres_available, send,
 };
 use crate::receiver::Receiver;
 
@@ -193,18 +194,16 @@ impl Node {
         ids
     }
 
+    /// The node's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        metrics_text(&self.client, &self.base).await
+    }
+
     /// Successful attempts this node made, from its `/metrics`.
     pub async fn delivered(&self) -> u64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
+        self.metrics()
             .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
+            .lines()
             .find_map(|line| {
                 line.strip_prefix("hookd_delivery_attempts_total{outcome=\"delivered\"} ")
             })
@@ -289,4 +288,28 @@ pub fn assert_all_events_arrived(receiver: &Receiver, accepted: &[String]) {
         .collect();
     let missing = accepted.iter().filter(|id| !arrived.contains(*id)).count();
     assert_eq!(missing, 0, "{missing} accepted events never arrived");
+}
+
+/// Cuts the PostgreSQL database at `url` off: no new connections, the open ones ended. The
+/// returned function lets connections in again.
+pub async fn cut_off_postgres(url: &str) -> impl AsyncFnOnce() {
+    let name = url.rsplit('/').next().expect("database name").to_string();
+    let admin = sqlx::PgPool::connect(&postgres_admin_url())
+        .await
+        .expect("admin connection");
+    let allow = async |admin: &sqlx::PgPool, name: &str, allowed: bool| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {allowed}"
+        )))
+        .execute(admin)
+        .await
+        .expect("alter database");
+    };
+    allow(&admin, &name, false).await;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&admin)
+        .await
+        .expect("terminate backends");
+    async move || allow(&admin, &name, true).await
 }

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{Backend, postgres_admin_url};
+use crate::helpers::Backend;
 use crate::node::{
-    Node, assert_all_events_arrived, database, duplicates, publish, wait_for_deliveries, wait_until,
+    Node, assert_all_events_arrived, cut_off_postgres, database, duplicates, publish,
+    wait_for_deliveries, wait_until,
 };
 use crate::receiver::{Receiver, Reply};
 
@@ -248,7 +249,6 @@ async fn unreachable_postgres_gets_503_never_a_false_202_and_the_node_recovers_b
     let Some((_db, url)) = database(Backend::Postgres).await else {
         return;
     };
-    let name = url.rsplit('/').next().expect("database name").to_string();
     let node = Node::start(&url, &[]).await;
     let receiver = Receiver::start().await;
     let key = node.tenant_key().await;
@@ -256,23 +256,7 @@ async fn unreachable_postgres_gets_503_never_a_false_202_and_the_node_recovers_b
     let mut accepted = publish(&[&node], &key, 1, 1).await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
 
-    let admin = sqlx::PgPool::connect(&postgres_admin_url())
-        .await
-        .expect("admin connection");
-    let allow = async |allowed: bool| {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {allowed}"
-        )))
-        .execute(&admin)
-        .await
-        .expect("alter database");
-    };
-    allow(false).await;
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(&name)
-        .execute(&admin)
-        .await
-        .expect("terminate backends");
+    let reconnect = cut_off_postgres(&url).await;
 
     // Writes while the store is out: each must be refused, none accepted.
     let event = json!({"events": [{"event_type": "task.completed", "data": {}}]});
@@ -289,7 +273,7 @@ async fn unreachable_postgres_gets_503_never_a_false_202_and_the_node_recovers_b
         .send()
         .await;
     assert_eq!(ready.expect("readyz answers").status(), 503);
-    allow(true).await;
+    reconnect().await;
 
     let recovered = Instant::now();
     let mut published = None;
