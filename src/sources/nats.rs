@@ -88,30 +88,14 @@ impl Source {
     }
 
     /// Publishes messages, at most `concurrency` at once, until `stop` turns true; then takes
-    /// no more and lets those in flight finish (for at most `grace`). Messages fetched but not
-    /// started are neither acknowledged nor lost: the server redelivers them once their ack
-    /// wait (the consumer's, 30 s by default) is over.
+    /// no more and lets those in flight finish (for at most `grace`).
     pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let source = Arc::new(self);
         let mut in_flight = JoinSet::new();
-        let mut consumer = Some(source.consumer.clone());
-        'fetching: loop {
-            let opened = match consumer.take() {
-                Some(consumer) => Ok(consumer),
-                // The consumer was deleted or its stream of messages ended: open it afresh.
-                None => open_consumer(&source.jetstream, &source.settings).await,
-            };
-            let messages = match opened {
-                Ok(opened) => opened
-                    .stream()
-                    .max_messages_per_batch(source.settings.concurrency)
-                    .messages()
-                    .await
-                    .map_err(anyhow::Error::from),
-                Err(error) => Err(error),
-            };
-            let mut messages = match messages {
+        let mut opened = Some(source.consumer.clone());
+        loop {
+            let messages = match source.messages(opened.take()).await {
                 Ok(messages) => messages,
                 Err(error) => {
                     tracing::warn!(source = %source.name, error = format!("{error:#}"), "cannot read messages; trying again");
@@ -121,32 +105,11 @@ impl Source {
                     continue;
                 }
             };
-            loop {
-                while in_flight.try_join_next().is_some() {}
-                let slot = tokio::select! {
-                    slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
-                    () = stopped(&mut stop) => break 'fetching,
-                };
-                let next = tokio::select! {
-                    next = messages.next() => next,
-                    () = stopped(&mut stop) => break 'fetching,
-                };
-                match next {
-                    Some(Ok(message)) => {
-                        let (source, stop) = (Arc::clone(&source), stop.clone());
-                        in_flight.spawn(async move {
-                            source.handle(message, stop).await;
-                            drop(slot);
-                        });
-                    }
-                    Some(Err(error)) => {
-                        tracing::warn!(source = %source.name, %error, "reading messages failed");
-                        if error.kind() == pull::MessagesErrorKind::ConsumerDeleted {
-                            break;
-                        }
-                    }
-                    None => break,
-                }
+            let stopped = Arc::clone(&source)
+                .take(messages, &slots, &mut in_flight, &mut stop)
+                .await;
+            if stopped {
+                break;
             }
         }
         let finished = tokio::time::timeout(grace, async {
@@ -160,6 +123,62 @@ impl Source {
         if let Err(error) = source.client.flush().await {
             tracing::warn!(source = %source.name, %error, "sending the last acknowledgements failed");
         }
+    }
+
+    /// The consumer's messages, fetched at most `concurrency` ahead; from `opened`, or from the
+    /// consumer opened afresh (it was deleted, or its messages ended).
+    async fn messages(&self, opened: Option<PullConsumer>) -> anyhow::Result<pull::Stream> {
+        let consumer = match opened {
+            Some(consumer) => consumer,
+            None => open_consumer(&self.jetstream, &self.settings).await?,
+        };
+        Ok(consumer
+            .stream()
+            .max_messages_per_batch(self.settings.concurrency)
+            .messages()
+            .await?)
+    }
+
+    /// Hands `messages` to tasks in `in_flight`, each holding one of `slots`, until the node
+    /// stops (`true`) or the messages end (`false`: they are to be opened again).
+    async fn take(
+        self: Arc<Self>,
+        mut messages: pull::Stream,
+        slots: &Arc<Semaphore>,
+        in_flight: &mut JoinSet<()>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            while in_flight.try_join_next().is_some() {}
+            let slot = tokio::select! {
+                slot = Arc::clone(slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+                () = stopped(stop) => break,
+            };
+            let next = tokio::select! {
+                next = messages.next() => next,
+                () = stopped(stop) => break,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    let (source, stop) = (Arc::clone(&self), stop.clone());
+                    in_flight.spawn(async move {
+                        source.handle(message, stop).await;
+                        drop(slot);
+                    });
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(source = %self.name, %error, "reading messages failed");
+                    if error.kind() == pull::MessagesErrorKind::ConsumerDeleted {
+                        return false;
+                    }
+                }
+                None => return false,
+            }
+        }
+        // What was fetched but not started is left to come back when its ack wait is over: a nak
+        // now would only see it redelivered at once to this node's pull requests, which the
+        // server keeps open until they expire.
+        true
     }
 
     /// Publishes one message and answers the server: acknowledged once durable, terminated if
