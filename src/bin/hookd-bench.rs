@@ -45,7 +45,7 @@ struct Cli {
     scenario: Scenario,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Scenario {
     /// 10 webhooks subscribed, 20,000 events published → 200,000 deliveries
     Fanout {
@@ -68,6 +68,18 @@ enum Scenario {
         webhooks: usize,
         #[arg(long, default_value_t = 1_000_000)]
         log_rows: usize,
+    },
+    /// The same events into the same webhooks twice: by `POST /api/events`, then as messages
+    /// of a NATS JetStream stream that hookd reads (`[[sources.nats]]`; with --nodes, every node
+    /// reads it through the one durable consumer)
+    Nats {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1)]
+        webhooks: usize,
+        /// The NATS server (with JetStream); a stream of its own is made and deleted
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
     },
     /// A steady 1,000 events/s for 30 s to one webhook: publish→receive latency
     Steady {
@@ -565,6 +577,8 @@ struct Hookd {
     postgres: Option<pg_costs::Account>,
     redis: Option<redis::aio::MultiplexedConnection>,
     drop_database: Option<(String, String)>,
+    /// Added to each node's environment.
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -572,6 +586,11 @@ const ADMIN_KEY: &str = "bench-admin-key";
 
 impl Hookd {
     async fn start(cli: &Cli) -> anyhow::Result<Hookd> {
+        Hookd::start_with(cli, &[]).await
+    }
+
+    /// Starts the nodes with `env` added to their environment.
+    async fn start_with(cli: &Cli, env: &[(&str, &str)]) -> anyhow::Result<Hookd> {
         let store = cli.store.as_str();
         if cli.nodes == 0 {
             bail!("--nodes: at least 1");
@@ -611,6 +630,10 @@ impl Hookd {
             postgres: None,
             redis: None,
             drop_database,
+            env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
             _dir: dir,
         };
         // One at a time: the first node creates the schema, the others find it there.
@@ -650,6 +673,7 @@ impl Hookd {
             .env("HOOKD_ADMIN_KEY", ADMIN_KEY)
             .env("HOOKD_ALLOWED_TARGET_CIDRS", "127.0.0.0/8")
             .env("RUST_LOG", "warn")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null());
         if let Some(redis) = redis {
             command.env("HOOKD_REDIS_URL", redis);
@@ -1229,6 +1253,148 @@ async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
     Ok(with_figures(result, costs.figures))
 }
 
+/// `events` published to `webhooks` subscribed webhooks, by `POST /api/events` at the
+/// benchmark's concurrency and then through a NATS source with as many messages in flight per
+/// node: how fast each way takes them in (answered 202, or acknowledged), and what each event
+/// costs over the whole run, from the first publish until the last delivery arrived.
+async fn nats(cli: &Cli, events: usize, webhooks: usize, url: &str) -> anyhow::Result<Value> {
+    let jetstream = async_nats::jetstream::new(
+        async_nats::connect(url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?,
+    );
+    let api = ingress_run(cli, events, webhooks, None).await?;
+    let stream = format!("HOOKD_BENCH_{}", uuid::Uuid::now_v7().simple());
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: stream.clone(),
+            subjects: vec![format!("{stream}.>")],
+            ..Default::default()
+        })
+        .await?;
+    let bus = ingress_run(cli, events, webhooks, Some((&jetstream, url, &stream))).await;
+    jetstream.delete_stream(&stream).await?;
+    let bus = bus?;
+    let rate = |run: &Value| run["accepted_per_s"].as_f64().unwrap_or(0.0);
+    let cpu = |run: &Value| run["hookd_cpu_us_per_event"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "scenario": "nats", "store": store_name(&cli.store), "nodes": cli.nodes, "events": events,
+        "webhooks": webhooks, "concurrency": cli.concurrency,
+        "api": api,
+        "nats": bus,
+        "nats_to_api_rate": round2(rate(&bus) / rate(&api).max(1.0)),
+        "nats_to_api_cpu": round2(cpu(&bus) / cpu(&api).max(0.01)),
+    }))
+}
+
+/// One run of [`nats`]: by the API when `bus` is `None`, else through a source on the stream
+/// (`bus` = the client, the server's URL and the stream's name).
+async fn ingress_run(
+    cli: &Cli,
+    events: usize,
+    webhooks: usize,
+    bus: Option<(&async_nats::jetstream::Context, &str, &str)>,
+) -> anyhow::Result<Value> {
+    let total = (events * webhooks) as u64;
+    let (addr, counter) = start_receiver().await?;
+    let config = tempfile::NamedTempFile::new()?;
+    let config_path = config.path().display().to_string();
+    if let Some((_, url, stream)) = bus {
+        std::fs::write(
+            config.path(),
+            format!(
+                "[[sources.nats]]\nurl = {url:?}\nstream = {stream:?}\nconsumer = \"hookd\"\n\
+                 subject = \"{stream}.>\"\ncompany_id = \"bench\"\nuser_id = \"bench\"\n\
+                 concurrency = {}\n",
+                cli.concurrency
+            ),
+        )?;
+    }
+    let env: &[(&str, &str)] = match bus {
+        Some(_) => &[("HOOKD_CONFIG", config_path.as_str())],
+        None => &[],
+    };
+    let hookd = Arc::new(Hookd::start_with(cli, env).await?);
+    for i in 0..webhooks {
+        hookd
+            .post("/api/webhooks/outgoing", &json!({"url": format!("http://{addr}/hook/{i}"), "event_types": ["chat.*"], "secret": "bench-secret"}))
+            .await?;
+    }
+    let meter = hookd.meter().await?;
+    let started = Instant::now();
+    let accepted = match bus {
+        None => {
+            let publisher = Arc::clone(&hookd);
+            drive(events, cli.concurrency, move |i| {
+                let hookd = Arc::clone(&publisher);
+                async move {
+                    hookd
+                        .post_via(i, "/api/events", &event_body(i))
+                        .await
+                        .map(drop)
+                }
+            })
+            .await?
+        }
+        Some((jetstream, _, stream)) => {
+            publish_to_stream(jetstream, stream, events).await?;
+            let stream = jetstream.get_stream(stream).await?;
+            loop {
+                let info = stream.consumer_info("hookd").await?;
+                if info.num_pending == 0 && info.num_ack_pending == 0 {
+                    break started.elapsed();
+                }
+                if started.elapsed() > Duration::from_secs(600) {
+                    bail!("the source did not drain the stream within 600 s: {info:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_for(&counter, total, Duration::from_secs(600)).await?;
+    let all_in = started.elapsed();
+    let costs = hookd.finish(meter, events as u64, "event").await?;
+    let (p50, p99, max) = latencies(&counter);
+    let result = json!({
+        "accepted_per_s": round(events as f64 / accepted.as_secs_f64()),
+        "deliveries_per_s": round(total as f64 / all_in.as_secs_f64()),
+        "hookd_cpu_us_per_event": costs.cpu_us_per_unit,
+        "latency_ms": {"p50": p50, "p99": p99, "max": max},
+        "peak_rss_mib": costs.peak_rss_mib,
+    });
+    Ok(with_figures(result, costs.figures))
+}
+
+/// Publishes `events` event bodies on `stream`, each with its number as `Nats-Msg-Id`, up to
+/// 1,000 awaiting JetStream's answer at once; returns once all are stored.
+async fn publish_to_stream(
+    jetstream: &async_nats::jetstream::Context,
+    stream: &str,
+    events: usize,
+) -> anyhow::Result<()> {
+    let subject = format!("{stream}.events");
+    let mut stored = Vec::new();
+    for i in 0..events {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("bench-{i}").as_str());
+        let body = serde_json::to_vec(&event_body(i))?;
+        stored.push(
+            jetstream
+                .publish_with_headers(subject.clone(), headers, body.into())
+                .await?,
+        );
+        if stored.len() == 1_000 {
+            for ack in stored.drain(..) {
+                ack.await?;
+            }
+        }
+    }
+    for ack in stored {
+        ack.await?;
+    }
+    Ok(())
+}
+
 async fn steady(cli: &Cli, rate: u64, seconds: u64) -> anyhow::Result<Value> {
     let (addr, counter) = start_receiver().await?;
     let hookd = Arc::new(Hookd::start(cli).await?);
@@ -1321,7 +1487,7 @@ fn print_table(value: &Value, prefix: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let result = match cli.scenario {
+    let result = match cli.scenario.clone() {
         Scenario::Fanout { events, webhooks } => fanout(&cli, events, webhooks).await?,
         Scenario::Steady { rate, seconds } => steady(&cli, rate, seconds).await?,
         Scenario::Growth {
@@ -1330,6 +1496,11 @@ async fn main() -> anyhow::Result<()> {
             log_rows,
         } => growth(&cli, events, webhooks, log_rows).await?,
         Scenario::Ingest { requests } => ingest(&cli, requests).await?,
+        Scenario::Nats {
+            events,
+            webhooks,
+            nats,
+        } => self::nats(&cli, events, webhooks, &nats).await?,
     };
     print_table(&result, "");
     if let Some(path) = &cli.json {
