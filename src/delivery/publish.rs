@@ -149,9 +149,17 @@ impl Publisher {
     }
 
     /// The company's active webhooks: from the cache while the company's version is unchanged
-    /// (one primary-key read), else read afresh. Another node's change moves the version too.
-    async fn candidates(&self, company_id: &str) -> Result<Arc<Subscriptions>, StoreError> {
-        let version = self.store.company_version(company_id).await?;
+    /// (one primary-key read, unless the caller read `version` already), else read afresh.
+    /// Another node's change moves the version too.
+    async fn candidates(
+        &self,
+        company_id: &str,
+        version: Option<i64>,
+    ) -> Result<Arc<Subscriptions>, StoreError> {
+        let version = match version {
+            Some(version) => version,
+            None => self.store.company_version(company_id).await?,
+        };
         let cached = || {
             let cache = self.candidates.lock().expect("cache lock");
             let (at, hooks) = cache.get(company_id)?;
@@ -183,7 +191,18 @@ impl Publisher {
         tenant: &Tenant,
         events: Vec<NewEvent>,
     ) -> Result<(Publication, Published), StoreError> {
-        let hooks = self.candidates(&tenant.company_id).await?;
+        self.prepare_at(tenant, None, events).await
+    }
+
+    /// [`Publisher::prepare`] for a caller that has just read the company's webhook version
+    /// (see [`crate::store::Addressed`]).
+    pub async fn prepare_at(
+        &self,
+        tenant: &Tenant,
+        company_version: Option<i64>,
+        events: Vec<NewEvent>,
+    ) -> Result<(Publication, Published), StoreError> {
+        let hooks = self.candidates(&tenant.company_id, company_version).await?;
         let now = now_ms();
         let mut stored = Vec::with_capacity(events.len());
         let mut deliveries = Vec::new();

@@ -42,7 +42,7 @@ use crate::{
     },
     sandbox::{Sandbox, SandboxError},
     server::BodyTimeout,
-    store::{Acceptance, Store, StoreError},
+    store::{Acceptance, Addressed, Store, StoreError},
 };
 use refusals::RefusalSampler;
 
@@ -211,17 +211,15 @@ impl Ingest {
         };
         let found = match &request.webhook {
             // Looked up by the token's hash: the comparison never touches the token itself.
-            Address::Token(token) => store.find_incoming_by_token(token).await,
-            Address::Owned { tenant, id } => match store.get_incoming(tenant, id).await {
-                Err(StoreError::NotFound) => Ok(None),
-                found => found.map(Some),
-            },
+            Address::Token(token) => store.addressed_by_token(token).await,
+            Address::Owned { tenant, id } => store.addressed_by_id(tenant, id).await,
         };
-        let hook = match found {
-            Ok(Some(hook)) => hook,
+        let addressed = match found {
+            Ok(Some(addressed)) => addressed,
             Ok(None) => return Err(trail.refuse(Refusal::UnknownToken)),
             Err(e) => return Err(trail.refuse(Refusal::Store(e))),
         };
+        let hook = &addressed.hook;
         trail.webhook_id = Some(hook.id.clone());
         let s = &hook.settings;
         trail.signature_header = s
@@ -272,7 +270,7 @@ impl Ingest {
         match self
             .route(
                 store,
-                &hook,
+                &addressed,
                 &trail,
                 &body,
                 request.query.as_deref(),
@@ -299,12 +297,13 @@ impl Ingest {
     async fn route(
         &self,
         store: &Store,
-        hook: &IncomingWebhook,
+        addressed: &Addressed,
         trail: &Trail,
         body: &[u8],
         query: Option<&str>,
         dedup_key: Option<&str>,
     ) -> Result<Option<Value>, Refusal> {
+        let hook = &addressed.hook;
         let content_type = trail
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -329,9 +328,12 @@ impl Ingest {
             }
         }
         let now = now_ms();
-        let agent = ensure_agent(&self.publisher, store, &hook.tenant, agent_ref, now)
-            .await
-            .map_err(Refusal::Store)?;
+        let agent = match &addressed.fallback_agent {
+            Some(agent) if agent_ref == hook.settings.fallback_agent() => agent.clone(),
+            _ => ensure_agent(&self.publisher, store, &hook.tenant, agent_ref, now)
+                .await
+                .map_err(Refusal::Store)?,
+        };
         let message = AgentMessage {
             id: new_id(),
             agent_id: agent.id.clone(),
@@ -344,7 +346,11 @@ impl Ingest {
         let answer = json!({"status": "accepted", "id": message.id, "agent_id": agent.id});
         let (mut publication, _) = self
             .publisher
-            .prepare(&hook.tenant, vec![message.received_event(&agent)])
+            .prepare_at(
+                &hook.tenant,
+                Some(addressed.company_version),
+                vec![message.received_event(&agent)],
+            )
             .await
             .map_err(Refusal::Store)?;
         if agent.settings.endpoint.is_some()

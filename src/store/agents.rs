@@ -17,16 +17,16 @@ use crate::domain::{
 };
 
 #[derive(sqlx::FromRow)]
-struct AgentRow {
-    id: String,
-    user_id: String,
-    company_id: String,
-    name: String,
-    endpoint: Option<String>,
-    consecutive_failures: i64,
-    circuit_open_until: Option<i64>,
-    created_at: i64,
-    updated_at: i64,
+pub(super) struct AgentRow {
+    pub(super) id: String,
+    pub(super) user_id: String,
+    pub(super) company_id: String,
+    pub(super) name: String,
+    pub(super) endpoint: Option<String>,
+    pub(super) consecutive_failures: i64,
+    pub(super) circuit_open_until: Option<i64>,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
 }
 
 /// The stored JSON form of an [`Endpoint`]. Fields added later have defaults, so rows written

@@ -199,13 +199,13 @@ impl Store {
     /// A number that changes whenever the company's outgoing webhooks (or their subscriptions)
     /// change; kept by triggers (migration 0004).
     pub async fn company_version(&self, company_id: &str) -> Result<i64> {
-        let version: Option<i64> = on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT version FROM company_versions WHERE company_id = $1",
-        )
-        .bind(company_id)
-        .fetch_optional(pool)
-        .await?);
-        Ok(version.unwrap_or(0))
+        let version: Option<(i64,)> = self
+            .point_read(
+                "SELECT version FROM company_versions WHERE company_id = $1",
+                &[company_id],
+            )
+            .await?;
+        Ok(version.map_or(0, |(version,)| version))
     }
 
     /// What an earlier publish with this key answered, if there was one, and the hash of its
@@ -215,14 +215,12 @@ impl Store {
         tenant: &Tenant,
         key: &str,
     ) -> Result<Option<(String, Option<String>)>> {
-        Ok(on_pool!(self, pool => sqlx::query_as(
-            "SELECT response, request_hash FROM idempotency_keys WHERE company_id = $1 AND user_id = $2 AND key = $3",
+        self.point_read(
+            "SELECT response, request_hash FROM idempotency_keys
+             WHERE company_id = $1 AND user_id = $2 AND key = $3",
+            &[&tenant.company_id, &tenant.user_id, key],
         )
-        .bind(&tenant.company_id)
-        .bind(&tenant.user_id)
-        .bind(key)
-        .fetch_optional(pool)
-        .await?))
+        .await
     }
 
     /// Events by id (any order; missing ids are skipped).

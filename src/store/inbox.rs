@@ -138,14 +138,13 @@ pub(super) use insert_messages;
 impl Store {
     /// The answer given to the first request that carried delivery id `key`, if any.
     pub async fn find_dedup(&self, webhook_id: &str, key: &str) -> Result<Option<Value>> {
-        let text: Option<String> = on_pool!(self, pool => sqlx::query_scalar(
-            "SELECT response FROM incoming_dedup WHERE webhook_id = $1 AND dedup_key = $2",
-        )
-        .bind(webhook_id)
-        .bind(key)
-        .fetch_optional(pool)
-        .await?);
-        text.map(|t| from_json("response", &t)).transpose()
+        let text: Option<(String,)> = self
+            .point_read(
+                "SELECT response FROM incoming_dedup WHERE webhook_id = $1 AND dedup_key = $2",
+                &[webhook_id, key],
+            )
+            .await?;
+        text.map(|(t,)| from_json("response", &t)).transpose()
     }
 
     /// The position of message `id` in an agent's inbox; `None` if the inbox holds no such

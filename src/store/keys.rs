@@ -6,7 +6,7 @@ use crate::domain::{
     tenant::{Scope, Tenant},
 };
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct KeyRow {
     id: String,
     name: Option<String>,
@@ -68,10 +68,7 @@ impl Store {
         let sql = format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
         );
-        let row: Option<KeyRow> = on_pool!(self, pool => sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(key_hash)
-            .fetch_optional(pool)
-            .await?);
+        let row: Option<KeyRow> = self.point_read(&sql, &[key_hash]).await?;
         row.map(ApiKey::try_from).transpose()
     }
 

@@ -10,6 +10,7 @@ mod event_types;
 mod events;
 mod inbox;
 mod incoming;
+mod inline_reads;
 mod keys;
 mod logs;
 mod notices;
@@ -19,6 +20,7 @@ mod sqlite_writer;
 pub use deliveries::{AttemptRecord, HealthChange, Reply};
 pub use events::{Idempotency, Publication};
 pub use inbox::{Acceptance, InboxPage, InboxPosition};
+pub use incoming::Addressed;
 pub use logs::{LogQuery, Tally};
 
 use std::{str::FromStr, time::Duration};
@@ -156,6 +158,8 @@ pub struct Store {
     turn: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Told when this node wrote notices about webhooks, which wait to be published.
     noticed: std::sync::Arc<tokio::sync::Notify>,
+    /// On a SQLite file, the hot paths' point reads (see [`Store::point_read`]).
+    inline: Option<std::sync::Arc<inline_reads::InlineReads>>,
 }
 
 /// How long a request waits for a pooled connection before the store counts as unavailable.
@@ -167,6 +171,7 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store> {
         let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
         let noticed = std::sync::Arc::new(tokio::sync::Notify::new());
+        let mut inline = None;
         let (db, write_db, writer) = if url.starts_with("sqlite:") {
             // WAL lets readers run beside the writer; synchronous=FULL makes a commit survive
             // power loss, which is what a 2xx promises.
@@ -194,6 +199,9 @@ impl Store {
             } else {
                 let group_writer =
                     sqlite_writer::start(options.get_filename(), turn.clone(), noticed.clone())?;
+                inline = Some(std::sync::Arc::new(inline_reads::InlineReads::new(
+                    options.get_filename(),
+                )));
                 let readers = SqlitePoolOptions::new()
                     .max_connections(8)
                     .test_before_acquire(false)
@@ -221,7 +229,46 @@ impl Store {
             write_db,
             turn,
             noticed,
+            inline,
         })
+    }
+
+    /// The first row of `sql` (its parameters all text), for the point reads every request
+    /// makes: inline on a SQLite file (see [`inline_reads`]), else through the pool.
+    async fn point_read<R>(&self, sql: &str, params: &[&str]) -> Result<Option<R>>
+    where
+        R: serde::de::DeserializeOwned
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        self.point_read_as(sql, params, inline_reads::by_name).await
+    }
+
+    /// [`Store::point_read`] with the inline read's own way of reading its row.
+    async fn point_read_as<R>(
+        &self,
+        sql: &str,
+        params: &[&str],
+        inline_row: impl FnOnce(&rusqlite::Row<'_>) -> Result<R>,
+    ) -> Result<Option<R>>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        if let Some(inline) = &self.inline {
+            return inline.row(sql, params, inline_row);
+        }
+        Ok(on_pool!(self, pool => {
+            let mut query = sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql.to_string()));
+            for param in params {
+                query = query.bind(*param);
+            }
+            query.fetch_optional(pool).await?
+        }))
     }
 
     /// Whether the database answers a trivial query.

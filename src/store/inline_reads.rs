@@ -1,0 +1,95 @@
+//! The reads every request makes — its API key, its incoming webhook, its company's webhook
+//! version, an idempotency or dedup key — are point lookups that SQLite answers in a few
+//! microseconds. Through sqlx each was a trip to one of its connection threads and back, and a
+//! second one when the connection went back to the pool (sqlx 0.9 pings every returned
+//! connection): in the ingest profile those thread wake-ups were a third of hookd's CPU. On a
+//! SQLite file these reads run inline instead, on the calling thread, on read-only connections
+//! kept here with their statements prepared. Only point reads belong here: anything that may
+//! scan would hold a runtime thread.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::Duration,
+};
+
+use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
+use serde::de::DeserializeOwned;
+
+use super::{Result, StoreError};
+
+/// Connections kept between reads. Reads never wait for one: a read that finds none opens its
+/// own, so at most one per runtime thread is ever in use at once.
+const KEPT: usize = 8;
+
+/// Statements each connection keeps prepared: more than there are hot reads.
+const CACHED_STATEMENTS: usize = 16;
+
+/// A WAL reader waits only in rare moments (another connection recovering the WAL); it must not
+/// hold a runtime thread long, so it gives up soon and the request gets a 503.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub(super) struct InlineReads {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl InlineReads {
+    pub(super) fn new(path: &Path) -> InlineReads {
+        InlineReads {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::with_capacity(KEPT)),
+        }
+    }
+
+    /// The first row of `sql` (its parameters all text) as `map` reads it, if there is one.
+    pub(super) fn row<R>(
+        &self,
+        sql: &str,
+        params: &[&str],
+        map: impl FnOnce(&Row<'_>) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let connection = self.take()?;
+        let result = (|| {
+            let mut statement = connection.prepare_cached(sql)?;
+            let mut rows = statement.query(params_from_iter(params))?;
+            rows.next()?.map(map).transpose()
+        })();
+        // A connection whose read failed is dropped, not kept: whatever went wrong stays with it.
+        if result.is_ok() {
+            self.give_back(connection);
+        }
+        result
+    }
+
+    fn take(&self) -> Result<Connection> {
+        if let Some(connection) = self.lock().pop() {
+            return Ok(connection);
+        }
+        let connection = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        connection.busy_timeout(BUSY_TIMEOUT)?;
+        connection.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
+        Ok(connection)
+    }
+
+    fn give_back(&self, connection: Connection) {
+        let mut idle = self.lock();
+        if idle.len() < KEPT {
+            idle.push(connection);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // Poisoning needs a panic while the list is held; nothing in here panics.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads a row into `R` by column name (the same names sqlx's `FromRow` reads).
+pub(super) fn by_name<R: DeserializeOwned>(row: &Row<'_>) -> Result<R> {
+    serde_rusqlite::from_row(row).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
