@@ -297,3 +297,32 @@ async fn postgres_outage_naks_messages_with_a_delay_and_loses_none() {
          delivered once the database came back"
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_consumer_share_the_messages_and_publish_each_once() {
+    const MESSAGES: usize = 2_000;
+    let Some(source) = SourceNode::start(Backend::Postgres, false).await else {
+        return;
+    };
+    let second = source.restart().await;
+    publish_tasks(&source.stream, 0..MESSAGES).await;
+    source
+        .stream
+        .wait_until_consumed(CONSUMER, Duration::from_secs(120))
+        .await;
+    let first_took = source.counted(&source.node, "published").await;
+    let second_took = source.counted(&second, "published").await;
+    // More than MESSAGES only if a message was redelivered (answered from its key then).
+    assert!(first_took + second_took >= MESSAGES as u64);
+    assert!(
+        first_took > 0 && second_took > 0,
+        "one node took every message: {first_took} and {second_took}"
+    );
+    assert_eq!(count_rows(&source.url, "events").await, MESSAGES as i64);
+    wait_for_deliveries(&source.receiver, MESSAGES, Duration::from_secs(60)).await;
+    assert_eq!(events_by_task(&source.receiver).len(), MESSAGES);
+    eprintln!(
+        "nats work queue: two nodes published {first_took} and {second_took} of {MESSAGES} \
+         messages, each once"
+    );
+}
