@@ -1321,6 +1321,7 @@ async fn ingress_run(
             .await?;
     }
     let meter = hookd.meter().await?;
+    let nats_server_before = nats_server_seconds();
     let started = Instant::now();
     let accepted = match bus {
         None => {
@@ -1353,16 +1354,27 @@ async fn ingress_run(
     };
     wait_for(&counter, total, Duration::from_secs(600)).await?;
     let all_in = started.elapsed();
+    let nats_server = nats_server_seconds() - nats_server_before;
     let costs = hookd.finish(meter, events as u64, "event").await?;
     let (p50, p99, max) = latencies(&counter);
     let result = json!({
         "accepted_per_s": round(events as f64 / accepted.as_secs_f64()),
         "deliveries_per_s": round(total as f64 / all_in.as_secs_f64()),
         "hookd_cpu_us_per_event": costs.cpu_us_per_unit,
+        "nats_server_cpu_us_per_event": cpu_us_per(nats_server, events as u64),
         "latency_ms": {"p50": p50, "p99": p99, "max": max},
         "peak_rss_mib": costs.peak_rss_mib,
     });
     Ok(with_figures(result, costs.figures))
+}
+
+/// CPU seconds of the `nats-server` processes on this machine (storing the bench's messages
+/// and serving hookd's pulls and acknowledgements, in the source's run).
+fn nats_server_seconds() -> f64 {
+    procfs::seconds_by_title(|title| title.contains("nats-server").then_some(()))
+        .iter()
+        .map(|(_, (), seconds)| seconds)
+        .sum()
 }
 
 /// Publishes `events` event bodies on `stream`, each with its number as `Nats-Msg-Id`, up to
