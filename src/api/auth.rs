@@ -15,23 +15,29 @@ use subtle::ConstantTimeEq;
 use super::{AppState, error::ApiError};
 use crate::{
     domain::{
-        api_key::{ApiKey, hash_secret},
+        api_key::hash_secret,
         tenant::{Scope, Tenant},
     },
     ingest::client_addr,
+    store::KeyHolder,
 };
 
 /// A request authenticated with a live API key.
-pub struct Caller(pub ApiKey);
+pub struct Caller(pub KeyHolder);
 
 impl Caller {
     /// The caller's tenant, if its key holds `scope`; else a 403 naming the scope.
     pub fn tenant(&self, scope: Scope) -> Result<&Tenant, ApiError> {
-        if self.0.allows(scope) {
-            Ok(&self.0.tenant)
+        if self.0.key.allows(scope) {
+            Ok(&self.0.key.tenant)
         } else {
             Err(ApiError::MissingScope(scope))
         }
+    }
+
+    /// The company's webhook version, read with the key (see [`KeyHolder`]).
+    pub fn company_version(&self) -> i64 {
+        self.0.company_version
     }
 }
 

@@ -16,7 +16,10 @@ use super::{
     error::{ApiError, ApiResult, ErrorBody},
     extract::{JsonBody, ident, parse_json},
 };
-use crate::domain::{Invalid, check_text, event::NewEvent, tenant::Scope};
+use crate::{
+    delivery::publish::Publishing,
+    domain::{Invalid, check_text, event::NewEvent, tenant::Scope},
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -117,9 +120,16 @@ async fn publish_event(
     let events = vec![input.into_event("")?];
     let published = state
         .publisher
-        .publish_request(&state.catalogue, tenant, events, key.as_deref(), |_| {
-            String::new()
-        })
+        .publish_request(
+            &state.catalogue,
+            Publishing {
+                tenant,
+                company_version: Some(caller.company_version()),
+            },
+            events,
+            key.as_deref(),
+            |_| String::new(),
+        )
         .await?;
     let first = published
         .events
@@ -159,9 +169,16 @@ async fn publish_events(
         .collect::<Result<Vec<_>, _>>()?;
     let published = state
         .publisher
-        .publish_request(&state.catalogue, tenant, events, key.as_deref(), |i| {
-            format!("events[{i}].")
-        })
+        .publish_request(
+            &state.catalogue,
+            Publishing {
+                tenant,
+                company_version: Some(caller.company_version()),
+            },
+            events,
+            key.as_deref(),
+            |i| format!("events[{i}]."),
+        )
         .await?;
     let events: Vec<PublishedOut> = published
         .events

@@ -123,6 +123,14 @@ pub enum PublishError {
     Catalogue(#[from] CatalogueError),
 }
 
+/// Who publishes: the tenant, and its company's webhook version if the caller has just read
+/// it (with the API key: see [`crate::store::KeyHolder`]), which saves the publish a read.
+#[derive(Clone, Copy)]
+pub struct Publishing<'a> {
+    pub tenant: &'a Tenant,
+    pub company_version: Option<i64>,
+}
+
 /// Publishes events for a tenant; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
@@ -238,18 +246,19 @@ impl Publisher {
     pub async fn publish_request(
         &self,
         catalogue: &Catalogue,
-        tenant: &Tenant,
+        publisher: Publishing<'_>,
         events: Vec<NewEvent>,
         key: Option<&str>,
         field: impl Fn(usize) -> String + Send + 'static,
     ) -> Result<Published, PublishError> {
+        let tenant = publisher.tenant;
         if let Some(earlier) = self.earlier_answer(tenant, &events, key).await? {
             return Ok(earlier);
         }
         let events = catalogue
             .check_events(&tenant.company_id, events, field)
             .await?;
-        self.publish(tenant, events, key).await
+        self.publish(publisher, events, key).await
     }
 
     /// Stores `events` (already validated) and their deliveries. With an idempotency key, the
@@ -259,12 +268,16 @@ impl Publisher {
     /// the IETF draft do.
     pub async fn publish(
         &self,
-        tenant: &Tenant,
+        publisher: Publishing<'_>,
         events: Vec<NewEvent>,
         idempotency_key: Option<&str>,
     ) -> Result<Published, PublishError> {
+        let Publishing {
+            tenant,
+            company_version,
+        } = publisher;
         let remembered = idempotency_key.map(|key| (key, request_hash(&events)));
-        let (mut publication, published) = self.prepare(tenant, events).await?;
+        let (mut publication, published) = self.prepare_at(tenant, company_version, events).await?;
         publication.idempotency = remembered.as_ref().map(|(key, request_hash)| Idempotency {
             key: key.to_string(),
             response: serde_json::to_string(&published).unwrap_or_default(),

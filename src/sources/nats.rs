@@ -25,7 +25,10 @@ use tokio::{
 use crate::{
     api::{error::ApiError, events::parse_event},
     config::NatsSource,
-    delivery::{catalogue::Catalogue, publish::Publisher},
+    delivery::{
+        catalogue::Catalogue,
+        publish::{Publisher, Publishing},
+    },
     domain::{check_text, tenant::Tenant},
 };
 
@@ -230,9 +233,16 @@ impl Source {
         }
         let events = vec![parse_event(&message.payload)?];
         self.publisher
-            .publish_request(&self.catalogue, &self.tenant, events, key, |_| {
-                String::new()
-            })
+            .publish_request(
+                &self.catalogue,
+                Publishing {
+                    tenant: &self.tenant,
+                    company_version: None,
+                },
+                events,
+                key,
+                |_| String::new(),
+            )
             .await?;
         Ok(())
     }

@@ -109,13 +109,11 @@ impl Store {
         company_id: &str,
         name: &str,
     ) -> Result<Option<(i64, Option<i64>)>> {
-        Ok(on_pool!(self, pool => sqlx::query_as(
+        self.point_read(
             "SELECT version, archived_at FROM event_types WHERE company_id = $1 AND name = $2",
+            &[company_id, name],
         )
-        .bind(company_id)
-        .bind(name)
-        .fetch_optional(pool)
-        .await?))
+        .await
     }
 
     /// Saves `next`, the version after `current`, only if the stored type is still `current`'s

@@ -133,15 +133,10 @@ struct FallbackColumns {
 impl AddressedRow {
     /// Read by parts: serde's `flatten` would read `is_active` (an SQLite integer) as a number.
     fn inline(row: &rusqlite::Row<'_>) -> Result<AddressedRow> {
-        #[derive(serde::Deserialize)]
-        struct Version {
-            company_version: i64,
-        }
-        let version: Version = by_name(row)?;
         Ok(AddressedRow {
             hook: by_name(row)?,
             fallback: by_name(row)?,
-            company_version: version.company_version,
+            company_version: row.get("company_version")?,
         })
     }
 }

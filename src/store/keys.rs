@@ -1,6 +1,8 @@
 //! API keys.
 
-use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
+use super::{
+    Result, Store, StoreError, from_json, inline_reads::by_name, on_pool, on_writer, to_json,
+};
 use crate::domain::{
     api_key::ApiKey,
     tenant::{Scope, Tenant},
@@ -39,6 +41,29 @@ impl TryFrom<KeyRow> for ApiKey {
     }
 }
 
+/// A live API key, and the company version (see `company_versions`) read with it: the
+/// publisher checks its cache of the company's webhooks against it without a read of its own.
+pub struct KeyHolder {
+    pub key: ApiKey,
+    pub company_version: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct HolderRow {
+    #[sqlx(flatten)]
+    key: KeyRow,
+    company_version: i64,
+}
+
+impl HolderRow {
+    fn inline(row: &rusqlite::Row<'_>) -> Result<HolderRow> {
+        Ok(HolderRow {
+            key: by_name(row)?,
+            company_version: row.get("company_version")?,
+        })
+    }
+}
+
 const KEY_COLUMNS: &str =
     "id, name, key_prefix, user_id, company_id, scopes, created_at, revoked_at";
 
@@ -63,13 +88,24 @@ impl Store {
         Ok(())
     }
 
-    /// The live (not revoked) key with this hash.
-    pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+    /// The live (not revoked) key with this hash, and its company's webhook version, which a
+    /// publish made with the key needs next (one read instead of two; see [`KeyHolder`]).
+    pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<KeyHolder>> {
         let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+            "SELECT {KEY_COLUMNS}, COALESCE((SELECT version FROM company_versions v
+                WHERE v.company_id = api_keys.company_id), 0) AS company_version
+             FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
         );
-        let row: Option<KeyRow> = self.point_read(&sql, &[key_hash]).await?;
-        row.map(ApiKey::try_from).transpose()
+        let row = self
+            .point_read_as(&sql, &[key_hash], HolderRow::inline)
+            .await?;
+        row.map(|row| {
+            Ok(KeyHolder {
+                key: row.key.try_into()?,
+                company_version: row.company_version,
+            })
+        })
+        .transpose()
     }
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {

@@ -21,6 +21,7 @@ pub use deliveries::{AttemptRecord, HealthChange, Reply};
 pub use events::{Idempotency, Publication};
 pub use inbox::{Acceptance, InboxPage, InboxPosition};
 pub use incoming::Addressed;
+pub use keys::KeyHolder;
 pub use logs::{LogQuery, Tally};
 
 use std::{str::FromStr, time::Duration};
