@@ -165,7 +165,7 @@ async fn failed_delivery_is_retried_with_exponential_backoff(backend: Backend) {
 }
 
 /// Polls the webhook's deliveries until the newest has `status`.
-async fn wait_for_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_for_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let list = app

@@ -9,7 +9,7 @@ use hookd::domain::signature::hex_hmac_sha256;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::delivery::webhook;
+use crate::delivery::{wait_for_status, webhook};
 use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
 use crate::receiver::{Received, Receiver, Reply};
 use crate::receiving::{create_hook, headers, post_with};
@@ -184,11 +184,10 @@ async fn retries_and_replays_sign_with_the_secrets_valid_when_sent(backend: Back
     );
     assert!(retry.headers.get("x-webhook-signature-previous").is_none());
 
-    // A replay of the delivered delivery, after another rotation, with an overlap.
-    let delivery = app
-        .get(&format!("{path}/deliveries"), &key)
-        .await
-        .expect(200)[0]["id"]
+    // A replay of the delivered delivery, after another rotation, with an overlap. The retry
+    // has arrived, but its outcome may not be recorded yet: until it is, the delivery is
+    // pending and cannot be retried.
+    let delivery = wait_for_status(&app, &key, &id, "delivered").await[0]["id"]
         .as_str()
         .unwrap()
         .to_string();
