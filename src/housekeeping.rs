@@ -1,5 +1,7 @@
-//! Periodic upkeep on every worker node: retention of logs and finished work, and gauges.
-//! Running it on several nodes at once is harmless (the deletes are idempotent).
+//! Periodic upkeep on every worker node: the log's partitions ahead of time (PostgreSQL),
+//! retention of logs and finished work, and gauges. Running it on several nodes at once is
+//! harmless (partitions are created and dropped by one node at a time, the deletes are
+//! idempotent).
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,7 +26,14 @@ pub async fn run(store: Store, config: Arc<Config>, mut shutdown: watch::Receive
 }
 
 async fn once(store: &Store, config: &Config) -> anyhow::Result<()> {
-    let before = now_ms() - config.log_retention_days * DAY_MS;
+    let now = now_ms();
+    // Not a reason to skip retention: the days ahead leave many rounds to succeed in.
+    match store.keep_log_partitions(now).await {
+        Ok(0) => {}
+        Ok(created) => tracing::info!(created, "log partitions created"),
+        Err(error) => tracing::warn!(%error, "log partitions not created; will try again"),
+    }
+    let before = now - config.log_retention_days * DAY_MS;
     let logs = store.prune_logs_older_than(before).await?
         + store
             .cap_logs_per_webhook(config.max_logs_per_webhook)

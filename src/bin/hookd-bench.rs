@@ -68,6 +68,15 @@ enum Scenario {
         webhooks: usize,
         #[arg(long, default_value_t = 1_000_000)]
         log_rows: usize,
+        /// Spread the other webhooks' log rows evenly over this many days before now (at most
+        /// 29: hookd's own retention keeps 30), each day in its partition on PostgreSQL as nodes
+        /// running through those days would have made it, and then time retention of one whole
+        /// day of them; 0: all within the last `log_rows` ms, no retention timed
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..30))]
+        log_days: u32,
+        /// Only the logs part: no fan-out runs
+        #[arg(long)]
+        logs_only: bool,
     },
     /// The same events into the same webhooks twice: by `POST /api/events`, then as messages
     /// of a NATS JetStream stream that hookd reads (`[[sources.nats]]`; with --nodes, every node
@@ -744,12 +753,14 @@ impl Hookd {
     }
 
     /// Writes `count` log rows straight into hookd's store, `webhook_id(i)` choosing each one's
-    /// webhook (an SQL expression over `i`): the API would take hours to produce a million.
+    /// webhook (an SQL expression over `i`), spread evenly over the `span_ms` before now: the
+    /// API would take hours to produce a million.
     async fn insert_log_rows(
         &self,
         count: usize,
         webhook_id: &str,
         tag: &str,
+        span_ms: i64,
     ) -> anyhow::Result<()> {
         let now = chrono::Utc::now().timestamp_millis();
         let columns = "id, webhook_type, webhook_id, delivery_id, event_type, status, request_payload, \
@@ -757,7 +768,7 @@ impl Hookd {
              processing_time_ms, created_at";
         let values = format!(
             "'{tag}-' || i, 'outgoing', {webhook_id}, NULL, 'chat.completed', 'delivered', \
-             '{{\"n\": 1}}', '{{}}', 200, 'ok', NULL, 0, i % 50, {now} - {count} + i"
+             '{{\"n\": 1}}', '{{}}', 200, 'ok', NULL, 0, i % 50, {now} - {span_ms} + CAST(i AS BIGINT) * {span_ms} / {count}"
         );
         if self.database_url.starts_with("sqlite:") {
             let pool = sqlx::SqlitePool::connect(&self.database_url).await?;
@@ -1099,12 +1110,29 @@ async fn growth(
     cli: &Cli,
     events: usize,
     webhooks: usize,
-    log_rows: usize,
+    logs: LogVolume,
 ) -> anyhow::Result<Value> {
     const SUBSCRIBED: usize = 10;
-    let few = fanout_through_hookd(cli, events, SUBSCRIBED, 0).await?;
-    let many =
-        fanout_through_hookd(cli, events, SUBSCRIBED, webhooks.saturating_sub(SUBSCRIBED)).await?;
+    let fanout = if logs.only {
+        Value::Null
+    } else {
+        let few = fanout_through_hookd(cli, events, SUBSCRIBED, 0).await?;
+        let many =
+            fanout_through_hookd(cli, events, SUBSCRIBED, webhooks.saturating_sub(SUBSCRIBED))
+                .await?;
+        let ratio = |a: f64, b: f64| if b > 0.0 { round2(a / b) } else { 0.0 };
+        let p99 = |run: &FanoutRun| run.latency_ms["p99"].as_f64().unwrap_or(0.0);
+        let cpu = |run: &FanoutRun| run.costs.cpu_us_per_unit;
+        json!({
+            "deliveries_per_s": {"webhooks_10": few.deliveries_per_s, format!("webhooks_{webhooks}"): many.deliveries_per_s,
+                                 "slowdown": ratio(few.deliveries_per_s, many.deliveries_per_s)},
+            "latency_p99_ms": {"webhooks_10": p99(&few), format!("webhooks_{webhooks}"): p99(&many),
+                               "growth": ratio(p99(&many), p99(&few))},
+            "hookd_cpu_us_per_delivery": {"webhooks_10": cpu(&few), format!("webhooks_{webhooks}"): cpu(&many),
+                               "growth": ratio(cpu(&many), cpu(&few))},
+            "peak_rss_mib": few.costs.peak_rss_mib.max(many.costs.peak_rss_mib),
+        })
+    };
 
     // One webhook's log of 10,000 entries read through the API; then the table grows to
     // `log_rows` with other webhooks' entries, and the same reads are timed again.
@@ -1118,7 +1146,7 @@ async fn growth(
         .await?;
     let id = created["id"].as_str().context("no webhook id")?;
     hookd
-        .insert_log_rows(OWN_ROWS, &format!("'{id}'"), "own")
+        .insert_log_rows(OWN_ROWS, &format!("'{id}'"), "own", OWN_ROWS as i64)
         .await?;
     let paths = [
         format!("/api/webhooks/{id}/logs?limit=100"),
@@ -1126,28 +1154,137 @@ async fn growth(
         format!("/api/webhooks/{id}/statistics"),
     ];
     let small = read_latencies(&hookd, &paths, 200).await?;
-    let others = log_rows.saturating_sub(OWN_ROWS);
+    let others = log_rows_over(logs.rows.saturating_sub(OWN_ROWS), logs.days);
+    let store = hookd::store::Store::connect(&hookd.database_url).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    for day in 0..=i64::from(logs.days) {
+        store.keep_log_partitions(now - day * DAY_MS).await?;
+    }
+    let started = Instant::now();
     hookd
-        .insert_log_rows(others, "'other-' || (i % 99)", "other")
+        .insert_log_rows(others.rows, "'other-' || (i % 99)", "other", others.span_ms)
         .await?;
+    let loaded_s = round2(started.elapsed().as_secs_f64());
     let large = read_latencies(&hookd, &paths, 200).await?;
+    let retention = if logs.days >= 3 {
+        retention_of_a_day(&store, &hookd.database_url, now - others.span_ms).await?
+    } else {
+        Value::Null
+    };
+    store.close().await;
 
-    let ratio = |a: f64, b: f64| if b > 0.0 { round2(a / b) } else { 0.0 };
-    let p99 = |run: &FanoutRun| run.latency_ms["p99"].as_f64().unwrap_or(0.0);
-    let cpu = |run: &FanoutRun| run.costs.cpu_us_per_unit;
     Ok(json!({
         "scenario": "growth", "store": store_name(&cli.store), "events": events, "subscribed": SUBSCRIBED,
-        "fanout": {
-            "deliveries_per_s": {"webhooks_10": few.deliveries_per_s, format!("webhooks_{webhooks}"): many.deliveries_per_s,
-                                 "slowdown": ratio(few.deliveries_per_s, many.deliveries_per_s)},
-            "latency_p99_ms": {"webhooks_10": p99(&few), format!("webhooks_{webhooks}"): p99(&many),
-                               "growth": ratio(p99(&many), p99(&few))},
-            "hookd_cpu_us_per_delivery": {"webhooks_10": cpu(&few), format!("webhooks_{webhooks}"): cpu(&many),
-                               "growth": ratio(cpu(&many), cpu(&few))},
-        },
-        "reads_ms": {format!("rows_{OWN_ROWS}"): small, format!("rows_{log_rows}"): large},
-        "peak_rss_mib": few.costs.peak_rss_mib.max(many.costs.peak_rss_mib),
+        "fanout": fanout,
+        "log_rows": {"rows": logs.rows, "days": logs.days, "load_s": loaded_s},
+        "reads_ms": {format!("rows_{OWN_ROWS}"): small, format!("rows_{}", logs.rows): large},
+        "retention": retention,
     }))
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
+
+/// The log rows `growth` writes: how many, over how many days, and whether it skips fan-out.
+#[derive(Clone, Copy)]
+struct LogVolume {
+    rows: usize,
+    days: u32,
+    only: bool,
+}
+
+/// `rows` log rows spread over `days` days (0: one row per ms up to now, as before days were
+/// a choice).
+struct Spread {
+    rows: usize,
+    span_ms: i64,
+}
+
+fn log_rows_over(rows: usize, days: u32) -> Spread {
+    let span_ms = match days {
+        0 => rows as i64,
+        days => i64::from(days) * DAY_MS,
+    };
+    Spread { rows, span_ms }
+}
+
+/// Times retention of the second-oldest day of rows (the oldest is only partly filled: the
+/// rows begin at `oldest`), a whole UTC day: first as hookd does it
+/// (`Store::prune_logs_older_than`: a partition dropped on PostgreSQL, a batched `DELETE` on
+/// SQLite); then, on PostgreSQL, the day after it as retention did before partitions, a batched
+/// `DELETE` (on that day's partition: a lower bound of its cost on one big table, whose indexes
+/// are larger) and the `VACUUM` that must follow it to make the space reusable.
+async fn retention_of_a_day(
+    store: &hookd::store::Store,
+    database_url: &str,
+    oldest: i64,
+) -> anyhow::Result<Value> {
+    let first = oldest.div_euclid(DAY_MS) + 1;
+    store.prune_logs_older_than(first * DAY_MS).await?;
+    let count_sql = format!(
+        "SELECT COUNT(*) FROM webhook_logs WHERE created_at >= {} AND created_at < {}",
+        first * DAY_MS,
+        (first + 1) * DAY_MS
+    );
+    let rows: i64 = if database_url.starts_with("sqlite:") {
+        let pool = sqlx::SqlitePool::connect(database_url).await?;
+        let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
+            .fetch_one(&pool)
+            .await?;
+        pool.close().await;
+        rows
+    } else {
+        let pool = sqlx::PgPool::connect(database_url).await?;
+        let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
+            .fetch_one(&pool)
+            .await?;
+        pool.close().await;
+        rows
+    };
+    let started = Instant::now();
+    store.prune_logs_older_than((first + 1) * DAY_MS).await?;
+    let hookd_ms = started.elapsed();
+    let mut figures = json!({
+        "day_rows": rows,
+        "hookd_retention_ms": round2(hookd_ms.as_secs_f64() * 1_000.0),
+    });
+    if !database_url.starts_with("sqlite:") {
+        let pool = sqlx::PgPool::connect(database_url).await?;
+        let day = first + 1;
+        let partition = format!(
+            "webhook_logs_p{}",
+            chrono::DateTime::from_timestamp_millis(day * DAY_MS)
+                .context("day out of range")?
+                .format("%Y%m%d")
+        );
+        let delete = format!(
+            "DELETE FROM {partition} WHERE id IN
+                (SELECT id FROM {partition} WHERE created_at < $1 LIMIT 5000)"
+        );
+        let started = Instant::now();
+        let mut deleted = 0;
+        loop {
+            let done = sqlx::query(sqlx::AssertSqlSafe(delete.clone()))
+                .bind((day + 1) * DAY_MS)
+                .execute(&pool)
+                .await?
+                .rows_affected();
+            deleted += done;
+            if done < 5_000 {
+                break;
+            }
+        }
+        let delete_ms = started.elapsed();
+        let started = Instant::now();
+        sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM {partition}")))
+            .execute(&pool)
+            .await?;
+        let vacuum_ms = started.elapsed();
+        pool.close().await;
+        figures["delete_rows"] = json!(deleted);
+        figures["delete_ms"] = json!(round2(delete_ms.as_secs_f64() * 1_000.0));
+        figures["vacuum_after_delete_ms"] = json!(round2(vacuum_ms.as_secs_f64() * 1_000.0));
+    }
+    Ok(figures)
 }
 
 /// A 1 KiB JSON body like a CRM would send.
@@ -1506,7 +1643,16 @@ async fn main() -> anyhow::Result<()> {
             events,
             webhooks,
             log_rows,
-        } => growth(&cli, events, webhooks, log_rows).await?,
+            log_days,
+            logs_only,
+        } => {
+            let logs = LogVolume {
+                rows: log_rows,
+                days: log_days,
+                only: logs_only,
+            };
+            growth(&cli, events, webhooks, logs).await?
+        }
         Scenario::Ingest { requests } => ingest(&cli, requests).await?,
         Scenario::Nats {
             events,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Result, Store, StoreError, from_json, on_pool, on_writer};
+use super::{Db, Result, Store, StoreError, from_json, on_pool, on_writer, partitions};
 use crate::domain::log::{LogEntry, Totals, WebhookType, Window, nearest_rank};
 
 #[derive(sqlx::FromRow)]
@@ -207,6 +207,13 @@ pub struct Tally {
 /// through the (webhook_id, created_at) index.
 const PERCENTILE_WINDOW: i64 = 1_000;
 
+/// Rows deleted by one statement of retention.
+const BATCH: u64 = 5_000;
+
+/// What makes a delivery finished, as the index of finished deliveries (PostgreSQL migration
+/// 0014) states it.
+const FINISHED: &str = "status <> 'pending'";
+
 /// The condition of the index of failures, as migration 0006 writes it.
 fn failures_predicate() -> String {
     format!(
@@ -341,11 +348,21 @@ impl Store {
     }
 
     /// Deletes finished deliveries, events left without pending deliveries, idempotency keys
-    /// and incoming dedup records, all older than `before` (ms).
+    /// and incoming dedup records, all older than `before` (ms). Finished deliveries are found
+    /// through their own index on PostgreSQL (migration 0014) and deleted in batches, taken by
+    /// address as the claim takes them; SQLite reads the queue for them (figures in
+    /// `docs/benchmarks.md`).
     pub async fn prune_finished_work(&self, before: i64) -> Result<u64> {
-        let mut removed = 0;
+        let (row, rows_in, rows_end) = match self.backend() {
+            "postgres" => ("ctid", "= ANY(ARRAY(", "))"),
+            _ => ("seq", "IN (", ")"),
+        };
+        let finished = format!(
+            "DELETE FROM deliveries WHERE {row} {rows_in}SELECT {row} FROM deliveries
+                WHERE {FINISHED} AND updated_at < $1 LIMIT {BATCH}{rows_end}"
+        );
+        let mut removed = self.delete_in_batches(&finished, before).await?;
         for sql in [
-            "DELETE FROM deliveries WHERE status <> 'pending' AND updated_at < $1",
             "DELETE FROM events WHERE created_at < $1 AND NOT EXISTS
                 (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
             "DELETE FROM idempotency_keys WHERE created_at < $1",
@@ -362,21 +379,39 @@ impl Store {
         Ok(removed)
     }
 
-    /// Deletes log entries older than `before` (ms), in batches so no statement runs long.
-    /// Totals are kept: they count everything ever logged.
+    /// Removes log entries older than `before` (ms). Totals are kept: they count everything
+    /// ever logged. On PostgreSQL, day partitions that hold only such entries are dropped whole,
+    /// and only the DEFAULT partition's rows (normally none) are deleted one by one: an entry is
+    /// kept until its whole UTC day is past `before`, up to a day longer than on SQLite, which
+    /// deletes entries as they pass it (`docs/decisions.md`, "Log partitions"). Returns how many
+    /// entries went (for dropped partitions, PostgreSQL's estimate).
     pub async fn prune_logs_older_than(&self, before: i64) -> Result<u64> {
+        let (table, dropped) = match &self.write_db {
+            Db::Postgres(pool) => (
+                "webhook_logs_default",
+                partitions::drop_log_partitions(pool, before).await?,
+            ),
+            Db::Sqlite(_) => ("webhook_logs", 0),
+        };
+        let sql = format!(
+            "DELETE FROM {table} WHERE id IN
+                (SELECT id FROM {table} WHERE created_at < $1 LIMIT {BATCH})"
+        );
+        Ok(dropped + self.delete_in_batches(&sql, before).await?)
+    }
+
+    /// Runs `sql`, a delete of at most [`BATCH`] rows older than `$1` = `before`, until it
+    /// deletes fewer: no statement runs long or holds its locks long.
+    async fn delete_in_batches(&self, sql: &str, before: i64) -> Result<u64> {
         let mut removed = 0;
         loop {
-            let done = on_writer!(self, pool => sqlx::query(
-                "DELETE FROM webhook_logs WHERE id IN
-                    (SELECT id FROM webhook_logs WHERE created_at < $1 LIMIT 5000)",
-            )
+            let done = on_writer!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
             .bind(before)
             .execute(pool)
             .await?
             .rows_affected());
             removed += done;
-            if done < 5000 {
+            if done < BATCH {
                 return Ok(removed);
             }
         }
@@ -385,13 +420,20 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::failures_predicate;
+    use super::{FINISHED, failures_predicate};
+
+    #[test]
+    fn retirement_names_the_index_of_finished_deliveries_word_for_word() {
+        let migration = include_str!("../../migrations/postgres/0014_retention.sql");
+        assert!(migration.contains(&format!("(updated_at) WHERE {FINISHED};")));
+    }
 
     #[test]
     fn failure_queries_name_the_index_condition_word_for_word() {
         for migration in [
             include_str!("../../migrations/sqlite/0006_log_failures.sql"),
             include_str!("../../migrations/postgres/0006_log_failures.sql"),
+            include_str!("../../migrations/postgres/0014_retention.sql"),
         ] {
             assert!(
                 migration.contains(&format!("WHERE {};", failures_predicate())),

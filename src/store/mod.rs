@@ -15,6 +15,7 @@ mod keys;
 mod logs;
 mod notices;
 mod outgoing;
+mod partitions;
 mod sqlite_writer;
 
 pub use deliveries::{AttemptRecord, HealthChange, Reply};

@@ -24,6 +24,7 @@ mod outgoing_webhooks;
 mod receiver;
 mod receivers;
 mod receiving;
+mod retention;
 mod rotation;
 mod statistics;
 mod templates;
