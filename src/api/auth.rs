@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::{AppState, error::ApiError};
 use crate::{
+    delivery::publish::Publishing,
     domain::{
         api_key::hash_secret,
         tenant::{Scope, Tenant},
@@ -35,9 +36,13 @@ impl Caller {
         }
     }
 
-    /// The company's webhook version, read with the key (see [`KeyHolder`]).
-    pub fn company_version(&self) -> i64 {
-        self.0.company_version
+    /// Who publishes, if the key holds `scope`: its tenant, with the company's webhook version
+    /// read with the key (see [`KeyHolder`]).
+    pub fn publishing(&self, scope: Scope) -> Result<Publishing<'_>, ApiError> {
+        Ok(Publishing {
+            tenant: self.tenant(scope)?,
+            company_version: Some(self.0.company_version),
+        })
     }
 }
 

@@ -16,10 +16,7 @@ use super::{
     error::{ApiError, ApiResult, ErrorBody},
     extract::{JsonBody, ident, parse_json},
 };
-use crate::{
-    delivery::publish::Publishing,
-    domain::{Invalid, check_text, event::NewEvent, tenant::Scope},
-};
+use crate::domain::{Invalid, check_text, event::NewEvent, tenant::Scope};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -115,21 +112,14 @@ async fn publish_event(
     headers: HeaderMap,
     JsonBody(input): JsonBody<EventIn>,
 ) -> ApiResult<(StatusCode, Json<PublishedOut>)> {
-    let tenant = caller.tenant(Scope::EventsPublish)?;
+    let publisher = caller.publishing(Scope::EventsPublish)?;
     let key = idempotency_key(&headers)?;
     let events = vec![input.into_event("")?];
     let published = state
         .publisher
-        .publish_request(
-            &state.catalogue,
-            Publishing {
-                tenant,
-                company_version: Some(caller.company_version()),
-            },
-            events,
-            key.as_deref(),
-            |_| String::new(),
-        )
+        .publish_request(&state.catalogue, publisher, events, key.as_deref(), |_| {
+            String::new()
+        })
         .await?;
     let first = published
         .events
@@ -156,7 +146,7 @@ async fn publish_events(
     headers: HeaderMap,
     JsonBody(input): JsonBody<EventBatchIn>,
 ) -> ApiResult<(StatusCode, Json<BatchPublishedOut>)> {
-    let tenant = caller.tenant(Scope::EventsPublish)?;
+    let publisher = caller.publishing(Scope::EventsPublish)?;
     let key = idempotency_key(&headers)?;
     if input.events.is_empty() || input.events.len() > MAX_BATCH {
         return Err(Invalid::new("events", format!("must hold 1 to {MAX_BATCH} events")).into());
@@ -169,16 +159,9 @@ async fn publish_events(
         .collect::<Result<Vec<_>, _>>()?;
     let published = state
         .publisher
-        .publish_request(
-            &state.catalogue,
-            Publishing {
-                tenant,
-                company_version: Some(caller.company_version()),
-            },
-            events,
-            key.as_deref(),
-            |i| format!("events[{i}]."),
-        )
+        .publish_request(&state.catalogue, publisher, events, key.as_deref(), |i| {
+            format!("events[{i}].")
+        })
         .await?;
     let events: Vec<PublishedOut> = published
         .events
