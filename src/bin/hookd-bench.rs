@@ -1207,6 +1207,25 @@ fn log_rows_over(rows: usize, days: u32) -> Spread {
     Spread { rows, span_ms }
 }
 
+/// The number `sql` answers, read on a connection of the bench's own to the store.
+async fn scalar(database_url: &str, sql: String) -> anyhow::Result<i64> {
+    macro_rules! on {
+        ($pool:ty) => {{
+            let pool = <$pool>::connect(database_url).await?;
+            let value = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&pool)
+                .await?;
+            pool.close().await;
+            value
+        }};
+    }
+    Ok(if database_url.starts_with("sqlite:") {
+        on!(sqlx::SqlitePool)
+    } else {
+        on!(sqlx::PgPool)
+    })
+}
+
 /// Times retention of the second-oldest day of rows (the oldest is only partly filled: the
 /// rows begin at `oldest`), a whole UTC day: first as hookd does it
 /// (`Store::prune_logs_older_than`: a partition dropped on PostgreSQL, a batched `DELETE` on
@@ -1225,21 +1244,7 @@ async fn retention_of_a_day(
         first * DAY_MS,
         (first + 1) * DAY_MS
     );
-    let rows: i64 = if database_url.starts_with("sqlite:") {
-        let pool = sqlx::SqlitePool::connect(database_url).await?;
-        let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
-            .fetch_one(&pool)
-            .await?;
-        pool.close().await;
-        rows
-    } else {
-        let pool = sqlx::PgPool::connect(database_url).await?;
-        let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
-            .fetch_one(&pool)
-            .await?;
-        pool.close().await;
-        rows
-    };
+    let rows = scalar(database_url, count_sql).await?;
     let started = Instant::now();
     store.prune_logs_older_than((first + 1) * DAY_MS).await?;
     let hookd_ms = started.elapsed();
