@@ -911,6 +911,26 @@ impl Drop for Hookd {
     }
 }
 
+/// `events` events published one per `POST /api/events`, spread over the nodes, at
+/// `concurrency`; how long it took.
+async fn publish_events(
+    hookd: &Arc<Hookd>,
+    events: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
+    let publisher = Arc::clone(hookd);
+    drive(events, concurrency, move |i| {
+        let hookd = Arc::clone(&publisher);
+        async move {
+            hookd
+                .post_via(i, "/api/events", &event_body(i))
+                .await
+                .map(drop)
+        }
+    })
+    .await
+}
+
 /// Runs `total` calls of `call(i)` with `concurrency` in flight; returns the elapsed time.
 async fn drive<F, Fut>(total: usize, concurrency: usize, call: F) -> anyhow::Result<Duration>
 where
@@ -1062,17 +1082,7 @@ async fn fanout_through_hookd(
     .await?;
     let meter = hookd.meter().await?;
     let started = Instant::now();
-    let publisher = Arc::clone(&hookd);
-    let publish = drive(events, cli.concurrency, move |i| {
-        let hookd = Arc::clone(&publisher);
-        async move {
-            hookd
-                .post_via(i, "/api/events", &event_body(i))
-                .await
-                .map(drop)
-        }
-    })
-    .await?;
+    let publish = publish_events(&hookd, events, cli.concurrency).await?;
     wait_for(&counter, total, Duration::from_secs(600)).await?;
     let all_in = started.elapsed();
     let costs = hookd.finish(meter, total, "delivery").await?;
@@ -1466,19 +1476,7 @@ async fn ingress_run(
     let nats_server_before = nats_server_seconds();
     let started = Instant::now();
     let accepted = match bus {
-        None => {
-            let publisher = Arc::clone(&hookd);
-            drive(events, cli.concurrency, move |i| {
-                let hookd = Arc::clone(&publisher);
-                async move {
-                    hookd
-                        .post_via(i, "/api/events", &event_body(i))
-                        .await
-                        .map(drop)
-                }
-            })
-            .await?
-        }
+        None => publish_events(&hookd, events, cli.concurrency).await?,
         Some((jetstream, _, stream)) => {
             publish_to_stream(jetstream, stream, events).await?;
             let stream = jetstream.get_stream(stream).await?;
