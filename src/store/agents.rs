@@ -16,7 +16,7 @@ use crate::domain::{
     tenant::Tenant,
 };
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub(super) struct AgentRow {
     pub(super) id: String,
     pub(super) user_id: String,
@@ -171,20 +171,8 @@ impl Store {
 
     /// Agents by id, whatever their tenant (for the delivery workers).
     pub async fn agents_by_id(&self, ids: &[&str]) -> Result<Vec<Agent>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT {COLUMNS} FROM agents WHERE id IN ({})",
-            super::events::in_list(ids.len())
-        );
-        let rows: Vec<AgentRow> = on_pool!(self, pool => {
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for id in ids {
-                query = query.bind(*id);
-            }
-            query.fetch_all(pool).await?
-        });
+        let select = format!("SELECT {COLUMNS} FROM agents WHERE");
+        let rows: Vec<AgentRow> = self.rows_by_keys(&select, "id", ids).await?;
         rows.into_iter().map(Agent::try_from).collect()
     }
 

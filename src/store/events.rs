@@ -1,10 +1,10 @@
 //! Publishing: an event and its deliveries are written in one transaction, so an accepted
 //! event is never lost and never half-fanned-out.
 
-use super::{Result, Store, StoreError, from_json, on_pool};
+use super::{Result, Store, StoreError, from_json};
 use crate::domain::{delivery::Delivery, event::Event, outgoing::OutgoingWebhook, tenant::Tenant};
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct EventRow {
     id: String,
     user_id: String,
@@ -225,21 +225,10 @@ impl Store {
 
     /// Events by id (any order; missing ids are skipped).
     pub async fn events_by_id(&self, ids: &[&str]) -> Result<Vec<Event>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT id, user_id, company_id, event_type, agent_id, agent_name, data, metadata, created_at
-             FROM events WHERE id IN ({})",
-            in_list(ids.len())
-        );
-        let rows: Vec<EventRow> = on_pool!(self, pool => {
-            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-            for id in ids {
-                query = query.bind(*id);
-            }
-            query.fetch_all(pool).await?
-        });
+        let select = "SELECT id, user_id, company_id, event_type, agent_id, agent_name, data,
+                metadata, created_at
+             FROM events WHERE";
+        let rows: Vec<EventRow> = self.rows_by_keys(select, "id", ids).await?;
         rows.into_iter().map(Event::try_from).collect()
     }
 }

@@ -63,6 +63,30 @@ impl InlineReads {
         result
     }
 
+    /// Every row of `sql`, whose one parameter is `keys` as a JSON array (read with
+    /// `json_each`, so the statement's text, and its prepared form, is the same for any count).
+    pub(super) fn rows_by_keys<R: DeserializeOwned>(
+        &self,
+        sql: &str,
+        keys: &[&str],
+    ) -> Result<Vec<R>> {
+        let keys = serde_json::to_string(keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let connection = self.take()?;
+        let result = (|| {
+            let mut statement = connection.prepare_cached(sql)?;
+            let mut rows = statement.query([keys])?;
+            let mut read = Vec::new();
+            while let Some(row) = rows.next()? {
+                read.push(by_name(row)?);
+            }
+            Ok(read)
+        })();
+        if result.is_ok() {
+            self.give_back(connection);
+        }
+        result
+    }
+
     fn take(&self) -> Result<Connection> {
         if let Some(connection) = self.lock().pop() {
             return Ok(connection);

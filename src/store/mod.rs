@@ -273,6 +273,34 @@ impl Store {
         }))
     }
 
+    /// The rows of `select` (a `SELECT … FROM … WHERE` without its last condition) whose `key`
+    /// column is one of `keys`: primary-key reads for the delivery engine's batches, inline on a
+    /// SQLite file like [`Store::point_read`].
+    async fn rows_by_keys<R>(&self, select: &str, key: &str, keys: &[&str]) -> Result<Vec<R>>
+    where
+        R: serde::de::DeserializeOwned
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(inline) = &self.inline {
+            let sql = format!("{select} {key} IN (SELECT value FROM json_each($1))");
+            return inline.rows_by_keys(&sql, keys);
+        }
+        let sql = format!("{select} {key} IN ({})", events::in_list(keys.len()));
+        Ok(on_pool!(self, pool => {
+            let mut query = sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql));
+            for key in keys {
+                query = query.bind(*key);
+            }
+            query.fetch_all(pool).await?
+        }))
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<()> {
         on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop)?);

@@ -11,7 +11,7 @@ use crate::domain::{
     tenant::Tenant,
 };
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct OutgoingRow {
     id: String,
     user_id: String,
@@ -158,14 +158,9 @@ impl Store {
 
     /// Outgoing webhooks by id, whoever owns them (for the delivery engine).
     pub async fn outgoing_by_id(&self, ids: &[&str]) -> Result<Vec<OutgoingWebhook>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.select_outgoing(
-            &format!("id IN ({})", super::events::in_list(ids.len())),
-            ids,
-        )
-        .await
+        let select = format!("SELECT {COLUMNS} FROM outgoing_webhooks WHERE");
+        let rows: Vec<OutgoingRow> = self.rows_by_keys(&select, "id", ids).await?;
+        rows.into_iter().map(OutgoingWebhook::try_from).collect()
     }
 
     /// The tenant's outgoing webhooks, oldest first.
