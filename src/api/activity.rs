@@ -79,7 +79,8 @@ impl From<LogEntry> for LogOut {
             event_type: entry.event_type,
             status: entry.status,
             request_payload,
-            request_headers: entry.request_headers,
+            // Only a row hookd did not write could fail to read: shown empty, not as an error.
+            request_headers: entry.request_headers.to_map().unwrap_or_default(),
             response_status: entry.response_status,
             response_body: entry.response_body,
             error_message: entry.error_message,

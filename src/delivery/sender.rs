@@ -20,7 +20,7 @@ use crate::{
     domain::{
         agent::{Agent, Endpoint, EndpointFormat},
         event::Event,
-        log::{MAX_LOGGED_BODY, log_text},
+        log::{LoggedHeaders, MAX_LOGGED_BODY, log_text},
         net::{TargetPolicy, TargetUrl},
         outgoing::OutgoingWebhook,
         payload::{render_body, template_context},
@@ -33,8 +33,10 @@ use crate::{
 /// What one attempt sent and got back.
 #[derive(Debug, Clone)]
 pub struct Attempt {
-    pub request_body: Vec<u8>,
-    pub request_headers: Vec<(String, String)>,
+    /// What was sent, as the log shows it ([`log_text`]).
+    pub request_payload: String,
+    /// As the log shows them.
+    pub request_headers: LoggedHeaders,
     pub response_status: Option<u16>,
     /// As much as the caller asked to keep: [`MAX_LOGGED_BODY`], or more for a model's reply
     /// (the log cuts it).
@@ -151,7 +153,9 @@ impl Sender {
         };
         let body = match rendered {
             Ok(body) => body,
-            Err(error) => return Attempt::error(Vec::new(), Vec::new(), error, started),
+            Err(error) => {
+                return Attempt::error(&[], LoggedHeaders::default(), error, started);
+            }
         };
         // The secrets valid now, not when the event was published: a retry or replay after a
         // rotation is signed with the new secret (and the old one while it is still valid).
@@ -224,16 +228,19 @@ impl Sender {
         keep: usize,
         started: Instant,
     ) -> Attempt {
-        let shown: Vec<(String, String)> = headers
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or("").to_string()))
-            .collect();
+        let shown = LoggedHeaders::redacted(
+            headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or(""))),
+            None,
+        );
         // Names go through the checking resolver; literal addresses are checked here.
         if let Ok(ip) = url.host().parse::<IpAddr>()
             && let Err(refusal) = self.policy.check_ip(ip)
         {
-            return Attempt::error(body, shown, refusal.to_string(), started);
+            return Attempt::error(&body, shown, refusal.to_string(), started);
         }
+        let logged_body = log_text(&body, MAX_LOGGED_BODY);
         let request = self
             .client
             .post(url.url().clone())
@@ -241,7 +248,7 @@ impl Sender {
             .timeout(Duration::from_secs(
                 u64::try_from(timeout_secs).unwrap_or(30),
             ))
-            .body(body.clone());
+            .body(body);
         match request.send().await {
             Ok(response) => {
                 let status = response.status();
@@ -250,7 +257,7 @@ impl Sender {
                     .flatten();
                 let (response_body, read_error) = read_limited(response, keep).await;
                 Attempt {
-                    request_body: body,
+                    request_payload: logged_body,
                     request_headers: shown,
                     response_status: Some(status.as_u16()),
                     response_body: Some(response_body),
@@ -259,7 +266,10 @@ impl Sender {
                     elapsed_us: micros_since(started),
                 }
             }
-            Err(error) => Attempt::error(body, shown, describe(&error), started),
+            Err(error) => Attempt {
+                request_payload: logged_body,
+                ..Attempt::error(&[], shown, describe(&error), started)
+            },
         }
     }
 }
@@ -299,14 +309,9 @@ fn chat_reply(answer: &str) -> Option<String> {
 }
 
 impl Attempt {
-    fn error(
-        body: Vec<u8>,
-        headers: Vec<(String, String)>,
-        error: String,
-        started: Instant,
-    ) -> Attempt {
+    fn error(sent: &[u8], headers: LoggedHeaders, error: String, started: Instant) -> Attempt {
         Attempt {
-            request_body: body,
+            request_payload: log_text(sent, MAX_LOGGED_BODY),
             request_headers: headers,
             response_status: None,
             response_body: None,

@@ -22,7 +22,7 @@ use crate::{
         agent::{Agent, AgentMessage, Endpoint},
         delivery::{CircuitState, Delivery, DeliveryStatus, Health, TargetKind},
         event::{Event, NewEvent},
-        log::{LogEntry, MAX_LOGGED_BODY, WebhookType, log_text, redact_headers},
+        log::{LogEntry, MAX_LOGGED_BODY, WebhookType, log_text},
         new_id,
         outgoing::OutgoingWebhook,
         time::now_ms,
@@ -628,14 +628,8 @@ pub fn attempt_log(delivery: &Delivery, attempt: &Attempt, now: i64) -> LogEntry
         }
         .to_string(),
         succeeded: attempt.succeeded(),
-        request_payload: Some(log_text(&attempt.request_body, MAX_LOGGED_BODY)),
-        request_headers: redact_headers(
-            attempt
-                .request_headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str())),
-            None,
-        ),
+        request_payload: Some(attempt.request_payload.clone()),
+        request_headers: attempt.request_headers.clone(),
         response_status: attempt.response_status.map(i64::from),
         // The receiver's answer is kept as it came for reading a reply; only its log copy is
         // made storable.

@@ -1,11 +1,28 @@
 //! Events: what happened and who it concerns.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Invalid, check_text, event_types, tenant::Tenant, time::iso8601};
 
 /// Largest `data` + `metadata` accepted for one event, in bytes of JSON.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// The standard body's fields, in the order they are sent.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    event_id: &'a str,
+    event_type: &'a str,
+    timestamp: String,
+    webhook_id: &'a str,
+    user_id: &'a str,
+    company_id: &'a str,
+    agent_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_name: Option<&'a str>,
+    data: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Value>,
+}
 
 /// An event as published, before it is stored.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -93,24 +110,29 @@ impl Event {
 
     /// The standard body sent to `webhook_id`: the spec's payload format plus `event_id`.
     pub fn envelope(&self, webhook_id: &str) -> Value {
-        let mut body = json!({
-            "event_id": self.id,
-            "event_type": self.event_type,
-            "timestamp": iso8601(self.created_at),
-            "webhook_id": webhook_id,
-            "user_id": self.tenant.user_id,
-            "company_id": self.tenant.company_id,
-            "agent_id": self.agent_id,
-        });
-        let object = body.as_object_mut().expect("built as an object");
-        if let Some(name) = &self.agent_name {
-            object.insert("agent_name".into(), Value::String(name.clone()));
+        // Serialising to a JSON value cannot fail.
+        serde_json::to_value(self.envelope_fields(webhook_id)).unwrap_or_default()
+    }
+
+    /// [`Event::envelope`] as the bytes sent, written straight from the event: every delivery
+    /// without a template sends one, and building the value first copied the event's data.
+    pub fn envelope_bytes(&self, webhook_id: &str) -> Vec<u8> {
+        serde_json::to_vec(&self.envelope_fields(webhook_id)).unwrap_or_default()
+    }
+
+    fn envelope_fields<'a>(&'a self, webhook_id: &'a str) -> Envelope<'a> {
+        Envelope {
+            event_id: &self.id,
+            event_type: &self.event_type,
+            timestamp: iso8601(self.created_at),
+            webhook_id,
+            user_id: &self.tenant.user_id,
+            company_id: &self.tenant.company_id,
+            agent_id: self.agent_id.as_deref(),
+            agent_name: self.agent_name.as_deref(),
+            data: &self.data,
+            metadata: self.metadata.as_ref(),
         }
-        object.insert("data".into(), self.data.clone());
-        if let Some(metadata) = &self.metadata {
-            object.insert("metadata".into(), metadata.clone());
-        }
-        body
     }
 
     /// A field for filters: the event's own fields first (`event_type`, `user_id`, `company_id`,
@@ -167,6 +189,8 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn event(event_type: &str, data: Value) -> Event {
@@ -191,5 +215,22 @@ mod tests {
             ]
         );
         assert_eq!(body["timestamp"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn the_bytes_sent_are_the_envelope() {
+        let mut full = event(
+            "chat.completed",
+            json!({"m": [1, {"z": null, "a": "\u{0}"}]}),
+        );
+        full.agent_name = Some("Ana".into());
+        full.metadata = Some(json!({"k": "v"}));
+        for event in [event("task.failed", json!("text")), full] {
+            let value = event.envelope("w1");
+            assert_eq!(
+                event.envelope_bytes("w1"),
+                serde_json::to_vec(&value).unwrap()
+            );
+        }
     }
 }

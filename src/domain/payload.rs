@@ -59,7 +59,7 @@ impl PayloadFormat {
 /// The bytes sent for `event` to `webhook_id` by a webhook without a payload template.
 pub fn render_body(event: &Event, webhook_id: &str, format: PayloadFormat) -> Vec<u8> {
     let body = match format {
-        PayloadFormat::Standard => event.envelope(webhook_id),
+        PayloadFormat::Standard => return event.envelope_bytes(webhook_id),
         PayloadFormat::Slack => json!({ "text": summary(event, 3_000) }),
         PayloadFormat::Discord => json!({ "content": summary(event, 2_000) }),
     };

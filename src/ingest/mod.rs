@@ -12,7 +12,7 @@ pub use body::{BodyError, form_fields};
 pub use limit::{Decision, RateLimiter};
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -32,7 +32,7 @@ use crate::{
         agent::{Agent, AgentMessage, MessageKind},
         delivery::{Delivery, TargetKind},
         incoming::{CompiledIncoming, IncomingWebhook, Transform},
-        log::{LogEntry, MAX_LOGGED_BODY, WebhookType, log_text, redact_headers},
+        log::{LogEntry, LoggedHeaders, MAX_LOGGED_BODY, WebhookType, log_text, redact_headers},
         net::client_ip,
         new_id,
         signature::VerifyError,
@@ -145,7 +145,10 @@ impl Trail {
             status: status.to_string(),
             succeeded: status == "accepted",
             request_payload: self.body.as_ref().map(|b| log_text(b, MAX_LOGGED_BODY)),
-            request_headers: shown_headers(&self.headers, self.signature_header.as_deref()),
+            request_headers: LoggedHeaders::redacted(
+                header_texts(&self.headers),
+                self.signature_header.as_deref(),
+            ),
             response_status: Some(i64::from(response_status)),
             response_body,
             error_message: None,
@@ -587,11 +590,10 @@ pub async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, Refusal> {
 
 /// Received headers as logs and templates see them: text values only, credentials and the
 /// `signature_header` hidden.
-fn shown_headers(headers: &HeaderMap, signature_header: Option<&str>) -> BTreeMap<String, String> {
-    let text = headers
+fn header_texts(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
         .iter()
-        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
-    redact_headers(text, signature_header)
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
 }
 
 /// The template context of a request: the payload's keys, `data`, `headers` (lowercase names,
@@ -603,7 +605,10 @@ fn request_context(
     query: Option<&str>,
 ) -> Value {
     let signature_header = hook.settings.verification.as_ref();
-    let headers = shown_headers(headers, signature_header.map(|v| v.signature_header()));
+    let headers = redact_headers(
+        header_texts(headers),
+        signature_header.map(|v| v.signature_header()),
+    );
     let query = query
         .and_then(|q| form_fields(q.as_bytes()).ok())
         .unwrap_or_else(|| json!({}));

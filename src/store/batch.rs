@@ -356,7 +356,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        domain::{delivery::DeliveryStatus, log::WebhookType},
+        domain::{
+            delivery::DeliveryStatus,
+            log::{LoggedHeaders, WebhookType},
+        },
         store::HealthChange,
     };
 
@@ -370,7 +373,7 @@ mod tests {
             status: "delivered".into(),
             succeeded: true,
             request_payload: Some("{}".into()),
-            request_headers: [("x-a".to_string(), "b".to_string())].into(),
+            request_headers: LoggedHeaders::redacted([("x-a", "b")], None),
             response_status: Some(200),
             response_body: Some(response_body.into()),
             error_message: None,

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Db, Result, Store, StoreError, from_json, on_pool, on_writer, partitions};
-use crate::domain::log::{LogEntry, Totals, WebhookType, Window, nearest_rank};
+use super::{Db, Result, Store, StoreError, on_pool, on_writer, partitions};
+use crate::domain::log::{LogEntry, LoggedHeaders, Totals, WebhookType, Window, nearest_rank};
 
 #[derive(sqlx::FromRow)]
 struct LogRow {
@@ -32,7 +32,6 @@ impl TryFrom<LogRow> for LogEntry {
             "agent" => WebhookType::Agent,
             _ => WebhookType::Outgoing,
         };
-        let headers: BTreeMap<String, String> = from_json("request_headers", &row.request_headers)?;
         Ok(LogEntry {
             succeeded: LogEntry::counts_as_success(&row.status),
             id: row.id,
@@ -42,7 +41,7 @@ impl TryFrom<LogRow> for LogEntry {
             event_type: row.event_type,
             status: row.status,
             request_payload: row.request_payload,
-            request_headers: headers,
+            request_headers: LoggedHeaders::stored(row.request_headers),
             response_status: row.response_status,
             response_body: row.response_body,
             error_message: row.error_message,
@@ -119,7 +118,7 @@ macro_rules! insert_logs {
                     .push_bind(&entry.event_type)
                     .push_bind(&entry.status)
                     .push_bind(&entry.request_payload)
-                    .push_bind(crate::store::to_json(&entry.request_headers))
+                    .push_bind(entry.request_headers.as_json())
                     .push_bind(entry.response_status)
                     .push_bind(&entry.response_body)
                     .push_bind(&entry.error_message)

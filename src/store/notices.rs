@@ -339,7 +339,7 @@ mod tests {
         domain::{
             delivery::{Delivery, Health},
             event::{Event, NewEvent},
-            log::{LogEntry, WebhookType},
+            log::{LogEntry, LoggedHeaders, WebhookType},
             outgoing::{OutgoingChanges, OutgoingSettings, OutgoingWebhook},
         },
         store::{AttemptRecord, HealthChange},
@@ -416,7 +416,7 @@ mod tests {
             status: "failed".into(),
             succeeded: false,
             request_payload: None,
-            request_headers: Default::default(),
+            request_headers: LoggedHeaders::default(),
             response_status: Some(500),
             response_body: None,
             error_message: Some("target answered HTTP 500".into()),

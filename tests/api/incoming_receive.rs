@@ -397,7 +397,8 @@ async fn spec_curl_alias_paths_accept_and_log_redacted_headers(backend: Backend)
     }
     assert_eq!(inbox(&app, &key, "a").await.len(), 2);
     let entries = logs(&app, &hook).await;
-    assert_eq!(entries[0].request_headers["authorization"], "********");
+    let logged = entries[0].request_headers.to_map().expect("headers");
+    assert_eq!(logged["authorization"], "********");
 }
 
 async fn allowed_ips_by_cidr_v4_and_v6_and_spoofed_forwarded_for_is_ignored(backend: Backend) {
@@ -939,10 +940,8 @@ async fn refused_requests_write_nothing_but_their_log_entry(backend: Backend) {
     let entries = logs_settled(&app, &hook, 1).await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].status, "rejected");
-    assert_eq!(
-        entries[0].request_headers["x-hub-signature-256"],
-        "********"
-    );
+    let logged = entries[0].request_headers.to_map().expect("headers");
+    assert_eq!(logged["x-hub-signature-256"], "********");
     assert!(inbox(&app, &key, "a").await.is_empty());
     // The delivery id was not remembered: a valid request with it is processed.
     let sig = format!("sha256={}", hex_hmac_sha256("s", b"{}"));
