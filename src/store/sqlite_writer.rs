@@ -24,9 +24,6 @@ use super::{
 /// Statements kept prepared: the group's dozen, and the circuit updates' variants.
 const CACHED_STATEMENTS: usize = 64;
 
-/// The write connection's page cache.
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
-
 /// `INSERT INTO table (columns) VALUES ($1, …)`: one row, whatever the group's size.
 fn one_row(table: &str, columns: &str) -> String {
     format!(
@@ -108,9 +105,6 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", true)?;
     connection.busy_timeout(Duration::from_secs(10))?;
-    // A group touches the tails of a dozen B-trees (tables and their indexes); SQLite's default
-    // 2 MiB cache let them go between groups, and each was read back from the file.
-    connection.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     connection.set_prepared_statement_cache_capacity(CACHED_STATEMENTS);
     Ok(connection)
 }
