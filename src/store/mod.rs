@@ -164,6 +164,25 @@ pub struct Store {
     inline: Option<std::sync::Arc<inline_reads::InlineReads>>,
 }
 
+/// A row type that either backend's pool reads, and the inline reads by column name.
+trait StoredRow:
+    serde::de::DeserializeOwned
+    + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+    + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+    + Send
+    + Unpin
+{
+}
+
+impl<R> StoredRow for R where
+    R: serde::de::DeserializeOwned
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin
+{
+}
+
 /// How long a request waits for a pooled connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -237,14 +256,7 @@ impl Store {
 
     /// The first row of `sql` (its parameters all text), for the point reads every request
     /// makes: inline on a SQLite file (see [`inline_reads`]), else through the pool.
-    async fn point_read<R>(&self, sql: &str, params: &[&str]) -> Result<Option<R>>
-    where
-        R: serde::de::DeserializeOwned
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + Send
-            + Unpin,
-    {
+    async fn point_read<R: StoredRow>(&self, sql: &str, params: &[&str]) -> Result<Option<R>> {
         self.point_read_as(sql, params, inline_reads::by_name).await
     }
 
@@ -276,14 +288,12 @@ impl Store {
     /// The rows of `select` (a `SELECT … FROM … WHERE` without its last condition) whose `key`
     /// column is one of `keys`: primary-key reads for the delivery engine's batches, inline on a
     /// SQLite file like [`Store::point_read`].
-    async fn rows_by_keys<R>(&self, select: &str, key: &str, keys: &[&str]) -> Result<Vec<R>>
-    where
-        R: serde::de::DeserializeOwned
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + Send
-            + Unpin,
-    {
+    async fn rows_by_keys<R: StoredRow>(
+        &self,
+        select: &str,
+        key: &str,
+        keys: &[&str],
+    ) -> Result<Vec<R>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
