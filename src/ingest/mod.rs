@@ -588,8 +588,7 @@ pub async fn read_bounded(body: Body, limit: usize) -> Result<Bytes, Refusal> {
     })
 }
 
-/// Received headers as logs and templates see them: text values only, credentials and the
-/// `signature_header` hidden.
+/// Received headers whose values are text: what logs and templates see, once redacted.
 fn header_texts(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .iter()

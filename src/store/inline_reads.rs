@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use rusqlite::{Connection, OpenFlags, Row, params_from_iter};
+use rusqlite::{Connection, OpenFlags, Row, Statement, params_from_iter};
 use serde::de::DeserializeOwned;
 
 use super::{Result, StoreError};
@@ -50,17 +50,10 @@ impl InlineReads {
         params: &[&str],
         map: impl FnOnce(&Row<'_>) -> Result<R>,
     ) -> Result<Option<R>> {
-        let connection = self.take()?;
-        let result = (|| {
-            let mut statement = connection.prepare_cached(sql)?;
+        self.read(sql, |statement| {
             let mut rows = statement.query(params_from_iter(params))?;
             rows.next()?.map(map).transpose()
-        })();
-        // A connection whose read failed is dropped, not kept: whatever went wrong stays with it.
-        if result.is_ok() {
-            self.give_back(connection);
-        }
-        result
+        })
     }
 
     /// Every row of `sql`, whose one parameter is `keys` as a JSON array (read with
@@ -71,16 +64,24 @@ impl InlineReads {
         keys: &[&str],
     ) -> Result<Vec<R>> {
         let keys = serde_json::to_string(keys).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let connection = self.take()?;
-        let result = (|| {
-            let mut statement = connection.prepare_cached(sql)?;
+        self.read(sql, |statement| {
             let mut rows = statement.query([keys])?;
             let mut read = Vec::new();
             while let Some(row) = rows.next()? {
                 read.push(by_name(row)?);
             }
             Ok(read)
-        })();
+        })
+    }
+
+    /// Runs `read` on `sql` prepared on a kept connection.
+    fn read<T>(&self, sql: &str, read: impl FnOnce(&mut Statement<'_>) -> Result<T>) -> Result<T> {
+        let connection = self.take()?;
+        let result = connection
+            .prepare_cached(sql)
+            .map_err(StoreError::from)
+            .and_then(|mut statement| read(&mut statement));
+        // A connection whose read failed is dropped, not kept: whatever went wrong stays with it.
         if result.is_ok() {
             self.give_back(connection);
         }
