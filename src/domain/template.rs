@@ -74,7 +74,21 @@ impl TemplateError {
 
 /// A compiled template, cheap to clone, shareable across threads.
 #[derive(Clone)]
-pub struct Template(Arc<(Shape, Environment<'static>)>);
+pub struct Template(Arc<Compiled<Shape>>);
+
+/// A compiled template or routing rule: what it was compiled from, the environment holding it,
+/// and what a render can cost when that is known beforehand.
+struct Compiled<S> {
+    source: S,
+    env: Environment<'static>,
+    cost: Option<Cost>,
+}
+
+impl<S> Compiled<S> {
+    fn is_cheap_for(&self, context: &Value) -> bool {
+        (self.cost).is_some_and(|cost| cost.allows(weight(context, CHEAP_WORK_BYTES)))
+    }
+}
 
 /// The source as the user wrote it. The environment holds it compiled: a text
 /// template as `0`, object leaves as `0`, `1`, … in [`for_each_leaf`] order.
@@ -86,7 +100,7 @@ enum Shape {
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Template");
-        match &self.0.0 {
+        match &self.0.source {
             Shape::Text(source) => d.field("text", source),
             Shape::Object(source) => d.field("object", source),
         };
@@ -110,8 +124,12 @@ impl Template {
     /// JSON string holding the output.
     pub fn compile_text(source: &str) -> Result<Template, TemplateError> {
         let mut env = environment();
-        add(&mut env, "0", source, source.len(), "")?;
-        Ok(Template(Arc::new((Shape::Text(source.to_string()), env))))
+        let cost = add(&mut env, "0", source, source.len(), "")?;
+        Ok(Template(Arc::new(Compiled {
+            source: Shape::Text(source.to_string()),
+            env,
+            cost: cost.map(|cost| cost.over(source.len())),
+        })))
     }
 
     /// An object template (`payload_transformation`): every string leaf, at
@@ -119,37 +137,53 @@ impl Template {
     /// and null are kept as they are.
     pub fn compile_object(source: &Value) -> Result<Template, TemplateError> {
         let (mut env, mut skeleton, mut index, mut total) = (environment(), source.clone(), 0, 0);
+        let mut cost = Some(Cost::NOTHING);
         for_each_leaf(&mut skeleton, &mut String::new(), &mut |path, leaf| {
             total += leaf.len();
-            add(&mut env, &index.to_string(), leaf, total, path)?;
+            let leaf_cost = add(&mut env, &index.to_string(), leaf, total, path)?;
+            cost = cost.zip(leaf_cost).map(|(all, leaf)| all.and(leaf));
             index += 1;
             Ok(())
         })?;
-        Ok(Template(Arc::new((Shape::Object(skeleton), env))))
+        Ok(Template(Arc::new(Compiled {
+            source: Shape::Object(skeleton),
+            env,
+            cost: cost.map(|cost| cost.over(total)),
+        })))
     }
 
     /// What this template was compiled from.
     pub fn source(&self) -> Source {
-        match &self.0.0 {
+        match &self.0.source {
             Shape::Text(source) => Source::Text(source.clone()),
             Shape::Object(source) => Source::Object(source.clone()),
         }
     }
 
+    /// Whether rendering with `context` costs so little, whatever the template does with it,
+    /// that the node may run it itself rather than in a worker it can kill (`crate::sandbox`):
+    /// no loops, arithmetic or filters whose output outgrows their input (see
+    /// [`bounded_cost`]), and a context small enough for the filters it has.
+    pub fn is_cheap_for(&self, context: &Value) -> bool {
+        self.0.is_cheap_for(context)
+    }
+
     /// Renders with `context`, whose keys (when it is an object) become the
     /// template's variables; see [`context`]. In-process: user templates run
-    /// through `crate::sandbox`, which calls this in a worker it can kill.
+    /// through `crate::sandbox`, which calls this in a worker it can kill, or
+    /// itself when [`Template::is_cheap_for`] says so.
     pub fn render(&self, context: &Value) -> Result<Value, TemplateError> {
         let (ctx, mut budget) = (context_to_jinja(context), Budget::default());
-        match &self.0.0 {
+        let env = &self.0.env;
+        match &self.0.source {
             Shape::Text(_) => {
-                let out = budget.render(&self.0.1, "0", &ctx, "")?;
+                let out = budget.render(env, "0", &ctx, "")?;
                 Ok(serde_json::from_str(&out).unwrap_or(Value::String(out)))
             }
             Shape::Object(skeleton) => {
                 let (mut out, mut index) = (skeleton.clone(), 0);
                 for_each_leaf(&mut out, &mut String::new(), &mut |path, leaf| {
-                    *leaf = budget.render(&self.0.1, &index.to_string(), &ctx, path)?;
+                    *leaf = budget.render(env, &index.to_string(), &ctx, path)?;
                     index += 1;
                     Ok(())
                 })?;
@@ -169,30 +203,39 @@ impl Template {
         env.compile_expression(&expr)
             .map_err(|e| TemplateError::from_jinja("", &e))?;
         let wrapped = format!("{{% if ({source}) %}}1{{% endif %}}");
-        add(&mut env, "0", &wrapped, source.len(), "")?;
-        Ok(Condition(Arc::new((source.to_string(), env))))
+        let cost = add(&mut env, "0", &wrapped, source.len(), "")?;
+        Ok(Condition(Arc::new(Compiled {
+            source: source.to_string(),
+            env,
+            cost: cost.map(|cost| cost.over(source.len())),
+        })))
     }
 }
 
 /// A compiled routing rule; see [`Template::compile_condition`].
 #[derive(Clone)]
-pub struct Condition(Arc<(String, Environment<'static>)>);
+pub struct Condition(Arc<Compiled<String>>);
 
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Condition").field(&self.0.0).finish()
+        f.debug_tuple("Condition").field(&self.0.source).finish()
     }
 }
 
 impl Condition {
     /// What this rule was compiled from.
     pub fn source(&self) -> Source {
-        Source::Condition(self.0.0.clone())
+        Source::Condition(self.0.source.clone())
+    }
+
+    /// [`Template::is_cheap_for`], for a routing rule.
+    pub fn is_cheap_for(&self, context: &Value) -> bool {
+        self.0.is_cheap_for(context)
     }
 
     /// Whether the expression is truthy for `context` (Jinja truthiness).
     pub fn matches(&self, context: &Value) -> Result<bool, TemplateError> {
-        let out = Budget::default().render(&self.0.1, "0", &context_to_jinja(context), "")?;
+        let out = Budget::default().render(&self.0.env, "0", &context_to_jinja(context), "")?;
         Ok(out == "1")
     }
 }
@@ -230,18 +273,238 @@ fn environment() -> Environment<'static> {
     env
 }
 
-/// Compiles one template source; `total` is what counts against the size limit.
+/// Compiles one template source; `total` is what counts against the size limit. Its cost when
+/// that is known beforehand (see [`bounded_cost`]).
 fn add(
     env: &mut Environment<'static>,
     name: &str,
     source: &str,
     total: usize,
     path: &str,
-) -> Result<(), TemplateError> {
+) -> Result<Option<Cost>, TemplateError> {
     check_size(total, path)?;
     env.add_template_owned(name.to_string(), rewrite_contains(source))
         .map_err(|e| TemplateError::from_jinja(path, &e))?;
-    check_names(env, name, path)
+    check_names(env, name, path)?;
+    Ok(bounded_cost(env, name, source.len()))
+}
+
+/// Work one render may do in the node's own process (see [`Template::is_cheap_for`]), in bytes
+/// read or written: about a millisecond.
+const CHEAP_WORK_BYTES: u64 = 1024 * 1024;
+
+/// What a render can cost, known before it runs (see [`bounded_cost`]).
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    /// Passes over a value: filter and test calls, and one per template for its output.
+    passes: u64,
+    /// How many times larger than its input a value can become through the filters applied
+    /// to it (all of them, as if chained).
+    growth: u64,
+    /// Bytes of the template's own source, which holds the literals a filter may return.
+    own: u64,
+}
+
+impl Cost {
+    /// An object template before its leaves are counted.
+    const NOTHING: Cost = Cost {
+        passes: 0,
+        growth: 1,
+        own: 0,
+    };
+
+    /// Both renders, one after the other.
+    fn and(self, other: Cost) -> Cost {
+        Cost {
+            passes: self.passes.saturating_add(other.passes),
+            growth: self.growth.max(other.growth),
+            own: self.own.saturating_add(other.own),
+        }
+    }
+
+    /// The same, compiled from `bytes` of source in all.
+    fn over(self, bytes: usize) -> Cost {
+        Cost {
+            own: bytes as u64,
+            ..self
+        }
+    }
+
+    /// Whether a render with a context of `input` bytes stays within [`CHEAP_WORK_BYTES`].
+    fn allows(self, input: u64) -> bool {
+        let work = (input.saturating_add(self.own))
+            .saturating_mul(self.growth)
+            .saturating_mul(self.passes);
+        work <= CHEAP_WORK_BYTES
+    }
+}
+
+/// Filters whose work is one pass over their input, with how many times larger than the input
+/// their output can be (`upper`: `ß` becomes `SS`, and a few letters grow to 3 bytes; `tojson`
+/// and `escape`: a character to a 6-byte escape; `string`: a control character to `\u{1f}`).
+/// `join`, `replace`, `indent` and friends are missing on purpose: their output grows with an
+/// argument, not only with their input.
+const FILTER_GROWTH: &[(&str, u64)] = &[
+    ("default", 1),
+    ("d", 1),
+    ("trim", 1),
+    ("lower", 3),
+    ("upper", 3),
+    ("title", 3),
+    ("capitalize", 3),
+    ("length", 1),
+    ("count", 1),
+    ("first", 1),
+    ("last", 1),
+    ("int", 1),
+    ("float", 1),
+    ("abs", 1),
+    ("bool", 1),
+    ("safe", 1),
+    ("urlencode", 3),
+    ("escape", 6),
+    ("e", 6),
+    ("tojson", 6),
+    ("string", 10),
+];
+
+/// Tests that look at a value once.
+const BOUNDED_TESTS: &[&str] = &[
+    "defined",
+    "undefined",
+    "none",
+    "true",
+    "false",
+    "boolean",
+    "string",
+    "number",
+    "integer",
+    "float",
+    "mapping",
+    "sequence",
+    "odd",
+    "even",
+    "eq",
+    "ne",
+    "startingwith",
+    "endingwith",
+    "containing",
+];
+
+/// The cost of the compiled template `name`, when its work is bounded by the size of its
+/// context: every instruction runs at most once (every jump goes forward, so no loops) and
+/// does work linear in its operands. No arithmetic or concatenation (`[x] * n` builds a lazy
+/// sequence that costs far more than its fuel, `~` chained through `set` doubles a value at
+/// each step), no calls or methods, no `set`, macros, blocks or includes, and only the filters
+/// and tests listed above. Constants are no larger than the source spells out: the compiler
+/// folds constant expressions, a lazy `[1] * 100000000` among them, into one `LoadConst`.
+/// `None`: only a worker process can bound it (`crate::sandbox`).
+fn bounded_cost(env: &Environment<'static>, name: &str, source_len: usize) -> Option<Cost> {
+    use minijinja::machinery::get_compiled_template;
+    let template = env.get_template(name).ok()?;
+    let compiled = get_compiled_template(&template);
+    if !compiled.blocks.is_empty() {
+        return None;
+    }
+    let mut cost = Cost {
+        passes: 1,
+        ..Cost::NOTHING
+    };
+    // What the template's constants may hold in all: what its source spells out.
+    let mut constants = source_len as u64;
+    for (_, at, instr) in numbered(&compiled.instructions) {
+        match instr {
+            Instruction::EmitRaw(_)
+            | Instruction::Emit
+            | Instruction::Lookup(_)
+            | Instruction::GetAttr(_)
+            | Instruction::GetItem
+            | Instruction::DiscardTop
+            | Instruction::DupTop
+            | Instruction::Eq
+            | Instruction::Ne
+            | Instruction::Gt
+            | Instruction::Gte
+            | Instruction::Lt
+            | Instruction::Lte
+            | Instruction::Not
+            | Instruction::In => {}
+            Instruction::Jump(to)
+            | Instruction::JumpIfFalse(to)
+            | Instruction::JumpIfFalseOrPop(to)
+            | Instruction::JumpIfTrueOrPop(to)
+                if *to > at => {}
+            Instruction::LoadConst(value) if spelled_out(value, &mut constants) => {}
+            Instruction::ApplyFilter(filter, ..) => {
+                let (_, growth) = FILTER_GROWTH.iter().find(|(f, _)| f == filter)?;
+                cost.growth = cost.growth.saturating_mul(*growth);
+                cost.passes += 1;
+            }
+            Instruction::PerformTest(test, ..) if BOUNDED_TESTS.contains(test) => {
+                cost.passes += 1;
+            }
+            _ => return None,
+        }
+    }
+    Some(cost)
+}
+
+/// Whether `value` is a constant no larger than `left` (bytes of strings, items of lists and
+/// maps), which it then takes from `left`. A lazy sequence or any other object is not.
+fn spelled_out(value: &MjValue, left: &mut u64) -> bool {
+    let size = match value.kind() {
+        ValueKind::Undefined | ValueKind::None | ValueKind::Bool | ValueKind::Number => 1,
+        ValueKind::String => value.as_str().map_or(u64::MAX, |s| s.len() as u64),
+        ValueKind::Seq | ValueKind::Map => match value.len() {
+            Some(len) if (len as u64) <= *left => len as u64,
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let Some(rest) = left.checked_sub(size) else {
+        return false;
+    };
+    *left = rest;
+    match value.kind() {
+        ValueKind::Seq => value
+            .try_iter()
+            .is_ok_and(|mut items| items.all(|item| spelled_out(&item, left))),
+        ValueKind::Map => value.try_iter().is_ok_and(|mut keys| {
+            keys.all(|key| {
+                let item = value.get_item(&key).unwrap_or_default();
+                spelled_out(&key, left) && spelled_out(&item, left)
+            })
+        }),
+        _ => true,
+    }
+}
+
+/// The size of `value` as JSON text, roughly, counted until it passes `limit`: what a render
+/// reads when given it as context.
+fn weight(value: &Value, limit: u64) -> u64 {
+    let mut total = 0u64;
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        total += match value {
+            Value::String(s) => s.len() as u64 + 2,
+            Value::Array(items) => {
+                pending.extend(items);
+                2
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    total += key.len() as u64 + 4;
+                    pending.push(item);
+                }
+                2
+            }
+            _ => 8,
+        };
+        if total > limit {
+            break;
+        }
+    }
+    total
 }
 
 /// Refuses a template that uses a filter, test or function that does not exist. MiniJinja looks
@@ -691,6 +954,71 @@ mod tests {
             json!("Ada Lovelace|ADA LOVELACE|2|a-b")
         );
         assert_eq!(text("{{ html }}", ctx), json!("<b>&'\""));
+    }
+
+    /// Cheap: every instruction runs at most once and does work linear in its operands.
+    #[test]
+    fn only_templates_without_loops_arithmetic_or_growing_filters_are_cheap() {
+        let small = hook(json!({"lead_name": "Ada", "items": [1, 2], "priority": "high"}));
+        let cheap = [
+            "plain text",
+            "{{ lead_name }}",
+            "{{ lead_name | default('x') | upper }}",
+            "{{ data | tojson }}",
+            "{% if lead_name == 'Ada' %}a{% elif items %}b{% else %}c{% endif %}",
+            "{{ items[0] }} {{ headers['x-event'] }} {{ webhook.name }}",
+            "{{ lead_name if lead_name is defined else 'none' }}",
+            "{{ items contains 1 }}",
+            "{{ lead_name in ['Ada', 'Grace'] }}",
+        ];
+        for source in cheap {
+            let template = Template::compile_text(source).unwrap();
+            assert!(template.is_cheap_for(&small), "{source}");
+        }
+        let costly = [
+            "{% for i in items %}{{ i }}{% endfor %}",
+            "{{ lead_name * 3 }}",
+            "{{ lead_name ~ lead_name }}",
+            "{{ items + items }}",
+            "{% set x = lead_name %}{{ x }}",
+            "{{ items | join(lead_name) }}",
+            "{{ lead_name | replace('a', 'bb') }}",
+            "{{ range(10) | length }}",
+            "{% macro m() %}x{% endmacro %}{{ m() }}",
+            "{{ lead_name.upper() }}",
+            "{{ [lead_name, lead_name] }}",
+            // Folded by the compiler into constants larger than their source.
+            "{{ [1] * 100000000 }}",
+            "{{ ([1] * 90000000) | tojson | length }}",
+            "{{ 'ab' * 300 }}",
+        ];
+        for source in costly {
+            let template = Template::compile_text(source).unwrap();
+            assert!(!template.is_cheap_for(&small), "{source}");
+        }
+        let rule = |source| Template::compile_condition(source).unwrap();
+        assert!(rule("priority == 'high' and items contains 2").is_cheap_for(&small));
+        assert!(!rule("(items * 1000) | length > 3").is_cheap_for(&small));
+        let object = |source| Template::compile_object(&source).unwrap();
+        let leaves = json!({"a": "{{ lead_name }}", "b": ["{{ data | tojson }}", 1]});
+        assert!(object(leaves).is_cheap_for(&small));
+        let looping = json!({"a": "{{ lead_name }}", "b": "{% for i in items %}{% endfor %}"});
+        assert!(!object(looping).is_cheap_for(&small));
+    }
+
+    /// What a cheap template may do grows with its context: past about a megabyte of work it
+    /// goes to a worker like any other.
+    #[test]
+    fn a_context_too_large_for_its_filters_is_not_cheap() {
+        let big = hook(json!({"text": "x".repeat(200 * 1024)}));
+        assert!(
+            Template::compile_text("{{ text }}")
+                .unwrap()
+                .is_cheap_for(&big)
+        );
+        let escaped = Template::compile_text("{{ data | tojson }}").unwrap();
+        assert!(!escaped.is_cheap_for(&big));
+        assert!(escaped.is_cheap_for(&hook(json!({"text": "x".repeat(1024)}))));
     }
 
     #[test]

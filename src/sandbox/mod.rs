@@ -7,8 +7,16 @@
 //! render can only be waited for. In a worker it is bounded from outside whatever its kind: the
 //! worker's address space is capped (`template_memory_mib`), and a render that has not answered
 //! within `template_timeout_ms` has its worker killed. Either way the render fails with "template
-//! does too much work"; the async runtime never runs template code, so `/healthz` and other
+//! does too much work"; the async runtime never runs such template code, so `/healthz` and other
 //! tenants' requests never wait on one.
+//!
+//! The exception is a render whose cost is known before it starts: a template with no loops, no
+//! arithmetic or concatenation and only filters that make one pass over their input, given a
+//! context small enough for them ([`Template::is_cheap_for`]: about a millisecond of work at
+//! most). The node renders those itself. That is most transforms in use (`{{ name }}`,
+//! `{{ x | default('y') }}`, `{{ data | tojson }}`, `{% if %}`), and a trip to a worker and
+//! back cost more than the render: two JSON encodings, four pipe writes and reads, two
+//! context switches (a fifth of an incoming request's CPU, measured in docs/benchmarks.md).
 //!
 //! Workers are this executable run as `hookd render-worker` (see [`worker`]), kept in a pool of
 //! `template_workers` and replaced when one is killed. Requests and answers are JSON frames with
@@ -89,6 +97,11 @@ impl Sandbox {
         template: &Template,
         context: &Value,
     ) -> Result<Value, SandboxError> {
+        if template.is_cheap_for(context)
+            && let Some(rendered) = in_process(|| template.render(context))
+        {
+            return Ok(rendered?);
+        }
         self.run(&template.source(), context).await
     }
 
@@ -98,6 +111,11 @@ impl Sandbox {
         condition: &Condition,
         context: &Value,
     ) -> Result<bool, SandboxError> {
+        if condition.is_cheap_for(context)
+            && let Some(matched) = in_process(|| condition.matches(context))
+        {
+            return Ok(matched?);
+        }
         Ok(self.run(&condition.source(), context).await? == Value::Bool(true))
     }
 
@@ -130,6 +148,12 @@ impl Sandbox {
             }
         }
     }
+}
+
+/// Runs a cheap render in this process. `None` if it panicked: a worker, where a panic ends
+/// only that worker, then runs it again and answers for it.
+fn in_process<T>(render: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(render)).ok()
 }
 
 fn unavailable(why: &str) -> SandboxError {

@@ -206,6 +206,28 @@ async fn a_job_past_the_memory_cap_ends_its_worker_not_the_node() {
     assert_eq!(sandbox.render(&template, &json!({})).await.unwrap(), 42);
 }
 
+/// A cheap render never reaches a worker (here none can start); any other does.
+#[tokio::test]
+async fn cheap_renders_run_in_the_node_and_the_rest_in_workers() {
+    let sandbox = Sandbox::new(SandboxSettings {
+        timeout: Duration::from_secs(5),
+        memory_mib: 64,
+        workers: 1,
+        program: Some("/nonexistent/hookd".into()),
+    });
+    let context = json!({"lead_name": "Ada", "items": [1, 2]});
+    let cheap = Template::compile_text("{{ lead_name | upper }}").unwrap();
+    assert_eq!(sandbox.render(&cheap, &context).await.unwrap(), "ADA");
+    let rule = Template::compile_condition("items contains 2").unwrap();
+    assert!(sandbox.matches(&rule, &context).await.unwrap());
+    let looping = Template::compile_text("{% for i in items %}{{ i }}{% endfor %}").unwrap();
+    let error = sandbox.render(&looping, &context).await.unwrap_err();
+    assert!(matches!(error, SandboxError::Unavailable(_)), "{error}");
+    let huge = json!({"lead_name": "x".repeat(4 << 20)});
+    let error = sandbox.render(&cheap, &huge).await.unwrap_err();
+    assert!(matches!(error, SandboxError::Unavailable(_)), "{error}");
+}
+
 /// Programs that grow a value by doubling, repetition or nesting in a loop, then use it the ways
 /// that walk it: printing, serialising, joining, comparing, measuring.
 fn growing_program() -> impl Strategy<Value = String> {
