@@ -5,7 +5,7 @@
 //! and the standard rendering context. Nothing here is HTML: auto-escaping is
 //! always off.
 
-mod folds;
+mod compiling;
 
 use std::{fmt, io, sync::Arc};
 
@@ -202,8 +202,9 @@ impl Template {
         // Parsing as a standalone expression first both gives expression-level
         // error messages and guarantees the wrapper below cannot be escaped.
         let expr = rewrite_expression(source);
+        compiling::check_depth(&format!("{{{{ {expr} }}}}")).map_err(|r| too_costly(r, ""))?;
         if let Ok(tree) = minijinja::machinery::parse_expr(&expr) {
-            folds::check_expr(&tree).map_err(|refused| too_much_folding(refused, ""))?;
+            compiling::check_expr(&tree).map_err(|refused| too_costly(refused, ""))?;
         }
         env.compile_expression(&expr)
             .map_err(|e| TemplateError::from_jinja("", &e))?;
@@ -290,9 +291,10 @@ fn add(
     check_size(total, path)?;
     let source_len = source.len();
     let source = rewrite_contains(source);
+    compiling::check_depth(&source).map_err(|refused| too_costly(refused, path))?;
     // A template that does not parse is left for the compiler to report.
     if let Ok(tree) = minijinja::machinery::parse(&source, name, Default::default()) {
-        folds::check_stmt(&tree).map_err(|refused| too_much_folding(refused, path))?;
+        compiling::check_stmt(&tree).map_err(|refused| too_costly(refused, path))?;
     }
     env.add_template_owned(name.to_string(), source)
         .map_err(|e| TemplateError::from_jinja(path, &e))?;
@@ -300,11 +302,25 @@ fn add(
     Ok(bounded_cost(env, name, source_len))
 }
 
-/// A template refused by [`folds`] before MiniJinja would have folded it while compiling.
-fn too_much_folding(refused: folds::Refused, path: &str) -> TemplateError {
-    let limit = folds::MAX_FOLDED_ITEMS;
-    let message = format!("template does too much work (a constant list of over {limit} items)");
-    TemplateError::new(path, Some(refused.line), message)
+/// A template refused by [`compiling`] before MiniJinja would have compiled it.
+fn too_costly(refused: compiling::Refused, path: &str) -> TemplateError {
+    let (line, message) = match refused {
+        compiling::Refused::Deep { line } => (
+            line,
+            format!(
+                "expression too deep (over {} operators, brackets and keywords): split it with `set`",
+                compiling::MAX_OPERATORS
+            ),
+        ),
+        compiling::Refused::Folded { line } => (
+            line,
+            format!(
+                "template does too much work (a constant list of over {} items)",
+                compiling::MAX_FOLDED_ITEMS
+            ),
+        ),
+    };
+    TemplateError::new(path, Some(line), message)
 }
 
 /// Work one render may do in the node's own process (see [`Template::is_cheap_for`]), in bytes
@@ -1016,6 +1032,36 @@ mod tests {
         for source in fine {
             assert!(Template::compile_text(source).is_ok(), "{source}");
         }
+    }
+
+    /// MiniJinja compiles by recursion over the syntax tree: an expression deep enough
+    /// overflowed the stack (this one aborted the node through a preview).
+    #[test]
+    fn expressions_too_deep_to_compile_are_refused_before_compiling() {
+        let chain = |op: &str, n: usize| format!("{{{{ x{} }}}}", op.repeat(n));
+        for deep in [
+            chain(" + 1", 16_000),
+            chain(" | upper", 300),
+            chain(".a", 300),
+            chain("[0]", 300),
+            format!("line\n{{% if x{} %}}y{{% endif %}}", " and x".repeat(300)),
+        ] {
+            let error = Template::compile_text(&deep).unwrap_err();
+            assert!(error.message.contains("too deep"), "{error}");
+        }
+        let error = Template::compile_text(&format!("a\nb{}", chain(" ~ x", 400)));
+        assert_eq!(error.unwrap_err().line, Some(2));
+        let rule = Template::compile_condition(&format!("x{}", " or x".repeat(300)));
+        assert!(rule.unwrap_err().message.contains("too deep"));
+        // At the limit it compiles and renders, in a debug build's stack too; the limit is per
+        // expression, not per template.
+        let long = chain(" + 1", compiling::MAX_OPERATORS);
+        let rendered = Template::compile_text(&long)
+            .unwrap()
+            .render(&json!({"x": 1}));
+        assert_eq!(rendered.unwrap(), json!(compiling::MAX_OPERATORS + 1));
+        let many = chain(" + 1", 200).repeat(20);
+        assert!(Template::compile_text(&many).is_ok());
     }
 
     /// Cheap: every instruction runs at most once and does work linear in its operands.

@@ -80,6 +80,14 @@ async fn template_bombs_get_a_422_quickly_while_the_node_keeps_answering(backend
         // Ten bombs share two workers at 250 ms each; what matters is that none runs on.
         assert!(took < Duration::from_secs(15), "{bomb} took {took:?}");
     }
+    // 16,000 terms (64 KiB) overflowed the compiler's stack, which aborted the node.
+    let deep = format!("{{{{ x{} }}}}", " + 1".repeat(16_000));
+    let body = json!({"payload": {}, "template": deep});
+    let detail = app
+        .post(&path, &reader, &body)
+        .await
+        .expect_error(422, "validation_error");
+    assert!(detail.contains("expression too deep"), "{detail}");
     let slowest = health.await.unwrap();
     assert!(slowest < Duration::from_secs(1), "healthz took {slowest:?}");
     // The workers that were killed are replaced: ordinary renders go on working.

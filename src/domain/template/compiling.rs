@@ -1,23 +1,75 @@
-//! What MiniJinja computes while compiling. It folds constant expressions into one value at
-//! compile time, outside any fuel, and caps what it folds by an estimate that counts a repeated
-//! list as free (the repetition is lazy); the operations that then use it are not lazy. So
-//! `{{ ([1] * 10**8) == ([1] * 10**8) }}` compared 10^8 items while compiling, on the thread of
-//! the request that saved or previewed it (1.7 s for 10^7 in a release build: a preview, which a
-//! read-only key may ask for, held a runtime thread that long). [`check`] refuses such a template
-//! before MiniJinja compiles it, by reading its syntax tree: a constant list repeated or joined
-//! into more than [`MAX_FOLDED_ITEMS`] items, or repeated a number of times it cannot tell.
+//! What compiling a template costs, bounded before MiniJinja compiles it: saving and previewing
+//! compile in the node, on the request's runtime thread, and a read-only key may preview.
+//!
+//! - **Depth** ([`check_depth`]). MiniJinja compiles (and frees) the syntax tree by recursion,
+//!   and its constant folding visits each node's subtree again: `{{ x + 1 + 1 … }}` with 16,000
+//!   terms (64 KiB) overflowed a runtime thread's stack, which aborts the whole node; 4,000 took
+//!   0.4 s to compile. Its parser bounds nested brackets and blocks, not a chain of operators.
+//!   An expression may hold at most [`MAX_OPERATORS`] operators, brackets and keywords.
+//! - **Folding** ([`check_stmt`], [`check_expr`]). It folds constant expressions into one value
+//!   at compile time, outside any fuel, and caps what it folds by an estimate that counts a
+//!   repeated list as free (the repetition is lazy); the operations that then use it are not
+//!   lazy. So `{{ ([1] * 10**8) == ([1] * 10**8) }}` compared 10^8 items while compiling (1.7 s
+//!   for 10^7 in a release build). The syntax tree is read first: a constant list that would
+//!   fold into more than [`MAX_FOLDED_ITEMS`] items, or be repeated a number of times this
+//!   cannot tell, is refused.
 
 use minijinja::machinery::ast::{BinOpKind, CallArg, Expr, Stmt, UnaryOpKind};
+use minijinja::machinery::{Token, tokenize};
 use minijinja::value::ValueKind;
+
+/// Operators, brackets and keywords one expression (one `{{ }}` or `{% %}`) may hold: each may
+/// add a level to its syntax tree. Real templates use a few dozen at most.
+pub(super) const MAX_OPERATORS: usize = 256;
 
 /// Items a constant list may fold into: MiniJinja's own cap on what it folds.
 pub(super) const MAX_FOLDED_ITEMS: u64 = 1024;
 
-/// A constant list that would fold into too many items, at this 1-based line.
+/// What compiling would cost too much, at this 1-based line.
 #[derive(Debug)]
-pub(super) struct Refused {
-    pub(super) line: usize,
+pub(super) enum Refused {
+    /// An expression with more than [`MAX_OPERATORS`] operators.
+    Deep { line: usize },
+    /// A constant list that would fold into more than [`MAX_FOLDED_ITEMS`] items.
+    Folded { line: usize },
 }
+
+/// Refuses a template (its source, as it will be compiled) with an expression deeper than
+/// [`MAX_OPERATORS`] allows. A source that does not tokenize is left for the compiler to report.
+pub(super) fn check_depth(source: &str) -> Result<(), Refused> {
+    let mut operators = 0;
+    for token in tokenize(source, false, Default::default()) {
+        let Ok((token, span)) = token else {
+            return Ok(());
+        };
+        operators = match token {
+            Token::VariableStart | Token::BlockStart => 0,
+            Token::Ident(word) if !KEYWORDS.contains(&word) => continue,
+            Token::TemplateData(_)
+            | Token::VariableEnd
+            | Token::BlockEnd
+            | Token::Str(_)
+            | Token::String(_)
+            | Token::Int(_)
+            | Token::Int128(_)
+            | Token::Float(_)
+            | Token::Comma
+            | Token::Colon
+            | Token::BracketClose
+            | Token::ParenClose
+            | Token::BraceClose => continue,
+            _ => operators + 1,
+        };
+        if operators > MAX_OPERATORS {
+            let line = span.start_line as usize;
+            return Err(Refused::Deep { line });
+        }
+    }
+    Ok(())
+}
+
+/// Words that join or wrap expressions.
+const KEYWORDS: &[&str] = &["and", "or", "not", "in", "is", "if", "else"];
 
 /// Checks a parsed template (`Stmt::Template`) or expression.
 pub(super) fn check_stmt(stmt: &Stmt<'_>) -> Result<(), Refused> {
@@ -126,6 +178,7 @@ const SCALAR: Folded = Folded {
 /// operands); its parts are checked either way.
 fn folded(expr: &Expr<'_>) -> Result<Option<Folded>, Refused> {
     let line = expr.span().start_line as usize;
+    let refused = Refused::Folded { line };
     Ok(match expr {
         Expr::Const(c) => Some(match c.value.kind() {
             ValueKind::Seq => Folded {
@@ -155,7 +208,7 @@ fn folded(expr: &Expr<'_>) -> Result<Option<Folded>, Refused> {
         Expr::BinOp(b) => {
             let (left, right) = (folded(&b.left)?, folded(&b.right)?);
             match (left, right) {
-                (Some(l), Some(r)) => Some(binop(b.op, l, r).ok_or(Refused { line })?),
+                (Some(l), Some(r)) => Some(binop(b.op, l, r).ok_or(refused)?),
                 _ => None,
             }
         }
