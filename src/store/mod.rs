@@ -162,6 +162,8 @@ pub struct Store {
     noticed: std::sync::Arc<tokio::sync::Notify>,
     /// On a SQLite file, the hot paths' point reads (see [`Store::point_read`]).
     inline: Option<std::sync::Arc<inline_reads::InlineReads>>,
+    /// The incoming webhooks requests were sent to (see [`incoming::AddressedCache`]).
+    addressed: std::sync::Arc<incoming::AddressedCache>,
 }
 
 /// A row type that either backend's pool reads, and the inline reads by column name.
@@ -251,6 +253,7 @@ impl Store {
             turn,
             noticed,
             inline,
+            addressed: Default::default(),
         })
     }
 

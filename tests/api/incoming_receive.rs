@@ -27,6 +27,7 @@ both_backends!(
     allowed_ips_by_cidr_v4_and_v6_and_spoofed_forwarded_for_is_ignored,
     rate_limit_defaults_to_100_per_minute_and_can_be_overridden,
     rate_limit_is_shared_across_nodes_through_redis,
+    a_change_made_through_another_node_is_seen_by_the_next_request,
     each_verification_scheme_accepts_valid_and_refuses_tampered,
     repeated_delivery_id_answers_the_first_result,
     dedup_records_expire_with_the_logs,
@@ -523,6 +524,55 @@ async fn rate_limit_defaults_to_100_per_minute_and_can_be_overridden(backend: Ba
     .await
     .expect(200);
     post_json(&app, &low, &json!({})).await.expect(202);
+}
+
+/// A node keeps the webhooks it received for (`store::incoming::AddressedCache`); what another
+/// node changes meanwhile (the webhook, its agent) must reach the very next request.
+async fn a_change_made_through_another_node_is_seen_by_the_next_request(backend: Backend) {
+    let first = spawn_app(backend).await;
+    let node = Application::build(Config::resolve(test_settings(&first.database_url)).unwrap())
+        .await
+        .unwrap();
+    let second = format!("http://{}", node.local_addr());
+    tokio::spawn(node.run(std::future::pending()));
+    let key = first.tenant_key().await;
+    let post = |hook: &Hook, body: Value| {
+        let url = format!("{second}/webhook/{}", hook.token);
+        crate::helpers::send(first.client.post(url).json(&body))
+    };
+    let hook = create_hook(
+        &first,
+        &key,
+        json!({"agent_id": "a", "transform_template": "{\"v\": 1, \"n\": {{ n }}}"}),
+    )
+    .await;
+    post(&hook, json!({"n": 1})).await.expect(202);
+    let path = format!("/api/webhooks/incoming/{}", hook.id);
+
+    first
+        .put(&path, &key, &json!({"is_active": false}))
+        .await
+        .expect(200);
+    let refused = post(&hook, json!({"n": 2})).await;
+    assert_ne!(refused.status.as_u16(), 202, "{:?}", refused.body);
+
+    let changed = json!({"is_active": true, "transform_template": "{\"v\": 2, \"n\": {{ n }}}"});
+    first.put(&path, &key, &changed).await.expect(200);
+    post(&hook, json!({"n": 3})).await.expect(202);
+    let contents: Vec<Value> = (inbox(&first, &key, "a").await.iter())
+        .map(|message| message["content"].clone())
+        .collect();
+    assert_eq!(contents, [json!({"v": 1, "n": 1}), json!({"v": 2, "n": 3})]);
+
+    // The agent the webhook falls back to is deleted: the next request makes a new one.
+    let agent = first.get("/api/agents/a", &key).await.expect(200);
+    let old_id = agent["id"].as_str().unwrap().to_string();
+    (first.delete(&format!("/api/agents/{old_id}"), &key).await).expect(204);
+    let answer = post(&hook, json!({"n": 4})).await.expect(202);
+    assert_ne!(answer["agent_id"], json!(old_id));
+    let messages = inbox(&first, &key, "a").await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0]["content"], json!({"v": 2, "n": 4}));
 }
 
 async fn rate_limit_is_shared_across_nodes_through_redis(backend: Backend) {
