@@ -241,15 +241,15 @@ impl Sender {
             return Attempt::error(&body, shown, refusal.to_string(), started);
         }
         let logged_body = log_text(&body, MAX_LOGGED_BODY);
-        let request = self
-            .client
-            .post(url.url().clone())
-            .headers(headers)
-            .timeout(Duration::from_secs(
-                u64::try_from(timeout_secs).unwrap_or(30),
-            ))
-            .body(body);
-        match request.send().await {
+        // Built whole rather than through `RequestBuilder`, whose `headers` merges the map into
+        // an empty one entry by entry.
+        let mut request = reqwest::Request::new(reqwest::Method::POST, url.url().clone());
+        *request.headers_mut() = headers;
+        *request.timeout_mut() = Some(Duration::from_secs(
+            u64::try_from(timeout_secs).unwrap_or(30),
+        ));
+        *request.body_mut() = Some(body.into());
+        match self.client.execute(request).await {
             Ok(response) => {
                 let status = response.status();
                 let retry_after_ms = matches!(status.as_u16(), 429 | 503)
@@ -347,27 +347,34 @@ impl Signer<'_> {
             }
         }
         let now = chrono::Utc::now();
-        let mut set = |name: &'static str, value: String| {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name, value);
+        // Names made once (`from_static` validates and hashes its text at every call).
+        static EVENT: HeaderName = HeaderName::from_static("x-webhook-event");
+        static SOURCE: HeaderName = HeaderName::from_static("x-webhook-id");
+        static TIMESTAMP: HeaderName = HeaderName::from_static("x-webhook-timestamp");
+        static DELIVERY: HeaderName = HeaderName::from_static("x-webhook-delivery");
+        static SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
+        static PREVIOUS: HeaderName = HeaderName::from_static("x-webhook-signature-previous");
+        static STANDARD_ID: HeaderName = HeaderName::from_static("webhook-id");
+        static STANDARD_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+        static STANDARD_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+        let mut set = |name: &HeaderName, value: String| {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name.clone(), value);
             }
         };
-        set("x-webhook-event", event.event_type.clone());
-        set("x-webhook-id", self.source_id.to_string());
-        set("x-webhook-timestamp", iso8601(now.timestamp_millis()));
-        set("x-webhook-delivery", delivery_id.to_string());
-        set("webhook-id", delivery_id.to_string());
-        set("webhook-timestamp", now.timestamp().to_string());
+        set(&EVENT, event.event_type.clone());
+        set(&SOURCE, self.source_id.to_string());
+        set(&TIMESTAMP, iso8601(now.timestamp_millis()));
+        set(&DELIVERY, delivery_id.to_string());
+        set(&STANDARD_ID, delivery_id.to_string());
+        set(&STANDARD_TIMESTAMP, now.timestamp().to_string());
         if let Some(current) = self.secrets.first() {
-            set("x-webhook-signature", hex_hmac_sha256(current, body));
+            set(&SIGNATURE, hex_hmac_sha256(current, body));
         }
         // The hex header holds one value, so a rotation's previous secret signs a header of its
         // own; Standard Webhooks lists every signature in one header, any of which may match.
         if let Some(previous) = self.secrets.get(1) {
-            set(
-                "x-webhook-signature-previous",
-                hex_hmac_sha256(previous, body),
-            );
+            set(&PREVIOUS, hex_hmac_sha256(previous, body));
         }
         if !self.secrets.is_empty() {
             let signatures: Vec<String> = self
@@ -377,7 +384,7 @@ impl Signer<'_> {
                     standard_webhooks_signature(secret, delivery_id, now.timestamp(), body)
                 })
                 .collect();
-            set("webhook-signature", signatures.join(" "));
+            set(&STANDARD_SIGNATURE, signatures.join(" "));
         }
         headers
     }
