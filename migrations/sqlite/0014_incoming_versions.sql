@@ -3,7 +3,8 @@
 -- keeps the incoming webhooks it was sent requests for (with their fallback agent) and reads
 -- them again only when this moves, so a request reads one primary key instead of three tables.
 -- An agent's health (consecutive_failures, circuit_open_until) changes at every failed push and
--- does not move it: requests do not read it.
+-- does not move it: requests do not read it. SQLite has no trigger functions, so each trigger
+-- spells the upsert out, as 0004's do.
 
 CREATE TRIGGER incoming_created AFTER INSERT ON incoming_webhooks BEGIN
     INSERT INTO company_versions (company_id, version) VALUES (NEW.company_id, 1)
