@@ -212,30 +212,57 @@ static SELECT_BY_ID: LazyLock<String> = LazyLock::new(|| {
 /// changes (triggers, migrations 0004 and `incoming_versions`), in the transaction that changes
 /// it, on any node. Checking it is one primary-key read, where reading the webhook joins three
 /// tables: 15% of an incoming request's CPU on SQLite, and on PostgreSQL the largest part of
-/// what a request costs the database. Unknown tokens are never kept, so guessing fills nothing.
+/// what a request costs the database. Unknown tokens are never kept, so guessing fills nothing;
+/// the webhooks kept hold at most [`KEPT_BYTES`] of templates and rules (a webhook may carry
+/// 64 KiB of each), past which the cache starts over.
 #[derive(Debug, Default)]
-pub(super) struct AddressedCache(Mutex<HashMap<String, Arc<Addressed>>>);
+pub(super) struct AddressedCache(Mutex<Kept>);
 
-/// Webhooks kept at most; past it the cache starts over (one read each to fill it again).
-const KEPT_ADDRESSED: usize = 4096;
+#[derive(Debug, Default)]
+struct Kept {
+    by_token_hash: HashMap<String, Arc<Addressed>>,
+    /// What the kept webhooks weigh, roughly (see [`weight`]).
+    bytes: usize,
+}
+
+/// The most the kept webhooks may weigh together.
+const KEPT_BYTES: usize = 16 << 20;
 
 impl AddressedCache {
     fn get(&self, token_hash: &str) -> Option<Arc<Addressed>> {
-        self.lock().get(token_hash).cloned()
+        self.lock().by_token_hash.get(token_hash).cloned()
     }
 
     fn keep(&self, token_hash: String, addressed: Arc<Addressed>) {
+        let added = weight(&addressed.hook);
         let mut kept = self.lock();
-        if kept.len() >= KEPT_ADDRESSED {
-            kept.clear();
+        if kept.bytes + added > KEPT_BYTES {
+            *kept = Kept::default();
         }
-        kept.insert(token_hash, addressed);
+        kept.bytes += added;
+        if let Some(replaced) = kept.by_token_hash.insert(token_hash, addressed) {
+            kept.bytes = kept.bytes.saturating_sub(weight(&replaced.hook));
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Addressed>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         // Poisoning needs a panic while the map is held; nothing in here panics.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Roughly what a kept webhook takes: its templates and rules, which may be large, and a
+/// kilobyte for the rest (names, ids, allowlist, verification, the agent).
+fn weight(hook: &IncomingWebhook) -> usize {
+    let transform = match &hook.settings.transform {
+        Some(Transform::Text(source)) => source.len(),
+        Some(Transform::Object(source)) => source.to_string().len(),
+        None => 0,
+    };
+    let routes: usize = (hook.settings.routes.iter())
+        .map(|route| route.when.len() + route.agent.len())
+        .sum();
+    1024 + transform + routes
 }
 
 /// Binds `$1` id, `$2` user, `$3` company, `$4`..`$12` the settings, `$13` updated_at,
@@ -394,5 +421,55 @@ impl Store {
 
     pub async fn delete_incoming(&self, tenant: &Tenant, id: &str) -> Result<()> {
         self.delete_owned("incoming_webhooks", tenant, id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::incoming::IncomingChanges;
+
+    fn addressed(transform_bytes: usize) -> Arc<Addressed> {
+        let changes = IncomingChanges {
+            name: Some("h".into()),
+            agent_id: Some(Some("a".into())),
+            transform: Some(Some(Transform::Text("x".repeat(transform_bytes)))),
+            ..Default::default()
+        };
+        Arc::new(Addressed {
+            hook: IncomingWebhook {
+                id: "id".into(),
+                tenant: Tenant {
+                    user_id: "u".into(),
+                    company_id: "c".into(),
+                },
+                token: "t".into(),
+                settings: IncomingSettings::create(changes).unwrap(),
+                previous_secret: None,
+                created_at: 0,
+                updated_at: 0,
+            },
+            fallback_agent: None,
+            company_version: 1,
+        })
+    }
+
+    /// Webhooks may carry 64 KiB templates: what is kept is bounded by their weight, not count.
+    #[test]
+    fn kept_webhooks_stay_under_their_byte_bound() {
+        let cache = AddressedCache::default();
+        for i in 0..1_000 {
+            cache.keep(format!("hash-{i}"), addressed(64 * 1024));
+            let kept = cache.lock();
+            assert!(kept.bytes <= KEPT_BYTES, "{} after {i}", kept.bytes);
+            let counted: usize = kept.by_token_hash.values().map(|a| weight(&a.hook)).sum();
+            assert_eq!(kept.bytes, counted);
+        }
+        // Keeping a webhook again replaces it and counts it once.
+        let cache = AddressedCache::default();
+        cache.keep("same".into(), addressed(10));
+        cache.keep("same".into(), addressed(20));
+        assert_eq!(cache.lock().bytes, weight(&addressed(20).hook));
+        assert_eq!(cache.get("same").unwrap().hook.settings.name, "h");
     }
 }
