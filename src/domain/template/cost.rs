@@ -35,12 +35,12 @@ impl Cost {
         own: 0,
     };
 
-    /// Both renders, one after the other.
+    /// Both renders, one after the other (their source is counted once, by [`Cost::over`]).
     pub(super) fn and(self, other: Cost) -> Cost {
         Cost {
             passes: self.passes.saturating_add(other.passes),
             growth: self.growth.max(other.growth),
-            own: self.own.saturating_add(other.own),
+            ..self
         }
     }
 
