@@ -118,17 +118,32 @@ const SENSITIVE_WORDS: [&str; 13] = [
     "xsrf",
 ];
 
+/// The bytes a word of [`SENSITIVE_WORDS`] starts with, in either case.
+const WORD_STARTS: [bool; 256] = {
+    let mut starts = [false; 256];
+    let mut i = 0;
+    while i < SENSITIVE_WORDS.len() {
+        let first = SENSITIVE_WORDS[i].as_bytes()[0];
+        starts[first as usize] = true;
+        starts[first.to_ascii_uppercase() as usize] = true;
+        i += 1;
+    }
+    starts
+};
+
 /// Whether a header's value is a credential to hide in logs and listings. Every attempt's
 /// dozen headers pass through here: one pass over the name's bytes, nothing allocated (lowering
-/// the name and searching it once per word was 5% of a delivery's CPU).
+/// the name and searching it once per word was 5% of a delivery's CPU), and the words compared
+/// only where one could start (comparing all 13 at every byte was still 2%).
 pub fn is_sensitive_header(name: &str) -> bool {
     let name = name.as_bytes();
     (0..name.len()).any(|at| {
         let rest = &name[at..];
-        SENSITIVE_WORDS.iter().any(|word| {
-            rest.get(..word.len())
-                .is_some_and(|start| start.eq_ignore_ascii_case(word.as_bytes()))
-        })
+        WORD_STARTS[usize::from(rest[0])]
+            && SENSITIVE_WORDS.iter().any(|word| {
+                rest.get(..word.len())
+                    .is_some_and(|start| start.eq_ignore_ascii_case(word.as_bytes()))
+            })
     })
 }
 
