@@ -142,7 +142,7 @@ proptest! {
     #[test]
     fn templates_compile_or_refuse_and_render_bounded(source in jinja_source(), payload in json_value()) {
         let Ok(template) = Template::compile_text(&source) else { return Ok(()) };
-        let context = json!({"data": payload, "x": [1, 2, 3]});
+        let context = json!({"data": payload, "x": [1, 2, 3]}).into();
         let started = Instant::now();
         if let Ok(output) = template.render(&context) {
             prop_assert!(output.to_string().len() <= 2 * MAX_OUTPUT_BYTES);
@@ -153,10 +153,10 @@ proptest! {
     #[test]
     fn object_templates_and_conditions_never_panic(source in jinja_source(), payload in json_value()) {
         if let Ok(template) = Template::compile_object(&json!({"a": source, "b": [source, 1]})) {
-            let _ = template.render(&json!({"data": payload}));
+            let _ = template.render(&json!({"data": payload}).into());
         }
         if let Ok(condition) = Template::compile_condition(&source) {
-            let _ = condition.matches(&json!({"data": payload}));
+            let _ = condition.matches(&json!({"data": payload}).into());
         }
     }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{event::Event, net::TargetUrl};
+use super::{event::Event, net::TargetUrl, template::Context};
 
 /// How the body of a delivery is shaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -69,13 +69,13 @@ pub fn render_body(event: &Event, webhook_id: &str, format: PayloadFormat) -> Ve
 
 /// What a payload template sees: the envelope's fields, and the whole envelope as `event`.
 /// A payload template wins over the format.
-pub fn template_context(event: &Event, webhook_id: &str) -> Value {
+pub fn template_context(event: &Event, webhook_id: &str) -> Context<'static> {
     let envelope = event.envelope(webhook_id);
     let mut context = envelope.clone();
     if let Some(object) = context.as_object_mut() {
         object.insert("event".into(), envelope);
     }
-    context
+    context.into()
 }
 
 /// One line for chat targets: the event type and its message (or its data as JSON).

@@ -6,6 +6,7 @@
 //! always off.
 
 mod compiling;
+mod context;
 mod cost;
 
 use std::{fmt, io, sync::Arc};
@@ -14,9 +15,10 @@ use minijinja::machinery::Instruction;
 use minijinja::value::{Kwargs, Value as MjValue, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use cost::{CHEAP_WORK_BYTES, Cost, bounded_cost, weight};
+pub use context::Context;
+use cost::{Cost, bounded_cost};
 
 /// Largest accepted template source (object templates: all leaves together).
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
@@ -90,8 +92,8 @@ struct Compiled<S> {
 }
 
 impl<S> Compiled<S> {
-    fn is_cheap_for(&self, context: &Value) -> bool {
-        (self.cost).is_some_and(|cost| cost.allows(weight(context, CHEAP_WORK_BYTES)))
+    fn is_cheap_for(&self, context: &Context) -> bool {
+        (self.cost).is_some_and(|cost| cost.allows(context.weight()))
     }
 }
 
@@ -169,26 +171,25 @@ impl Template {
     /// that the node may run it itself rather than in a worker it can kill (`crate::sandbox`):
     /// no loops, arithmetic or filters whose output outgrows their input (see
     /// [`bounded_cost`]), and a context small enough for the filters it has.
-    pub fn is_cheap_for(&self, context: &Value) -> bool {
+    pub fn is_cheap_for(&self, context: &Context) -> bool {
         self.0.is_cheap_for(context)
     }
 
-    /// Renders with `context`, whose keys (when it is an object) become the
-    /// template's variables; see [`context`]. In-process: user templates run
+    /// Renders with `context` (see [`Context`]). In-process: user templates run
     /// through `crate::sandbox`, which calls this in a worker it can kill, or
     /// itself when [`Template::is_cheap_for`] says so.
-    pub fn render(&self, context: &Value) -> Result<Value, TemplateError> {
-        let (ctx, mut budget) = (context_to_jinja(context), Budget::default());
+    pub fn render(&self, context: &Context) -> Result<Value, TemplateError> {
+        let (ctx, mut budget) = (context.jinja(), Budget::default());
         let env = &self.0.env;
         match &self.0.source {
             Shape::Text(_) => {
-                let out = budget.render(env, "0", &ctx, "")?;
+                let out = budget.render(env, "0", ctx, "")?;
                 Ok(serde_json::from_str(&out).unwrap_or(Value::String(out)))
             }
             Shape::Object(skeleton) => {
                 let (mut out, mut index) = (skeleton.clone(), 0);
                 for_each_leaf(&mut out, &mut String::new(), &mut |path, leaf| {
-                    *leaf = budget.render(env, &index.to_string(), &ctx, path)?;
+                    *leaf = budget.render(env, &index.to_string(), ctx, path)?;
                     index += 1;
                     Ok(())
                 })?;
@@ -238,37 +239,15 @@ impl Condition {
     }
 
     /// [`Template::is_cheap_for`], for a routing rule.
-    pub fn is_cheap_for(&self, context: &Value) -> bool {
+    pub fn is_cheap_for(&self, context: &Context) -> bool {
         self.0.is_cheap_for(context)
     }
 
     /// Whether the expression is truthy for `context` (Jinja truthiness).
-    pub fn matches(&self, context: &Value) -> Result<bool, TemplateError> {
-        let out = Budget::default().render(&self.0.env, "0", &context_to_jinja(context), "")?;
+    pub fn matches(&self, context: &Context) -> Result<bool, TemplateError> {
+        let out = Budget::default().render(&self.0.env, "0", context.jinja(), "")?;
         Ok(out == "1")
     }
-}
-
-/// Builds the standard rendering context.
-///
-/// Variables: every top-level key of `payload` (when it is an object), so
-/// `{{ lead_name }}` works; plus `data` (always the whole payload, of any JSON
-/// type: `{{ data | tojson }}` echoes it, `{{ data.text }}` reads its field),
-/// `headers`, `query` and `webhook`. These four win over payload keys of the
-/// same name. A payload's own `data` object is reachable both as `data.data` and
-/// through `data`: `data.key` is the payload's `key`, else its `data.key` (see
-/// [`PayloadData`]), so the spec's `{"message", "data": {"key"}}` body serves
-/// `{{ data.key }}` as well as `{{ data | tojson }}`.
-pub fn context(payload: &Value, headers: Value, query: Value, webhook: Value) -> Value {
-    let mut ctx = match payload {
-        Value::Object(map) => map.clone(),
-        _ => Map::new(),
-    };
-    ctx.insert("data".into(), payload.clone());
-    ctx.insert("headers".into(), headers);
-    ctx.insert("query".into(), query);
-    ctx.insert("webhook".into(), webhook);
-    Value::Object(ctx)
 }
 
 fn environment() -> Environment<'static> {
@@ -481,69 +460,6 @@ fn for_each_leaf(
     Ok(())
 }
 
-/// A rendering context for MiniJinja: [`to_jinja`], with a top-level `data` that holds an object
-/// `data` of its own made a [`PayloadData`].
-fn context_to_jinja(context: &Value) -> MjValue {
-    let Value::Object(map) = context else {
-        return to_jinja(context);
-    };
-    MjValue::from_pairs(map.iter().map(|(key, value)| {
-        let converted = match (key.as_str(), value) {
-            ("data", Value::Object(payload))
-                if payload.get("data").is_some_and(Value::is_object) =>
-            {
-                MjValue::from_object(PayloadData {
-                    keys: payload.keys().map(|k| MjValue::from(k.as_str())).collect(),
-                    payload: to_jinja(value),
-                    own: to_jinja(&payload["data"]),
-                })
-            }
-            _ => to_jinja(value),
-        };
-        (key.as_str(), converted)
-    }))
-}
-
-/// The payload as `data`, when the payload has a `data` object of its own: it is the payload
-/// (its keys, its JSON, its length), and a key the payload lacks is looked up in the payload's
-/// own `data`. The payload's keys win.
-#[derive(Debug)]
-struct PayloadData {
-    keys: Vec<MjValue>,
-    payload: MjValue,
-    own: MjValue,
-}
-
-impl minijinja::value::Object for PayloadData {
-    fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
-        [&self.payload, &self.own]
-            .into_iter()
-            .filter_map(|map| map.get_item(key).ok())
-            .find(|value| !value.is_undefined())
-    }
-
-    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
-        minijinja::value::Enumerator::Values(self.keys.clone())
-    }
-}
-
-fn to_jinja(value: &Value) -> MjValue {
-    match value {
-        Value::Null => MjValue::from(()),
-        Value::Bool(b) => MjValue::from(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => MjValue::from(i),
-            (None, Some(u), _) => MjValue::from(u),
-            (.., f) => MjValue::from(f),
-        },
-        Value::String(s) => MjValue::from(s.as_str()),
-        Value::Array(items) => items.iter().map(to_jinja).collect(),
-        Value::Object(map) => {
-            MjValue::from_pairs(map.iter().map(|(k, v)| (k.as_str(), to_jinja(v))))
-        }
-    }
-}
-
 /// Values `tojson` visits at most: a value with more nodes than half the output limit in bytes
 /// could not be printed within it, and a lazy `[x] * n` would otherwise be walked (and copied)
 /// in full before any limit applied.
@@ -728,14 +644,17 @@ mod tests {
         serde_json::from_str(s).unwrap()
     }
 
-    fn text(src: &str, ctx: Value) -> Value {
-        Template::compile_text(src).unwrap().render(&ctx).unwrap()
+    fn text(src: &str, ctx: impl Into<Context<'static>>) -> Value {
+        Template::compile_text(src)
+            .unwrap()
+            .render(&ctx.into())
+            .unwrap()
     }
 
     fn text_err(src: &str, ctx: Value) -> TemplateError {
         Template::compile_text(src)
             .unwrap()
-            .render(&ctx)
+            .render(&ctx.into())
             .unwrap_err()
     }
 
@@ -743,9 +662,9 @@ mod tests {
         Template::compile_object(&j(src))?.render(&hook(j(payload)))
     }
 
-    fn hook(payload: Value) -> Value {
-        context(
-            &payload,
+    fn hook(payload: Value) -> Context<'static> {
+        Context::request(
+            std::borrow::Cow::Owned(payload),
             j(r#"{"x-event": "push"}"#),
             json!({}),
             j(r#"{"name": "gh"}"#),
@@ -843,7 +762,7 @@ mod tests {
         let long = chain(" + 1", compiling::MAX_OPERATORS);
         let rendered = Template::compile_text(&long)
             .unwrap()
-            .render(&json!({"x": 1}));
+            .render(&Context::from(json!({"x": 1})));
         assert_eq!(rendered.unwrap(), json!(compiling::MAX_OPERATORS + 1));
         let many = chain(" + 1", 200).repeat(20);
         assert!(Template::compile_text(&many).is_ok());
@@ -1024,7 +943,7 @@ mod tests {
         let heavy = "{% for i in range(15000) %}{% endfor %}";
         let tpl = Template::compile_object(&Value::from(vec![heavy; 8])).unwrap();
         assert!(
-            tpl.render(&json!({}))
+            tpl.render(&Context::from(json!({})))
                 .unwrap_err()
                 .message
                 .contains("too much work")
@@ -1116,6 +1035,40 @@ mod tests {
         assert_eq!(object(tpl, bare).unwrap(), j(want));
     }
 
+    /// A request's context, converted from its parts, reads as the same context given whole as
+    /// JSON (what a template worker gets), whatever the payload's shape.
+    #[test]
+    fn a_request_context_reads_the_same_from_its_parts_and_as_json() {
+        let payloads = [
+            json!({"lead_name": "Ada", "items": [1, {"x": null}], "n": 1.5}),
+            json!({"message": "m", "data": {"key": "v", "message": "inner"}}),
+            json!({"data": "inner", "headers": "shadowed", "webhook": 1, "query": [2]}),
+            json!([1, 2]),
+            json!("text"),
+            json!(null),
+        ];
+        let templates = [
+            "{{ lead_name }} {{ items | tojson }} {{ n }}",
+            "{{ data | tojson }} {{ data.key }} {{ data.message }} {{ data | length }}",
+            "{{ headers | tojson }} {{ query | tojson }} {{ webhook | tojson }}",
+            "{{ message }} {{ data.data | tojson }} {{ missing | default('none') }}",
+        ];
+        for payload in payloads {
+            let parts = hook(payload);
+            let whole = Context::from(parts.json().clone());
+            for source in templates {
+                let template = Template::compile_text(source).unwrap();
+                assert_eq!(
+                    template.render(&parts),
+                    template.render(&whole),
+                    "{source} with {}",
+                    parts.json()
+                );
+            }
+            assert!(parts.weight() >= whole.weight() / 2, "{}", parts.json());
+        }
+    }
+
     #[test]
     fn context_layout() {
         let ctx = hook(j(
@@ -1161,7 +1114,8 @@ mod tests {
         assert!(Arc::ptr_eq(&tpl.0, &copy.0));
         for name in ["a", "b"] {
             assert_eq!(
-                copy.render(&json!({ "name": name })).unwrap(),
+                copy.render(&Context::from(json!({ "name": name })))
+                    .unwrap(),
                 json!(format!("Hi {name}"))
             );
         }
@@ -1176,11 +1130,22 @@ mod tests {
     #[test]
     fn conditions() {
         let high = Template::compile_condition("priority == 'high'").unwrap();
-        assert!(high.matches(&json!({"priority": "high"})).unwrap());
-        assert!(!high.matches(&json!({})).unwrap());
+        assert!(
+            high.matches(&Context::from(json!({"priority": "high"})))
+                .unwrap()
+        );
+        assert!(!high.matches(&Context::from(json!({}))).unwrap());
         let urgent = Template::compile_condition("labels contains 'urgent' and '%}' != x").unwrap();
-        assert!(urgent.matches(&json!({"labels": ["urgent"]})).unwrap());
-        assert!(!urgent.matches(&json!({"labels": ["bug"]})).unwrap());
+        assert!(
+            urgent
+                .matches(&Context::from(json!({"labels": ["urgent"]})))
+                .unwrap()
+        );
+        assert!(
+            !urgent
+                .matches(&Context::from(json!({"labels": ["bug"]})))
+                .unwrap()
+        );
         assert_eq!(
             format!("{urgent:?}"),
             r#"Condition("labels contains 'urgent' and '%}' != x")"#

@@ -12,6 +12,7 @@ pub use body::{BodyError, form_fields};
 pub use limit::{Decision, RateLimiter};
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     net::IpAddr,
     sync::{Arc, Mutex},
@@ -36,7 +37,7 @@ use crate::{
         net::client_ip,
         new_id,
         signature::VerifyError,
-        template,
+        template::Context,
         tenant::Tenant,
         time::{micros_since, now_ms},
     },
@@ -314,13 +315,13 @@ impl Ingest {
         let payload = body::parse(content_type, body).map_err(Refusal::BadBody)?;
         let compiled = self.compiled(hook)?;
         let context = request_context(hook, &payload, &trail.headers, query);
-        let content = match &compiled.template {
+        let rendered = match &compiled.template {
             Some(template) => {
                 let field = transform_field(hook.settings.transform.as_ref());
                 let rendered = self.sandbox.render(template, &context).await;
-                rendered.map_err(|e| refusal(field, e))?
+                Some(rendered.map_err(|e| refusal(field, e))?)
             }
-            None => payload,
+            None => None,
         };
         let mut agent_ref = hook.settings.fallback_agent();
         for (i, (condition, agent)) in compiled.routes.iter().enumerate() {
@@ -330,6 +331,8 @@ impl Ingest {
                 break;
             }
         }
+        drop(context);
+        let content = rendered.unwrap_or(payload);
         let now = now_ms();
         let agent = match &addressed.fallback_agent {
             Some(agent) if agent_ref == hook.settings.fallback_agent() => agent.clone(),
@@ -597,17 +600,18 @@ fn header_texts(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
 
 /// The template context of a request: the payload's keys, `data`, `headers` (lowercase names,
 /// credentials and the signature redacted), `query` and `webhook`.
-fn request_context(
+fn request_context<'a>(
     hook: &IncomingWebhook,
-    payload: &Value,
+    payload: &'a Value,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Value {
+) -> Context<'a> {
     let signature_header = hook.settings.verification.as_ref();
     let headers = redact_headers(
         header_texts(headers),
         signature_header.map(|v| v.signature_header()),
     );
+    let headers = headers.into_iter().map(|(k, v)| (k, Value::String(v)));
     let query = query
         .and_then(|q| form_fields(q.as_bytes()).ok())
         .unwrap_or_else(|| json!({}));
@@ -616,7 +620,7 @@ fn request_context(
         "name": hook.settings.name,
         "agent_id": hook.settings.fallback_agent(),
     });
-    template::context(payload, json!(headers), query, webhook)
+    Context::request(Cow::Borrowed(payload), headers.collect(), query, webhook)
 }
 
 /// A note for the log when a string template's output looks like JSON but does not parse: it is

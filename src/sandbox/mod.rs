@@ -35,7 +35,7 @@ use tokio::{
     time::timeout,
 };
 
-use crate::domain::template::{Condition, Source, Template, TemplateError};
+use crate::domain::template::{Condition, Context, Source, Template, TemplateError};
 
 /// How long a render may wait for a free worker before it is refused as unavailable.
 const QUEUE_WAIT: Duration = Duration::from_secs(5);
@@ -95,28 +95,28 @@ impl Sandbox {
     pub async fn render(
         &self,
         template: &Template,
-        context: &Value,
+        context: &Context<'_>,
     ) -> Result<Value, SandboxError> {
         if template.is_cheap_for(context)
             && let Some(rendered) = in_process(|| template.render(context))
         {
             return Ok(rendered?);
         }
-        self.run(&template.source(), context).await
+        self.run(&template.source(), context.json()).await
     }
 
     /// Whether the routing rule holds for `context`; see [`Condition::matches`].
     pub async fn matches(
         &self,
         condition: &Condition,
-        context: &Value,
+        context: &Context<'_>,
     ) -> Result<bool, SandboxError> {
         if condition.is_cheap_for(context)
             && let Some(matched) = in_process(|| condition.matches(context))
         {
             return Ok(matched?);
         }
-        Ok(self.run(&condition.source(), context).await? == Value::Bool(true))
+        Ok(self.run(&condition.source(), context.json()).await? == Value::Bool(true))
     }
 
     async fn run(&self, source: &Source, context: &Value) -> Result<Value, SandboxError> {

@@ -72,8 +72,10 @@ fn render(cache: &mut HashMap<String, Compiled>, request: Request) -> Result<Val
         cache.insert(key.clone(), compiled);
     }
     match &cache[&key] {
-        Compiled::Template(template) => template.render(&request.context),
-        Compiled::Condition(condition) => condition.matches(&request.context).map(Value::Bool),
+        Compiled::Template(template) => template.render(&request.context.into()),
+        Compiled::Condition(condition) => {
+            condition.matches(&request.context.into()).map(Value::Bool)
+        }
     }
 }
 

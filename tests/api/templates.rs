@@ -219,13 +219,14 @@ async fn a_job_past_the_memory_cap_ends_its_worker_not_the_node() {
     // be read by a worker allowed 16 MiB.
     let sandbox = sandbox(60_000, 16);
     let template = Template::compile_text("{{ big | length }}").unwrap();
-    let big = json!({"big": "x".repeat(40 << 20)});
+    let big = json!({"big": "x".repeat(40 << 20)}).into();
     match sandbox.render(&template, &big).await.unwrap_err() {
         SandboxError::Template(e) => assert!(e.message.contains("16 MiB"), "{e}"),
         other => panic!("{other}"),
     }
     let template = Template::compile_text("{{ 6 * 7 }}").unwrap();
-    assert_eq!(sandbox.render(&template, &json!({})).await.unwrap(), 42);
+    let nothing = json!({}).into();
+    assert_eq!(sandbox.render(&template, &nothing).await.unwrap(), 42);
 }
 
 /// A cheap render never reaches a worker (here none can start); any other does.
@@ -237,7 +238,7 @@ async fn cheap_renders_run_in_the_node_and_the_rest_in_workers() {
         workers: 1,
         program: Some("/nonexistent/hookd".into()),
     });
-    let context = json!({"lead_name": "Ada", "items": [1, 2]});
+    let context = json!({"lead_name": "Ada", "items": [1, 2]}).into();
     let cheap = Template::compile_text("{{ lead_name | upper }}").unwrap();
     assert_eq!(sandbox.render(&cheap, &context).await.unwrap(), "ADA");
     let rule = Template::compile_condition("items contains 2").unwrap();
@@ -245,7 +246,7 @@ async fn cheap_renders_run_in_the_node_and_the_rest_in_workers() {
     let looping = Template::compile_text("{% for i in items %}{{ i }}{% endfor %}").unwrap();
     let error = sandbox.render(&looping, &context).await.unwrap_err();
     assert!(matches!(error, SandboxError::Unavailable(_)), "{error}");
-    let huge = json!({"lead_name": "x".repeat(4 << 20)});
+    let huge = json!({"lead_name": "x".repeat(4 << 20)}).into();
     let error = sandbox.render(&cheap, &huge).await.unwrap_err();
     assert!(matches!(error, SandboxError::Unavailable(_)), "{error}");
 }
@@ -294,7 +295,7 @@ fn generated_growing_programs_end_within_the_limits() {
         .run(&growing_program(), |source| {
             let template = Template::compile_text(&source).unwrap();
             let started = Instant::now();
-            let outcome = runtime.block_on(sandbox.render(&template, &json!({})));
+            let outcome = runtime.block_on(sandbox.render(&template, &json!({}).into()));
             // A kill plus a fresh worker's start, on a busy machine.
             prop_assert!(started.elapsed() < Duration::from_secs(5), "{source}");
             match outcome {
