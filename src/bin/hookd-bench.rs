@@ -216,6 +216,15 @@ fn cpu_us_per(seconds: f64, units: u64) -> f64 {
     round2(seconds * 1e6 / units.max(1) as f64)
 }
 
+/// The ratio to the baseline that the CPU figures allow when the machine's cores are what limits
+/// both runs: the baseline's CPU per request (its client and server, both in this process) over
+/// hookd's plus this process's (the load generator and receiver) per unit of the hookd run. On
+/// a machine where both runs keep every core busy, the measured ratio is close to it, and it is
+/// moved by CPU time alone.
+fn cpu_bound_ratio(baseline_cpu: f64, hookd_cpu: f64, bench_cpu: f64) -> f64 {
+    round2(baseline_cpu / (hookd_cpu + bench_cpu).max(f64::EPSILON))
+}
+
 /// Counts what arrives and how long after its event was published.
 #[derive(Default)]
 struct Counter {
@@ -1031,7 +1040,10 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
     let baseline_cpu = procfs::own_seconds() - baseline_cpu;
 
     drop(counter);
+    let bench_cpu = procfs::own_seconds();
     let run = fanout_through_hookd(cli, events, webhooks, 0).await?;
+    let bench_cpu = cpu_us_per(procfs::own_seconds() - bench_cpu, total);
+    let baseline_cpu = cpu_us_per(baseline_cpu, total);
     let result = json!({
         "scenario": "fanout", "store": store_name(&cli.store), "nodes": cli.nodes, "events": events, "webhooks": webhooks,
         "deliveries": total, "concurrency": concurrency,
@@ -1040,7 +1052,9 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
         "baseline_deliveries_per_s": round(baseline_rate),
         "ratio_to_baseline": round2(run.deliveries_per_s / baseline_rate),
         "hookd_cpu_us_per_delivery": run.costs.cpu_us_per_unit,
-        "baseline_cpu_us_per_request": cpu_us_per(baseline_cpu, total),
+        "baseline_cpu_us_per_request": baseline_cpu,
+        "bench_cpu_us_per_delivery": bench_cpu,
+        "cpu_bound_ratio": cpu_bound_ratio(baseline_cpu, run.costs.cpu_us_per_unit, bench_cpu),
         "latency_ms": run.latency_ms,
         "peak_rss_mib": run.costs.peak_rss_mib,
     });
@@ -1385,7 +1399,10 @@ async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
         .map(|base| format!("{base}{path}"))
         .collect();
     let meter = hookd.meter().await?;
+    let bench_cpu = procfs::own_seconds();
     let (elapsed, latencies) = hammer(urls, ingest_body(), requests, cli.concurrency).await?;
+    let bench_cpu = cpu_us_per(procfs::own_seconds() - bench_cpu, requests as u64);
+    let baseline_cpu = cpu_us_per(baseline_cpu, requests as u64);
     let costs = hookd.finish(meter, requests as u64, "request").await?;
     let rate = requests as f64 / elapsed.as_secs_f64();
     let baseline_rate = requests as f64 / baseline.as_secs_f64();
@@ -1397,7 +1414,9 @@ async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
         "baseline_per_s": round(baseline_rate),
         "ratio_to_baseline": round2(rate / baseline_rate),
         "hookd_cpu_us_per_request": costs.cpu_us_per_unit,
-        "baseline_cpu_us_per_request": cpu_us_per(baseline_cpu, requests as u64),
+        "baseline_cpu_us_per_request": baseline_cpu,
+        "bench_cpu_us_per_request": bench_cpu,
+        "cpu_bound_ratio": cpu_bound_ratio(baseline_cpu, costs.cpu_us_per_unit, bench_cpu),
         "latency_ms": {"p50": ms(percentile(&latencies, 0.5)), "p99": ms(percentile(&latencies, 0.99))},
         "baseline_latency_ms": {"p50": ms(percentile(&baseline_latencies, 0.5)), "p99": ms(percentile(&baseline_latencies, 0.99))},
         "peak_rss_mib": costs.peak_rss_mib,
