@@ -218,11 +218,13 @@ fn cpu_us_per(seconds: f64, units: u64) -> f64 {
 
 /// The ratio to the baseline that the CPU figures allow when the machine's cores are what limits
 /// both runs: the baseline's CPU per request (its client and server, both in this process) over
-/// hookd's plus this process's (the load generator and receiver) per unit of the hookd run. On
-/// a machine where both runs keep every core busy, the measured ratio is close to it, and it is
-/// moved by CPU time alone.
-fn cpu_bound_ratio(baseline_cpu: f64, hookd_cpu: f64, bench_cpu: f64) -> f64 {
-    round2(baseline_cpu / (hookd_cpu + bench_cpu).max(f64::EPSILON))
+/// what a unit of the hookd run costs the machine: hookd's CPU, this process's (the load
+/// generator and receiver), and PostgreSQL's and Redis's where measured. On a machine where both
+/// runs keep every core busy, the measured ratio is close to it, and it is moved by CPU time
+/// alone.
+fn cpu_bound_ratio(baseline_cpu: f64, hookd: &Costs, bench_cpu: f64) -> f64 {
+    let spent = hookd.cpu_us_per_unit + hookd.servers_cpu_us_per_unit + bench_cpu;
+    round2(baseline_cpu / spent.max(f64::EPSILON))
 }
 
 /// Counts what arrives and how long after its event was published.
@@ -576,6 +578,8 @@ struct RedisCounters {
 struct Costs {
     /// hookd's CPU (every node, with its template workers) per unit of work.
     cpu_us_per_unit: f64,
+    /// PostgreSQL's and Redis's CPU per unit of work, where measured (see `figures`).
+    servers_cpu_us_per_unit: f64,
     /// Of the node that grew most.
     peak_rss_mib: f64,
     /// `database` (PostgreSQL's figures, or for SQLite the bytes hookd wrote to disk) and
@@ -881,8 +885,20 @@ impl Hookd {
                 }),
             );
         }
+        // The servers hookd leans on, when they share this machine's cores.
+        let postgres = format!("postgres_cpu_us_per_{unit}");
+        let database = figures.get("database");
+        let servers_cpu_us_per_unit = [
+            database.and_then(|d| d[&postgres]["backends"].as_f64()),
+            database.and_then(|d| d[&postgres]["wal_writer_and_checkpointer"].as_f64()),
+            (figures.get("redis")).and_then(|r| r[format!("cpu_us_per_{unit}")].as_f64()),
+        ]
+        .into_iter()
+        .flatten()
+        .sum();
         Ok(Costs {
             cpu_us_per_unit: cpu_us_per(cpu, units),
+            servers_cpu_us_per_unit,
             peak_rss_mib: round(peak_rss_mib),
             figures,
         })
@@ -1054,7 +1070,7 @@ async fn fanout(cli: &Cli, events: usize, webhooks: usize) -> anyhow::Result<Val
         "hookd_cpu_us_per_delivery": run.costs.cpu_us_per_unit,
         "baseline_cpu_us_per_request": baseline_cpu,
         "bench_cpu_us_per_delivery": bench_cpu,
-        "cpu_bound_ratio": cpu_bound_ratio(baseline_cpu, run.costs.cpu_us_per_unit, bench_cpu),
+        "cpu_bound_ratio": cpu_bound_ratio(baseline_cpu, &run.costs, bench_cpu),
         "latency_ms": run.latency_ms,
         "peak_rss_mib": run.costs.peak_rss_mib,
     });
@@ -1416,7 +1432,7 @@ async fn ingest(cli: &Cli, requests: usize) -> anyhow::Result<Value> {
         "hookd_cpu_us_per_request": costs.cpu_us_per_unit,
         "baseline_cpu_us_per_request": baseline_cpu,
         "bench_cpu_us_per_request": bench_cpu,
-        "cpu_bound_ratio": cpu_bound_ratio(baseline_cpu, costs.cpu_us_per_unit, bench_cpu),
+        "cpu_bound_ratio": cpu_bound_ratio(baseline_cpu, &costs, bench_cpu),
         "latency_ms": {"p50": ms(percentile(&latencies, 0.5)), "p99": ms(percentile(&latencies, 0.99))},
         "baseline_latency_ms": {"p50": ms(percentile(&baseline_latencies, 0.5)), "p99": ms(percentile(&baseline_latencies, 0.99))},
         "peak_rss_mib": costs.peak_rss_mib,
