@@ -74,19 +74,8 @@ impl<'a> Context<'a> {
 
     /// The context as one JSON object, as a template worker gets it.
     pub fn json(&self) -> &Value {
-        self.json.get_or_init(|| {
-            let Some(request) = &self.request else {
-                unreachable!("a context given whole holds its JSON from the start")
-            };
-            let mut context = match request.payload.as_ref() {
-                Value::Object(map) => map.clone(),
-                _ => Map::new(),
-            };
-            for (name, value) in RESERVED.into_iter().zip(request.parts()) {
-                context.insert(name.into(), value.clone());
-            }
-            Value::Object(context)
-        })
+        // A context given whole holds its JSON from the start.
+        (self.json).get_or_init(|| self.request.as_ref().map_or(Value::Null, Request::json))
     }
 
     /// The context as MiniJinja reads it.
@@ -124,6 +113,17 @@ impl Request<'_> {
     /// The values of [`RESERVED`], in its order.
     fn parts(&self) -> [&Value; 4] {
         [&self.payload, &self.headers, &self.query, &self.webhook]
+    }
+
+    fn json(&self) -> Value {
+        let mut context = match self.payload.as_ref() {
+            Value::Object(map) => map.clone(),
+            _ => Map::new(),
+        };
+        for (name, value) in RESERVED.into_iter().zip(self.parts()) {
+            context.insert(name.into(), value.clone());
+        }
+        Value::Object(context)
     }
 
     /// The payload converted once: its top-level keys are the converted payload's items.
