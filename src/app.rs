@@ -86,7 +86,8 @@ impl Application {
         } else {
             (Handoff::none(Arc::clone(&wake)), None)
         };
-        let publisher = Publisher::new(store.clone(), Arc::clone(&wake), handoff);
+        let most = config.quotas.deliveries_per_request;
+        let publisher = Publisher::new(store.clone(), Arc::clone(&wake), handoff, most);
         let sandbox = Sandbox::new(config.templates.clone());
         let ingest = Ingest::new(&config, publisher.clone(), sandbox.clone())
             .await

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::{
-    domain::{delivery::DeliveryPolicy, net::TargetPolicy},
+    domain::{delivery::DeliveryPolicy, net::TargetPolicy, quota::Quotas},
     sandbox::SandboxSettings,
 };
 
@@ -62,6 +62,17 @@ pub struct Settings {
     /// Log entries kept per webhook at most [default: 10000]
     #[arg(long, global = true, env = "HOOKD_MAX_LOGS_PER_WEBHOOK")]
     pub max_logs_per_webhook: Option<i64>,
+    /// Outgoing webhooks one company may have, and incoming webhooks (each counted on its own)
+    /// [default: 10000]
+    #[arg(long, global = true, env = "HOOKD_MAX_WEBHOOKS_PER_COMPANY")]
+    pub max_webhooks_per_company: Option<i64>,
+    /// Event types one company may define, archived ones included [default: 1000]
+    #[arg(long, global = true, env = "HOOKD_MAX_EVENT_TYPES_PER_COMPANY")]
+    pub max_event_types_per_company: Option<i64>,
+    /// Deliveries one publish request may make (its events times the webhooks subscribed to
+    /// each); at least max_webhooks_per_company [default: 10000]
+    #[arg(long, global = true, env = "HOOKD_MAX_DELIVERIES_PER_REQUEST")]
+    pub max_deliveries_per_request: Option<i64>,
     /// Deliveries in flight per node at most [default: 256]
     #[arg(long, global = true, env = "HOOKD_DELIVERY_CONCURRENCY")]
     pub delivery_concurrency: Option<usize>,
@@ -191,6 +202,15 @@ impl Settings {
             circuit_cooldown_ms: self.circuit_cooldown_ms.or(fallback.circuit_cooldown_ms),
             log_retention_days: self.log_retention_days.or(fallback.log_retention_days),
             max_logs_per_webhook: self.max_logs_per_webhook.or(fallback.max_logs_per_webhook),
+            max_webhooks_per_company: self
+                .max_webhooks_per_company
+                .or(fallback.max_webhooks_per_company),
+            max_event_types_per_company: self
+                .max_event_types_per_company
+                .or(fallback.max_event_types_per_company),
+            max_deliveries_per_request: self
+                .max_deliveries_per_request
+                .or(fallback.max_deliveries_per_request),
             delivery_concurrency: self.delivery_concurrency.or(fallback.delivery_concurrency),
             per_target_concurrency: self
                 .per_target_concurrency
@@ -229,6 +249,7 @@ pub struct Config {
     pub delivery: DeliveryPolicy,
     pub log_retention_days: i64,
     pub max_logs_per_webhook: i64,
+    pub quotas: Quotas,
     pub delivery_concurrency: usize,
     pub per_target_concurrency: usize,
     /// How long a claimed delivery is held, in ms (see [`Settings::lease_ms`]).
@@ -274,6 +295,7 @@ impl Config {
                 .with_context(|| format!("{name} must be comma-separated CIDR ranges"))
         };
         let defaults = DeliveryPolicy::default();
+        let quotas = quotas(&settings)?;
         let nats_sources = settings.sources.unwrap_or_default().nats;
         for (n, source) in nats_sources.iter().enumerate() {
             source.check(n)?;
@@ -322,6 +344,7 @@ impl Config {
                 settings.max_logs_per_webhook,
                 10_000,
             )?,
+            quotas,
             delivery_concurrency: settings.delivery_concurrency.unwrap_or(256).max(1),
             per_target_concurrency: settings.per_target_concurrency.unwrap_or(16).max(1),
             lease_ms: positive("lease_ms", settings.lease_ms, 60_000)?,
@@ -352,6 +375,37 @@ impl Config {
             nats_sources,
         })
     }
+}
+
+fn quotas(settings: &Settings) -> anyhow::Result<Quotas> {
+    let defaults = Quotas::default();
+    let webhooks = positive(
+        "max_webhooks_per_company",
+        settings.max_webhooks_per_company,
+        defaults.webhooks,
+    )?;
+    let deliveries = positive(
+        "max_deliveries_per_request",
+        settings.max_deliveries_per_request,
+        i64::try_from(defaults.deliveries_per_request).unwrap_or(i64::MAX),
+    )?;
+    // One event always goes to every webhook that wants it (an incoming request, an agent's
+    // announcement): a request could not be refused for what a single event makes.
+    if deliveries < webhooks {
+        anyhow::bail!(
+            "max_deliveries_per_request ({deliveries}) must be at least \
+             max_webhooks_per_company ({webhooks}): one event reaches every webhook that wants it"
+        );
+    }
+    Ok(Quotas {
+        webhooks,
+        event_types: positive(
+            "max_event_types_per_company",
+            settings.max_event_types_per_company,
+            defaults.event_types,
+        )?,
+        deliveries_per_request: usize::try_from(deliveries).unwrap_or(usize::MAX),
+    })
 }
 
 fn positive(name: &str, value: Option<i64>, default: i64) -> anyhow::Result<i64> {
@@ -389,6 +443,24 @@ mod tests {
         assert_eq!(config.bind.port(), 9000);
         assert_eq!(config.database_url, "sqlite://x.db");
         assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn a_request_may_always_make_the_deliveries_of_one_event() {
+        let settings = |webhooks, deliveries| Settings {
+            max_webhooks_per_company: Some(webhooks),
+            max_deliveries_per_request: Some(deliveries),
+            ..Default::default()
+        };
+        let config = Config::resolve(settings(50, 50)).unwrap();
+        assert_eq!(config.quotas.webhooks, 50);
+        assert_eq!(config.quotas.deliveries_per_request, 50);
+        let error = Config::resolve(settings(50, 49)).unwrap_err().to_string();
+        assert!(error.contains("max_deliveries_per_request (49)"), "{error}");
+        assert_eq!(
+            Config::resolve(Settings::default()).unwrap().quotas,
+            Quotas::default()
+        );
     }
 
     #[test]

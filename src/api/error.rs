@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::{
     delivery::{catalogue::CatalogueError, publish::PublishError},
     domain::Invalid,
+    domain::quota::Owned,
     domain::tenant::Scope,
     ingest::{BodyError, Refusal},
     store::StoreError,
@@ -57,6 +58,9 @@ pub enum ApiError {
     SlowBody(std::time::Duration),
     #[error("{0}")]
     Conflict(String),
+    /// The company holds as many of a kind as the node allows.
+    #[error("{0}")]
+    LimitReached(String),
     #[error("{0}")]
     IdempotencyKeyReused(String),
     /// A value got past validation that the database would not hold.
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::SlowBody(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::LimitReached(_) => (StatusCode::CONFLICT, "limit_reached"),
             ApiError::Unstorable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unstorable_value"),
             ApiError::IdempotencyKeyReused(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
@@ -109,6 +114,19 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound => ApiError::NotFound("resource"),
             StoreError::Conflict(detail) => ApiError::Conflict(detail),
+            StoreError::QuotaReached { owned, most } => ApiError::LimitReached(format!(
+                "your company has {most} {}, the most this server allows ({}); {}",
+                owned.label(),
+                owned.setting(),
+                match owned {
+                    Owned::EventTypes => {
+                        "archived types count too: restore one and change it (PUT) instead"
+                    }
+                    Owned::OutgoingWebhooks | Owned::IncomingWebhooks => {
+                        "delete one to make another"
+                    }
+                }
+            )),
             StoreError::Refused(detail) => ApiError::Unstorable(detail),
             StoreError::Unavailable(_) => ApiError::Unavailable,
             other => ApiError::Internal(other.into()),
@@ -132,6 +150,9 @@ impl From<PublishError> for ApiError {
         match error {
             PublishError::Store(error) => error.into(),
             reused @ PublishError::KeyReused => ApiError::IdempotencyKeyReused(reused.to_string()),
+            many @ PublishError::TooManyDeliveries { .. } => {
+                ApiError::Invalid(Invalid::new("events", many.to_string()))
+            }
             PublishError::Catalogue(error) => error.into(),
         }
     }

@@ -157,7 +157,8 @@ fn builtin_conflict(name: &str) -> ApiError {
 
 /// Define an event type for your company: its events can then be published and subscribed to
 /// (`billing.*` covers it too). A name of a built-in type, or one your company has already
-/// (archived ones included), is a 409.
+/// (archived ones included), is a 409, as is a company holding the most types the server allows
+/// (`limit_reached`).
 #[utoipa::path(post, path = "/api/event-types", tag = "events", request_body = EventTypeIn,
     security(("bearer" = [])),
     responses((status = 201, body = EventTypeOut), (status = 401, body = ErrorBody),
@@ -183,7 +184,8 @@ async fn create_event_type(
         input.changes(),
         now_ms(),
     )?;
-    state.store.insert_event_type(&event_type).await?;
+    let most = state.config.quotas.event_types;
+    state.store.insert_event_type(&event_type, most).await?;
     Ok((StatusCode::CREATED, Json(EventTypeOut::custom(event_type))))
 }
 

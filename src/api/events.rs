@@ -135,7 +135,8 @@ async fn publish_event(
     ))
 }
 
-/// Publish up to 1000 events at once, atomically.
+/// Publish up to 1000 events at once, atomically. A batch whose events' types have more
+/// subscribed webhooks in all than one request may make deliveries (10,000 by default) is a 422.
 #[utoipa::path(post, path = "/api/events/batch", tag = "events", request_body = EventBatchIn,
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried publish return the first answer")),

@@ -319,11 +319,12 @@ async fn ensure_agents(
     Ok(())
 }
 
-/// Create an incoming webhook. The answer holds its token and receiving URL.
+/// Create an incoming webhook. The answer holds its token and receiving URL. A company holding
+/// the most the server allows is answered 409 `limit_reached`.
 #[utoipa::path(post, path = "/api/webhooks/incoming", tag = "incoming", request_body = IncomingWebhookIn,
     security(("bearer" = [])),
     responses((status = 201, body = IncomingWebhookOut), (status = 401, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_incoming_webhook(
     State(state): State<AppState>,
     caller: Caller,
@@ -343,7 +344,10 @@ async fn create_incoming_webhook(
         created_at: now,
         updated_at: now,
     };
-    state.store.insert_incoming(&hook).await?;
+    state
+        .store
+        .insert_incoming(&hook, state.config.quotas.webhooks)
+        .await?;
     let base = public_base(&state, &headers);
     Ok((
         StatusCode::CREATED,

@@ -250,11 +250,13 @@ async fn check_target(state: &AppState, settings: &OutgoingSettings) -> ApiResul
         .map_err(|e| Invalid::new("url", e.to_string()).into())
 }
 
-/// Create an outgoing webhook.
+/// Create an outgoing webhook. A company holding the most the server allows is answered 409
+/// `limit_reached`.
 #[utoipa::path(post, path = "/api/webhooks/outgoing", tag = "outgoing", request_body = OutgoingWebhookIn,
     security(("bearer" = [])),
     responses((status = 201, body = OutgoingWebhookOut), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 async fn create_outgoing_webhook(
     State(state): State<AppState>,
     caller: Caller,
@@ -274,7 +276,10 @@ async fn create_outgoing_webhook(
         created_at: now,
         updated_at: now,
     };
-    state.store.insert_outgoing(&hook).await?;
+    state
+        .store
+        .insert_outgoing(&hook, state.config.quotas.webhooks)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(OutgoingWebhookOut::new(hook, true, &state.config.delivery)),

@@ -198,7 +198,7 @@ mod tests {
             ..Default::default()
         };
         let defined = CustomEventType::create("c", "billing.invoiced", "u", changes, 1).unwrap();
-        store.insert_event_type(&defined).await.expect("type");
+        store.insert_event_type(&defined, 10).await.expect("type");
         let catalogue = Catalogue {
             check_wait: Duration::from_millis(50),
             ..Catalogue::new(store)

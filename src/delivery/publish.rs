@@ -85,13 +85,26 @@ impl Subscriptions {
 
     /// The webhooks that want `event` (type and filters), in the order they were given.
     pub fn wanting<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a OutgoingWebhook> {
-        let prefixes = event
-            .event_type
+        self.subscribed(&event.event_type)
+            .into_iter()
+            .map(|position| &self.hooks[position])
+            .filter(|hook| hook.settings.wants(event))
+    }
+
+    /// How many webhooks subscribe to `event_type`, before their filters: at least as many as
+    /// an event of that type is delivered to.
+    pub fn subscribers(&self, event_type: &str) -> usize {
+        self.subscribed(event_type).len()
+    }
+
+    /// The positions of the webhooks subscribed to `event_type`, in order, each once.
+    fn subscribed(&self, event_type: &str) -> Vec<usize> {
+        let prefixes = event_type
             .match_indices('.')
-            .filter_map(|(dot, _)| self.prefixed.get(&event.event_type[..=dot]));
+            .filter_map(|(dot, _)| self.prefixed.get(&event_type[..=dot]));
         let mut positions: Vec<usize> = self
             .exact
-            .get(&event.event_type)
+            .get(event_type)
             .into_iter()
             .chain(prefixes)
             .chain(std::iter::once(&self.all))
@@ -102,10 +115,42 @@ impl Subscriptions {
         positions.sort_unstable();
         positions.dedup();
         positions
-            .into_iter()
-            .map(|position| &self.hooks[position])
-            .filter(|hook| hook.settings.wants(event))
     }
+}
+
+/// `events` (already validated) as `tenant` publishes them to `hooks`: the events and their
+/// deliveries, and what to answer.
+fn fan_out(
+    hooks: &Subscriptions,
+    tenant: &Tenant,
+    events: Vec<NewEvent>,
+) -> (Publication, Published) {
+    let now = now_ms();
+    let mut stored = Vec::with_capacity(events.len());
+    let mut deliveries = Vec::new();
+    let mut published = Published {
+        events: Vec::with_capacity(events.len()),
+    };
+    for new in events {
+        let event = Event::new(new_id(), tenant.clone(), new, now);
+        let before = deliveries.len();
+        deliveries.extend(hooks.wanting(&event).map(|hook| Delivery {
+            fifo: hook.settings.ordering == Ordering::Fifo,
+            ..Delivery::pending(&event, TargetKind::Webhook, &hook.id, now)
+        }));
+        published.events.push(PublishedEvent {
+            event_id: event.id.clone(),
+            deliveries: deliveries.len() - before,
+        });
+        stored.push(Arc::new(event));
+    }
+    let publication = Publication {
+        tenant: tenant.clone(),
+        events: stored,
+        deliveries,
+        idempotency: None,
+    };
+    (publication, published)
 }
 
 /// Why a publish failed.
@@ -118,6 +163,14 @@ pub enum PublishError {
         "Idempotency-Key: this key was used with a different request; use a new key for a new request"
     )]
     KeyReused,
+    /// The request's events would make more deliveries than one request may (see
+    /// [`crate::domain::quota::Quotas::deliveries_per_request`]).
+    #[error(
+        "the webhooks subscribed to these events' types number {subscribed} in all (per event, \
+         before filters); one request may make at most {most} deliveries \
+         (HOOKD_MAX_DELIVERIES_PER_REQUEST): publish fewer events per request"
+    )]
+    TooManyDeliveries { subscribed: usize, most: usize },
     /// The events' types or data were refused, or could not be checked now.
     #[error(transparent)]
     Catalogue(#[from] CatalogueError),
@@ -143,16 +196,24 @@ pub struct Publisher {
     /// after a change wait for one read instead of each reading every webhook (with 10,000
     /// webhooks, 64 concurrent reads starved the store's connections for seconds).
     reloading: Arc<tokio::sync::Mutex<()>>,
+    /// Deliveries one publish request may make.
+    most_deliveries: usize,
 }
 
 impl Publisher {
-    pub fn new(store: Store, wake: Arc<Notify>, handoff: Handoff) -> Publisher {
+    pub fn new(
+        store: Store,
+        wake: Arc<Notify>,
+        handoff: Handoff,
+        most_deliveries: usize,
+    ) -> Publisher {
         Publisher {
             store,
             wake,
             handoff,
             candidates: Arc::default(),
             reloading: Arc::default(),
+            most_deliveries,
         }
     }
 
@@ -211,32 +272,7 @@ impl Publisher {
         events: Vec<NewEvent>,
     ) -> Result<(Publication, Published), StoreError> {
         let hooks = self.candidates(&tenant.company_id, company_version).await?;
-        let now = now_ms();
-        let mut stored = Vec::with_capacity(events.len());
-        let mut deliveries = Vec::new();
-        let mut published = Published {
-            events: Vec::with_capacity(events.len()),
-        };
-        for new in events {
-            let event = Event::new(new_id(), tenant.clone(), new, now);
-            let before = deliveries.len();
-            deliveries.extend(hooks.wanting(&event).map(|hook| Delivery {
-                fifo: hook.settings.ordering == Ordering::Fifo,
-                ..Delivery::pending(&event, TargetKind::Webhook, &hook.id, now)
-            }));
-            published.events.push(PublishedEvent {
-                event_id: event.id.clone(),
-                deliveries: deliveries.len() - before,
-            });
-            stored.push(Arc::new(event));
-        }
-        let publication = Publication {
-            tenant: tenant.clone(),
-            events: stored,
-            deliveries,
-            idempotency: None,
-        };
-        Ok((publication, published))
+        Ok(fan_out(&hooks, tenant, events))
     }
 
     /// A request to publish `events` (each valid on its own), as every way in makes it (the API,
@@ -277,7 +313,17 @@ impl Publisher {
             company_version,
         } = publisher;
         let remembered = idempotency_key.map(|key| (key, request_hash(&events)));
-        let (mut publication, published) = self.prepare_at(tenant, company_version, events).await?;
+        let hooks = self.candidates(&tenant.company_id, company_version).await?;
+        // Counted before anything is built: a refused request costs no more than its count.
+        let subscribed = events
+            .iter()
+            .map(|e| hooks.subscribers(&e.event_type))
+            .sum();
+        if subscribed > self.most_deliveries {
+            let most = self.most_deliveries;
+            return Err(PublishError::TooManyDeliveries { subscribed, most });
+        }
+        let (mut publication, published) = fan_out(&hooks, tenant, events);
         publication.idempotency = remembered.as_ref().map(|(key, request_hash)| Idempotency {
             key: key.to_string(),
             response: serde_json::to_string(&published).unwrap_or_default(),

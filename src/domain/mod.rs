@@ -13,6 +13,7 @@ pub mod net;
 pub mod notice;
 pub mod outgoing;
 pub mod payload;
+pub mod quota;
 pub mod rotation;
 pub mod signature;
 pub mod template;

@@ -1,7 +1,9 @@
 //! Event types that companies define (migration 0013).
 
-use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
-use crate::domain::custom_types::CustomEventType;
+use super::{
+    Result, Store, StoreError, from_json, insert_within_quota, on_pool, on_writer, to_json,
+};
+use crate::domain::{custom_types::CustomEventType, quota::Owned};
 
 #[derive(sqlx::FromRow)]
 struct EventTypeRow {
@@ -42,33 +44,38 @@ const COLUMNS: &str = "company_id, name, description, data_schema, version, crea
 
 impl Store {
     /// Inserts a new type; a name the company already has (archived or not) is a conflict.
-    pub async fn insert_event_type(&self, event_type: &CustomEventType) -> Result<()> {
-        on_writer!(self, pool => sqlx::query(
-            "INSERT INTO event_types (company_id, name, description, data_schema, version,
-                 created_by, created_at, updated_at, archived_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&event_type.company_id)
-        .bind(&event_type.name)
-        .bind(&event_type.description)
-        .bind(event_type.schema.as_ref().map(to_json))
-        .bind(event_type.version)
-        .bind(&event_type.created_by)
-        .bind(event_type.created_at)
-        .bind(event_type.updated_at)
-        .bind(event_type.archived_at)
-        .execute(pool)
-        .await
-        .map(drop)
-        .map_err(|error| match StoreError::from(error) {
+    /// Inserts a new type unless the company has `most` types already; a name the company
+    /// already has (archived or not) is a conflict.
+    pub async fn insert_event_type(&self, event_type: &CustomEventType, most: i64) -> Result<()> {
+        let company = event_type.company_id.as_str();
+        let inserted: Result<()> = async {
+            insert_within_quota!(self, Owned::EventTypes, most, company, tx => sqlx::query(
+                "INSERT INTO event_types (company_id, name, description, data_schema, version,
+                     created_by, created_at, updated_at, archived_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&event_type.company_id)
+            .bind(&event_type.name)
+            .bind(&event_type.description)
+            .bind(event_type.schema.as_ref().map(to_json))
+            .bind(event_type.version)
+            .bind(&event_type.created_by)
+            .bind(event_type.created_at)
+            .bind(event_type.updated_at)
+            .bind(event_type.archived_at)
+            .execute(&mut *tx)
+            .await?);
+            Ok(())
+        }
+        .await;
+        inserted.map_err(|error| match error {
             StoreError::Conflict(_) => StoreError::Conflict(format!(
                 "name: your company already has an event type {:?} (an archived one is \
                  restored with PUT {{\"archived\": false}})",
                 event_type.name
             )),
             other => other,
-        })?);
-        Ok(())
+        })
     }
 
     /// The company's types, archived ones included, by name.

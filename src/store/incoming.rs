@@ -8,14 +8,15 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    Result, Store, StoreError, agents::AgentRow, from_json, inline_reads::by_name, on_pool,
-    on_writer, to_json,
+    Result, Store, StoreError, agents::AgentRow, from_json, inline_reads::by_name,
+    insert_within_quota, on_pool, on_writer, to_json,
 };
 use crate::domain::{
     agent::Agent,
     api_key::hash_secret,
     incoming::{IncomingSettings, IncomingWebhook, Route, Transform},
     net::IpAllowlist,
+    quota::Owned,
     rotation::PreviousSecret,
     signature::SourceVerification,
     tenant::Tenant,
@@ -297,8 +298,10 @@ macro_rules! bind_incoming {
 }
 
 impl Store {
-    pub async fn insert_incoming(&self, hook: &IncomingWebhook) -> Result<()> {
-        on_writer!(self, pool => bind_incoming!(sqlx::query(
+    /// Inserts `hook` unless its company has `most` incoming webhooks already.
+    pub async fn insert_incoming(&self, hook: &IncomingWebhook, most: i64) -> Result<()> {
+        let company = hook.tenant.company_id.as_str();
+        insert_within_quota!(self, Owned::IncomingWebhooks, most, company, tx => bind_incoming!(sqlx::query(
             "INSERT INTO incoming_webhooks (id, user_id, company_id, name, agent_id, agent_name,
                 description, is_active, transform_template, payload_transformation, rate_limit,
                 allowed_ips, updated_at, verification, routes, dedup_header, created_at, token,
@@ -309,9 +312,8 @@ impl Store {
         .bind(hook.created_at)
         .bind(&hook.token)
         .bind(hash_secret(&hook.token))
-        .execute(pool)
-        .await
-        .map(drop)?);
+        .execute(&mut *tx)
+        .await?);
         Ok(())
     }
 

@@ -27,6 +27,8 @@ pub use logs::{LogQuery, Tally};
 
 use std::{str::FromStr, time::Duration};
 
+use crate::domain::quota::Owned;
+
 use sqlx::{
     PgPool, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -40,6 +42,9 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The company holds as many of these as it may (see [`crate::domain::quota`]).
+    #[error("the company has {most} {}, the most allowed", .owned.label())]
+    QuotaReached { owned: Owned, most: i64 },
     /// The database refused a value (SQLSTATE class 22, a data exception): the write that
     /// carried it fails; nothing else does.
     #[error("value refused by the database: {0}")]
@@ -145,6 +150,50 @@ macro_rules! on_writer {
     };
 }
 pub(crate) use on_writer;
+
+/// [`on_writer!`] for a row that a company may hold only so many of: `$insert` (statements on
+/// the transaction `$tx`) runs after the company's rows of that kind are counted in the same
+/// transaction, and not at all if it has `$most` already ([`StoreError::QuotaReached`]).
+/// Counts are exact under concurrency: SQLite's writes take turns, and on PostgreSQL a
+/// transaction-scoped advisory lock per company and kind makes concurrent inserts count one
+/// after another (under READ COMMITTED each statement sees what committed before it began).
+macro_rules! insert_within_quota {
+    ($store:expr, $owned:expr, $most:expr, $company:expr, $tx:ident => $insert:expr) => {{
+        let (owned, most, company): (crate::domain::quota::Owned, i64, &str) =
+            ($owned, $most, $company);
+        let table = crate::store::owned_table(owned);
+        let postgres = matches!($store.write_db, crate::store::Db::Postgres(_));
+        on_writer!($store, pool => {
+            let mut $tx = pool.begin().await?;
+            if postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                    .bind(format!("{table}/{company}"))
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            let count = format!("SELECT count(*) FROM {table} WHERE company_id = $1");
+            let (held,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(count))
+                .bind(company)
+                .fetch_one(&mut *$tx)
+                .await?;
+            if held >= most {
+                return Err(crate::store::StoreError::QuotaReached { owned, most });
+            }
+            $insert;
+            $tx.commit().await?;
+        })
+    }};
+}
+pub(crate) use insert_within_quota;
+
+/// The table that holds the companies' `owned`.
+fn owned_table(owned: Owned) -> &'static str {
+    match owned {
+        Owned::OutgoingWebhooks => "outgoing_webhooks",
+        Owned::IncomingWebhooks => "incoming_webhooks",
+        Owned::EventTypes => "event_types",
+    }
+}
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]

@@ -370,7 +370,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
         };
-        store.insert_outgoing(&hook).await.expect("webhook");
+        store.insert_outgoing(&hook, 10).await.expect("webhook");
         (store, hook)
     }
 

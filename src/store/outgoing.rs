@@ -1,12 +1,15 @@
 //! Outgoing webhook configurations.
 
-use super::{Result, Store, StoreError, from_json, on_pool, on_writer, to_json};
+use super::{
+    Result, Store, StoreError, from_json, insert_within_quota, on_pool, on_writer, to_json,
+};
 use crate::domain::{
     delivery::Health,
     net::TargetUrl,
     notice::About,
     outgoing::{Ordering, OutgoingSettings, OutgoingWebhook},
     payload::PayloadFormat,
+    quota::Owned,
     rotation::PreviousSecret,
     tenant::Tenant,
 };
@@ -122,8 +125,10 @@ macro_rules! bind_outgoing {
 }
 
 impl Store {
-    pub async fn insert_outgoing(&self, hook: &OutgoingWebhook) -> Result<()> {
-        on_writer!(self, pool => bind_outgoing!(sqlx::query(
+    /// Inserts `hook` unless its company has `most` outgoing webhooks already.
+    pub async fn insert_outgoing(&self, hook: &OutgoingWebhook, most: i64) -> Result<()> {
+        let company = hook.tenant.company_id.as_str();
+        insert_within_quota!(self, Owned::OutgoingWebhooks, most, company, tx => bind_outgoing!(sqlx::query(
             "INSERT INTO outgoing_webhooks (id, user_id, company_id, name, url, event_types, is_active,
                 secret, headers, description, agent_id, retry_count, retry_delay, timeout, rate_limit,
                 filters, payload_template, payload_format, ordering, updated_at, created_at)
@@ -131,9 +136,8 @@ impl Store {
                 $19, $20, $21)",
         ), hook)
         .bind(hook.created_at)
-        .execute(pool)
-        .await
-        .map(drop)?);
+        .execute(&mut *tx)
+        .await?);
         Ok(())
     }
 

@@ -21,6 +21,7 @@ mod nats;
 mod notices;
 mod order;
 mod outgoing_webhooks;
+mod quotas;
 mod receiver;
 mod receivers;
 mod receiving;
