@@ -65,6 +65,9 @@ struct Sums {
     last_failure_at: Option<i64>,
 }
 
+/// Deliveries replayed per statement: a few milliseconds of the write lock.
+const REPLAY_CHUNK: i64 = 1_000;
+
 const COLUMNS: &str = "id, event_id, target, webhook_id, company_id, event_type, status, attempts, \
      next_attempt_at, lease_token, last_status, last_error, created_at, updated_at, seq, fifo";
 
@@ -571,18 +574,36 @@ impl Store {
         Ok(())
     }
 
-    /// Queues again every failed delivery of a webhook created at or after `since`.
+    /// Queues again every failed delivery of a webhook created at or after `since`, a chunk
+    /// at a time: one statement over all of them held the write lock, and so every other
+    /// tenant's writes, for as long as it ran (300,000 failed deliveries: 0.94 s, one publish of
+    /// another company waiting as long). Between chunks other writes take their turn. A
+    /// delivery that fails again meanwhile is not replayed twice (it ended after `now`); a
+    /// replay cut short is completed by asking again.
     pub async fn replay_failed(&self, webhook_id: &str, since: i64, now: i64) -> Result<u64> {
-        Ok(on_writer!(self, pool => sqlx::query(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3, updated_at = $3
-             WHERE webhook_id = $1 AND status = 'failed' AND created_at >= $2",
-        )
-        .bind(webhook_id)
-        .bind(since)
-        .bind(now)
-        .execute(pool)
-        .await?
-        .rows_affected()))
+        let mut replayed = 0;
+        loop {
+            let done = on_writer!(self, pool => sqlx::query(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = $3,
+                    updated_at = $3
+                 WHERE status = 'failed' AND id IN (
+                    SELECT id FROM deliveries
+                    WHERE webhook_id = $1 AND status = 'failed' AND created_at >= $2
+                        AND updated_at < $3
+                    LIMIT $4)",
+            )
+            .bind(webhook_id)
+            .bind(since)
+            .bind(now)
+            .bind(REPLAY_CHUNK)
+            .execute(pool)
+            .await?
+            .rows_affected());
+            replayed += done;
+            if done < REPLAY_CHUNK.unsigned_abs() {
+                return Ok(replayed);
+            }
+        }
     }
 
     /// A webhook's deliveries, newest first.

@@ -15,6 +15,7 @@ both_backends!(
     published_event_is_delivered_signed_with_the_spec_headers,
     failed_delivery_is_retried_with_exponential_backoff,
     exhausted_delivery_fails_and_can_be_retried_or_replayed,
+    a_replay_takes_every_failed_delivery_however_many_chunks,
     each_kind_of_failure_is_logged_with_its_reason,
     gone_target_deactivates_its_webhook,
     circuit_opens_after_five_failures_waits_then_closes,
@@ -261,6 +262,37 @@ async fn exhausted_delivery_fails_and_can_be_retried_or_replayed(backend: Backen
     )
     .await
     .expect_error(422, "validation_error");
+}
+
+/// Replays go a chunk at a time (of 1,000) so other writes interleave: all of them are still
+/// replayed, once.
+async fn a_replay_takes_every_failed_delivery_however_many_chunks(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.no_workers = true).await;
+    let key = app.tenant_key().await;
+    let id = webhook(&app, &key, json!({"url": "http://127.0.0.1:9/x"})).await;
+    let events: Vec<Value> = (0..500)
+        .map(|n| json!({"event_type": "task.failed", "data": {"n": n}}))
+        .collect();
+    for _ in 0..5 {
+        app.post("/api/events/batch", &key, &json!({"events": events}))
+            .await
+            .expect(202);
+    }
+    app.execute_sql("UPDATE deliveries SET status = 'failed', updated_at = created_at")
+        .await;
+    let path = format!("/api/webhooks/outgoing/{id}/replay");
+    let since = json!({"since": "2000-01-01T00:00:00Z"});
+    let replay = || app.post(&path, &key, &since);
+    assert_eq!(replay().await.expect(202)["replayed"], 2_500);
+    assert_eq!(replay().await.expect(202)["replayed"], 0);
+    let failed = app
+        .get(
+            &format!("/api/webhooks/outgoing/{id}/deliveries?status=failed"),
+            &key,
+        )
+        .await
+        .expect(200);
+    assert_eq!(failed, json!([]));
 }
 
 async fn each_kind_of_failure_is_logged_with_its_reason(backend: Backend) {
