@@ -23,6 +23,7 @@ use crate::{
         tenant::Scope,
         time::{iso8601, now_ms},
     },
+    store::{DeliveryPage, StoreError},
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -133,8 +134,15 @@ pub struct DeliveryQuery {
     status: Option<String>,
     /// Default 100, at most 1000.
     limit: Option<i64>,
+    /// At most 10000; further back, page with `before`.
     offset: Option<i64>,
+    /// Only deliveries older than this one (the last id of the previous page).
+    before: Option<String>,
 }
+
+/// The deepest `offset` of a deliveries listing: a page costs reading `offset + limit` rows per
+/// status, so past this, paging goes by `before`, which costs what the page holds.
+const MAX_OFFSET: i64 = 10_000;
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct DeliveryOut {
@@ -184,7 +192,8 @@ pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), Inval
     Ok((limit, offset))
 }
 
-/// A webhook's deliveries, newest first.
+/// A webhook's deliveries, newest first. Page with `before` (the last id of the previous page)
+/// or, up to 10,000 deep, `offset`.
 #[utoipa::path(get, path = "/api/webhooks/outgoing/{id}/deliveries", tag = "outgoing",
     security(("bearer" = [])), params(("id" = String, Path, description = "Outgoing webhook id"), DeliveryQuery),
     responses((status = 200, body = Vec<DeliveryOut>), (status = 404, body = ErrorBody)))]
@@ -209,10 +218,25 @@ async fn list_deliveries(
         })
         .transpose()?;
     let (limit, offset) = page(query.limit, query.offset)?;
-    let deliveries = state
-        .store
-        .list_deliveries(&hook.id, status, limit, offset)
-        .await?;
+    if offset > MAX_OFFSET {
+        let detail = format!(
+            "must be at most {MAX_OFFSET}; to page further, pass the last id of a page as `before`"
+        );
+        return Err(Invalid::new("offset", detail).into());
+    }
+    let page = DeliveryPage {
+        status,
+        before: query.before.as_deref(),
+        limit,
+        offset,
+    };
+    let deliveries = match state.store.list_deliveries(&hook.id, &page).await {
+        Err(StoreError::NotFound) => {
+            let detail = "is not the id of one of this webhook's deliveries";
+            return Err(Invalid::new("before", detail).into());
+        }
+        listed => listed?,
+    };
     Ok(Json(
         deliveries.into_iter().map(DeliveryOut::from).collect(),
     ))

@@ -18,7 +18,7 @@ mod outgoing;
 mod partitions;
 mod sqlite_writer;
 
-pub use deliveries::{AttemptRecord, HealthChange, Reply};
+pub use deliveries::{AttemptRecord, DeliveryPage, HealthChange, Reply};
 pub use events::{Idempotency, Publication};
 pub use inbox::{Acceptance, InboxPage, InboxPosition};
 pub use incoming::Addressed;

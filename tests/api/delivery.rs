@@ -16,6 +16,7 @@ both_backends!(
     failed_delivery_is_retried_with_exponential_backoff,
     exhausted_delivery_fails_and_can_be_retried_or_replayed,
     a_replay_takes_every_failed_delivery_however_many_chunks,
+    deliveries_page_newest_first_by_cursor_or_offset,
     each_kind_of_failure_is_logged_with_its_reason,
     gone_target_deactivates_its_webhook,
     circuit_opens_after_five_failures_waits_then_closes,
@@ -293,6 +294,96 @@ async fn a_replay_takes_every_failed_delivery_however_many_chunks(backend: Backe
         .await
         .expect(200);
     assert_eq!(failed, json!([]));
+}
+
+/// Listings of mixed statuses are merged newest first, the same by `before` as by `offset`.
+async fn deliveries_page_newest_first_by_cursor_or_offset(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.no_workers = true).await;
+    let key = app.tenant_key().await;
+    let id = webhook(&app, &key, json!({"url": "http://127.0.0.1:9/x"})).await;
+    for batch in 0..5 {
+        let events: Vec<Value> = (0..50)
+            .map(|n| json!({"event_type": "task.failed", "data": {"n": batch * 50 + n}}))
+            .collect();
+        app.post("/api/events/batch", &key, &json!({"events": events}))
+            .await
+            .expect(202);
+    }
+    app.execute_sql(
+        "UPDATE deliveries SET status = CASE
+            WHEN substr(id, length(id)) IN ('0', '1', '2', '3', '4') THEN 'delivered'
+            WHEN substr(id, length(id)) IN ('5', '6', '7') THEN 'failed'
+            WHEN substr(id, length(id)) = '8' THEN 'cancelled'
+            ELSE status END",
+    )
+    .await;
+    let path = format!("/api/webhooks/outgoing/{id}/deliveries");
+    let list = |query: String| {
+        let app = &app;
+        let (path, key) = (&path, &key);
+        async move {
+            let page = app
+                .get(&format!("{path}?limit=40{query}"), key)
+                .await
+                .expect(200);
+            page.as_array().unwrap().clone()
+        }
+    };
+    let (mut by_cursor, mut by_offset) = (Vec::new(), Vec::new());
+    loop {
+        let before = by_cursor
+            .last()
+            .map(|d: &Value| format!("&before={}", d["id"].as_str().unwrap()))
+            .unwrap_or_default();
+        let page = list(before).await;
+        if page.is_empty() {
+            break;
+        }
+        by_cursor.extend(page);
+    }
+    loop {
+        let page = list(format!("&offset={}", by_offset.len())).await;
+        if page.is_empty() {
+            break;
+        }
+        by_offset.extend(page);
+    }
+    assert_eq!(by_cursor.len(), 250);
+    assert_eq!(by_cursor, by_offset);
+    let keys: Vec<(String, String)> = by_cursor
+        .iter()
+        .map(|d| (d["created_at"].to_string(), d["id"].to_string()))
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] > w[1]),
+        "newest first, each once"
+    );
+    let statuses: std::collections::BTreeSet<&str> = by_cursor
+        .iter()
+        .map(|d| d["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 4, "{statuses:?}");
+
+    // One status, by cursor too.
+    let failed = list("&status=failed".into()).await;
+    assert!(failed.iter().all(|d| d["status"] == "failed"));
+    let last = failed.last().unwrap()["id"].as_str().unwrap();
+    let older = list(format!("&status=failed&before={last}")).await;
+    let expected: Vec<&Value> = by_cursor
+        .iter()
+        .filter(|d| d["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len() + older.len(), expected.len());
+    assert_eq!(&older[0], expected[failed.len()]);
+
+    app.get(&format!("{path}?offset=10001"), &key)
+        .await
+        .expect_error(422, "validation_error");
+    let detail = app
+        .get(&format!("{path}?before=nope"), &key)
+        .await
+        .expect_error(422, "validation_error");
+    assert!(detail.starts_with("before"), "{detail}");
 }
 
 async fn each_kind_of_failure_is_logged_with_its_reason(backend: Backend) {
