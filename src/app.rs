@@ -33,7 +33,7 @@ use crate::{
     sandbox::Sandbox,
     server,
     sources::nats,
-    state::AppState,
+    state::{AppState, LargeAnswers},
     store::Store,
     ui,
 };
@@ -124,6 +124,10 @@ impl Application {
                 ingest: Arc::new(ingest),
                 stopping,
                 auth_failures,
+                large_answers: Arc::new(LargeAnswers::new(
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+                    LargeAnswers::WAIT,
+                )),
             },
             wake,
             worker_line,

@@ -63,7 +63,7 @@ pub struct Settings {
     #[arg(long, global = true, env = "HOOKD_MAX_LOGS_PER_WEBHOOK")]
     pub max_logs_per_webhook: Option<i64>,
     /// Outgoing webhooks one company may have, and incoming webhooks (each counted on its own)
-    /// [default: 10000]
+    /// [default: 1000]
     #[arg(long, global = true, env = "HOOKD_MAX_WEBHOOKS_PER_COMPANY")]
     pub max_webhooks_per_company: Option<i64>,
     /// Event types one company may define, archived ones included [default: 1000]

@@ -1,7 +1,9 @@
 //! What the HTTP side of a node shares: the API's handlers and the dashboard's take it as their
 //! state, so it belongs to neither (the dashboard calls the API; the API knows nothing of it).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     config::Config,
@@ -28,4 +30,53 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Failed authentications per client address (see [`crate::api::auth`]).
     pub auth_failures: Arc<FailureThrottle>,
+    /// Turns to build answers that may be large.
+    pub large_answers: Arc<LargeAnswers>,
+}
+
+/// Turns to build an answer that is held whole in memory while it is made and may be large: a
+/// company's webhooks or event types listed whole (up to ~100 MB at the quotas), a page of
+/// logs (1,000 entries with their 16 KiB bodies: ~35 MB). Each costs about three times its size
+/// while it is built (rows, then answer types, then JSON), so without a bound a few concurrent
+/// listings with a read-only key took a node to 908 MiB, and more would take it down. At most
+/// one per core is built at once; the rest wait their turn, and past [`LargeAnswers::WAIT`] are
+/// answered 503.
+pub struct LargeAnswers {
+    turns: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl LargeAnswers {
+    pub const WAIT: Duration = Duration::from_secs(5);
+
+    pub fn new(turns: usize, wait: Duration) -> LargeAnswers {
+        LargeAnswers {
+            turns: Arc::new(Semaphore::new(turns.max(1))),
+            wait,
+        }
+    }
+
+    /// One turn, held while the answer is built; `None` when none came within the wait.
+    pub async fn turn(&self) -> Option<OwnedSemaphorePermit> {
+        let turns = Arc::clone(&self.turns);
+        let turn = tokio::time::timeout(self.wait, turns.acquire_owned()).await;
+        turn.ok()?.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_large_answer_waits_its_turn_and_gives_up_after_the_wait() {
+        let answers = LargeAnswers::new(1, Duration::from_millis(50));
+        let first = answers.turn().await.expect("a free turn");
+        assert!(answers.turn().await.is_none(), "the one turn is held");
+        drop(first);
+        assert!(
+            answers.turn().await.is_some(),
+            "given back when the answer is made"
+        );
+    }
 }

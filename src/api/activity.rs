@@ -12,7 +12,7 @@ use super::{
     auth::Caller,
     deliveries::page,
     error::{ApiError, ApiResult, ErrorBody},
-    extract::{Path, Query},
+    extract::{LargeAnswer, Path, Query},
 };
 use crate::{
     domain::{
@@ -153,6 +153,7 @@ enum Owned {
 async fn list_webhook_logs(
     State(state): State<AppState>,
     caller: Caller,
+    _turn: LargeAnswer,
     Path(id): Path<String>,
     Query(params): Query<LogParams>,
 ) -> ApiResult<Json<Vec<LogOut>>> {

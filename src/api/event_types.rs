@@ -11,7 +11,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiError, ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, Path, nullable},
+    extract::{JsonBody, LargeAnswer, Path, nullable},
 };
 use crate::domain::{
     Invalid,
@@ -197,6 +197,7 @@ async fn create_event_type(
 async fn list_event_types(
     State(state): State<AppState>,
     caller: Caller,
+    _turn: LargeAnswer,
 ) -> ApiResult<Json<EventTypesOut>> {
     let tenant = caller.tenant(Scope::WebhooksRead)?;
     Ok(Json(catalogue(&state, Some(tenant)).await?))

@@ -240,3 +240,30 @@ where
             .map_err(|error| misfit(error, "query"))
     }
 }
+
+/// A turn to build a large answer (see [`crate::state::LargeAnswers`]), held by the handler
+/// until its answer is made. Put it after the caller's key in a handler's arguments, so that
+/// only authenticated requests wait for one; none within the wait is a 503.
+pub struct LargeAnswer {
+    _turn: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl FromRequestParts<AppState> for LargeAnswer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        LargeAnswer::take(state).await
+    }
+}
+
+impl LargeAnswer {
+    /// A turn, for a handler that needs one only for some callers.
+    pub async fn take(state: &AppState) -> Result<Self, ApiError> {
+        match state.large_answers.turn().await {
+            Some(turn) => Ok(LargeAnswer { _turn: turn }),
+            None => Err(ApiError::Overloaded(
+                "every turn of this node to build a large answer is taken".into(),
+            )),
+        }
+    }
+}

@@ -14,7 +14,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, OptionalJsonBody, Path, ident, not_null, nullable},
+    extract::{JsonBody, LargeAnswer, OptionalJsonBody, Path, ident, not_null, nullable},
     outgoing::{SecretRotationIn, SecretRotationOut},
 };
 use crate::{
@@ -361,6 +361,7 @@ async fn create_incoming_webhook(
 async fn list_incoming_webhooks(
     State(state): State<AppState>,
     caller: Caller,
+    _turn: LargeAnswer,
 ) -> ApiResult<Json<Vec<IncomingWebhookOut>>> {
     let tenant = caller.tenant(Scope::WebhooksRead)?;
     let hooks = state.store.list_incoming(tenant).await?;

@@ -12,7 +12,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, OptionalJsonBody, Path, ident, not_null, nullable},
+    extract::{JsonBody, LargeAnswer, OptionalJsonBody, Path, ident, not_null, nullable},
 };
 use crate::domain::{
     Invalid,
@@ -292,6 +292,7 @@ async fn create_outgoing_webhook(
 async fn list_outgoing_webhooks(
     State(state): State<AppState>,
     caller: Caller,
+    _turn: LargeAnswer,
 ) -> ApiResult<Json<Vec<OutgoingWebhookOut>>> {
     let tenant = caller.tenant(Scope::WebhooksRead)?;
     let hooks = state.store.list_outgoing(tenant).await?;

@@ -694,6 +694,9 @@ impl Hookd {
             .env("HOOKD_DATABASE_URL", &self.database_url)
             .env("HOOKD_ADMIN_KEY", ADMIN_KEY)
             .env("HOOKD_ALLOWED_TARGET_CIDRS", "127.0.0.0/8")
+            // The growth scenario gives one company 10,000 webhooks, past the default quota.
+            .env("HOOKD_MAX_WEBHOOKS_PER_COMPANY", "20000")
+            .env("HOOKD_MAX_DELIVERIES_PER_REQUEST", "20000")
             .env("RUST_LOG", "warn")
             .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::null());

@@ -4,7 +4,9 @@
 //! request cost minutes of the shared write path and gigabytes of memory (measured: 2,000
 //! webhooks and one batch of 1,000 events held SQLite's writer for 41 s, at 870 MiB).
 
-/// The node's bounds, from the configuration.
+/// The node's bounds, from the configuration. A webhook's settings take up to ~100 KiB (a
+/// 64 KiB payload template, 50 headers, 50 filters), and every node keeps a company's active
+/// ones in memory and lists them whole: 1,000 of them at most is ~100 MB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quotas {
     /// Outgoing webhooks per company, and incoming webhooks per company (each on its own).
@@ -18,7 +20,7 @@ pub struct Quotas {
 impl Default for Quotas {
     fn default() -> Quotas {
         Quotas {
-            webhooks: 10_000,
+            webhooks: 1_000,
             event_types: 1_000,
             deliveries_per_request: 10_000,
         }

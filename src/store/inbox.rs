@@ -18,6 +18,25 @@ use crate::domain::{
     tenant::Tenant,
 };
 
+/// Content characters one page of an inbox holds at most (a message bigger than this comes
+/// alone).
+pub const PAGE_CONTENT: i64 = 4 * 1024 * 1024;
+
+/// The last `seq` of `sizes` (each `(seq, size)`, in order) that keeps their running total
+/// within `budget`: at least the first, whatever its size.
+fn last_within(sizes: &[(i64, i64)], budget: i64) -> Option<i64> {
+    let mut total = 0;
+    let mut through = None;
+    for &(seq, size) in sizes {
+        total += size;
+        if through.is_some() && total > budget {
+            break;
+        }
+        through = Some(seq);
+    }
+    through
+}
+
 #[derive(sqlx::FromRow)]
 struct MessageRow {
     seq: i64,
@@ -161,21 +180,42 @@ impl Store {
     }
 
     /// Up to `limit` of an agent's messages after `after` (from the start: `None`), in commit
-    /// order.
+    /// order, and no more than [`PAGE_CONTENT`] of content, but always one.
+    ///
+    /// A message holds up to a whole incoming body (1 MiB), and anyone who knows a receiving
+    /// URL can fill an inbox: a page of 1,000 was a gigabyte held at once, three times over
+    /// while answered. The page is cut by the sizes first (read without the contents), then
+    /// only what fits is read.
     pub async fn list_messages(
         &self,
         agent_id: &str,
         after: Option<InboxPosition>,
         limit: i64,
     ) -> Result<InboxPage> {
+        let after = after.map_or(i64::MIN, |position| position.0);
+        let sizes: Vec<(i64, i64)> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT seq, CAST(length(content) AS BIGINT) FROM agent_messages WHERE agent_id = $1 AND seq > $2
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(agent_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        let Some(through) = last_within(&sizes, PAGE_CONTENT) else {
+            return Ok(InboxPage {
+                messages: Vec::new(),
+                last: None,
+            });
+        };
         let rows: Vec<MessageRow> = on_pool!(self, pool => sqlx::query_as(
             "SELECT seq, id, agent_id, user_id, company_id, incoming_webhook_id, kind, content,
                 created_at
-             FROM agent_messages WHERE agent_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+             FROM agent_messages WHERE agent_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
         )
         .bind(agent_id)
-        .bind(after.map_or(i64::MIN, |position| position.0))
-        .bind(limit)
+        .bind(after)
+        .bind(through)
         .fetch_all(pool)
         .await?);
         let last = rows.last().map(|row| InboxPosition(row.seq));
@@ -186,5 +226,24 @@ impl Store {
                 .collect::<Result<_>>()?,
             last,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_within;
+
+    #[test]
+    fn a_page_is_cut_at_its_budget_but_holds_at_least_one() {
+        let sizes = [(1, 40), (2, 50), (3, 20), (4, 1)];
+        assert_eq!(last_within(&sizes, 100), Some(2));
+        assert_eq!(last_within(&sizes, 110), Some(3));
+        assert_eq!(last_within(&sizes, 1_000), Some(4));
+        assert_eq!(
+            last_within(&sizes, 10),
+            Some(1),
+            "an oversized first comes alone"
+        );
+        assert_eq!(last_within(&[], 10), None);
     }
 }

@@ -14,6 +14,7 @@ both_backends!(
     agents_are_managed_per_tenant,
     agent_endpoints_are_checked_and_credentials_hidden,
     inbox_pages_oldest_first_by_cursor,
+    an_inbox_page_ends_early_at_its_content_budget,
     inbox_stream_catches_up_then_follows_live,
     agent_changes_and_received_messages_reach_outgoing_subscribers,
     incoming_logs_and_statistics_are_served_by_the_logs_api,
@@ -158,6 +159,38 @@ async fn fill_inbox(app: &TestApp, key: &str, agent: &str, n: usize) -> Vec<Stri
         ids.push(answer["id"].as_str().unwrap().to_string());
     }
     ids
+}
+
+/// Six messages of ~900 KB each: a page holds four (within 4 MiB of content), however large
+/// its `limit`, and the cursor goes on to the rest.
+async fn an_inbox_page_ends_early_at_its_content_budget(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let hook = create_hook(&app, &key, json!({"agent_id": "big"})).await;
+    let filler = "x".repeat(900_000);
+    for i in 0..6 {
+        post_json(&app, &hook, &json!({"n": i, "filler": filler}))
+            .await
+            .expect(202);
+    }
+    let numbers = |page: &Value| -> Vec<Value> {
+        let messages = page["messages"].as_array().unwrap();
+        messages.iter().map(|m| m["content"]["n"].clone()).collect()
+    };
+    let first = app
+        .get("/api/agents/big/messages?limit=1000", &key)
+        .await
+        .expect(200);
+    assert_eq!(numbers(&first), [0, 1, 2, 3]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = app
+        .get(
+            &format!("/api/agents/big/messages?limit=1000&after={cursor}"),
+            &key,
+        )
+        .await
+        .expect(200);
+    assert_eq!(numbers(&rest), [4, 5]);
 }
 
 async fn inbox_pages_oldest_first_by_cursor(backend: Backend) {
