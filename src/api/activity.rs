@@ -149,7 +149,8 @@ enum Owned {
 /// (incoming).
 #[utoipa::path(get, path = "/api/webhooks/{id}/logs", tag = "logs", security(("bearer" = [])),
     params(("id" = String, Path, description = "Webhook id"), LogParams),
-    responses((status = 200, body = Vec<LogOut>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<LogOut>), (status = 404, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 async fn list_webhook_logs(
     State(state): State<AppState>,
     caller: Caller,

@@ -193,7 +193,7 @@ async fn create_event_type(
 /// `"archived": true`).
 #[utoipa::path(get, path = "/api/event-types", tag = "events", security(("bearer" = [])),
     responses((status = 200, body = EventTypesOut), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn list_event_types(
     State(state): State<AppState>,
     caller: Caller,

@@ -357,7 +357,8 @@ async fn create_incoming_webhook(
 
 /// List the caller's incoming webhooks (tokens are shown only by GET of one webhook).
 #[utoipa::path(get, path = "/api/webhooks/incoming", tag = "incoming", security(("bearer" = [])),
-    responses((status = 200, body = Vec<IncomingWebhookOut>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<IncomingWebhookOut>), (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 async fn list_incoming_webhooks(
     State(state): State<AppState>,
     caller: Caller,

@@ -27,7 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/webhooks/event-types", tag = "events",
     security((), ("bearer" = [])),
     responses((status = 200, body = EventTypesOut), (status = 401, body = super::error::ErrorBody),
-        (status = 403, body = super::error::ErrorBody)))]
+        (status = 403, body = super::error::ErrorBody), (status = 503, body = super::error::ErrorBody)))]
 async fn list_event_types(
     State(state): State<AppState>,
     caller: Option<Caller>,

@@ -288,7 +288,8 @@ async fn create_outgoing_webhook(
 
 /// List the caller's outgoing webhooks.
 #[utoipa::path(get, path = "/api/webhooks/outgoing", tag = "outgoing", security(("bearer" = [])),
-    responses((status = 200, body = Vec<OutgoingWebhookOut>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<OutgoingWebhookOut>), (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 async fn list_outgoing_webhooks(
     State(state): State<AppState>,
     caller: Caller,
