@@ -166,6 +166,12 @@ async fn failed_delivery_is_retried_with_exponential_backoff(backend: Backend) {
     assert_eq!(logs[0]["status"], "delivered");
 }
 
+/// The webhook's deliveries with `status`, newest first.
+pub(crate) async fn deliveries_with(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
+    let path = format!("/api/webhooks/outgoing/{id}/deliveries?status={status}");
+    app.get(&path, key).await.expect(200)
+}
+
 /// Polls the webhook's deliveries until the newest has `status`.
 pub(crate) async fn wait_for_status(app: &TestApp, key: &str, id: &str, status: &str) -> Value {
     let deadline = std::time::Instant::now() + WAIT;
@@ -232,13 +238,7 @@ async fn exhausted_delivery_fails_and_can_be_retried_or_replayed(backend: Backen
     publish(&app, &key, "task.failed", json!({"n": 3})).await;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let failed = app
-            .get(
-                &format!("/api/webhooks/outgoing/{id}/deliveries?status=failed"),
-                &key,
-            )
-            .await
-            .expect(200);
+        let failed = deliveries_with(&app, &key, &id, "failed").await;
         if failed.as_array().unwrap().len() == 2 {
             break;
         }
@@ -286,14 +286,7 @@ async fn a_replay_takes_every_failed_delivery_however_many_chunks(backend: Backe
     let replay = || app.post(&path, &key, &since);
     assert_eq!(replay().await.expect(202)["replayed"], 2_500);
     assert_eq!(replay().await.expect(202)["replayed"], 0);
-    let failed = app
-        .get(
-            &format!("/api/webhooks/outgoing/{id}/deliveries?status=failed"),
-            &key,
-        )
-        .await
-        .expect(200);
-    assert_eq!(failed, json!([]));
+    assert_eq!(deliveries_with(&app, &key, &id, "failed").await, json!([]));
 }
 
 /// Listings of mixed statuses are merged newest first, the same by `before` as by `offset`.

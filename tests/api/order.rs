@@ -124,13 +124,7 @@ async fn failing_fifo_head_holds_the_rest_until_it_succeeds_or_fails(backend: Ba
         .expect(202);
     let got = receiver.wait_for(6, WAIT).await;
     assert_eq!(numbers(&got), [10, 10, 10, 11, 12, 13]);
-    let failed = app
-        .get(
-            &format!("/api/webhooks/outgoing/{id}/deliveries?status=failed"),
-            &key,
-        )
-        .await
-        .expect(200);
+    let failed = crate::delivery::deliveries_with(&app, &key, &id, "failed").await;
     assert_eq!(failed.as_array().unwrap().len(), 1, "{failed}");
     assert_eq!(failed[0]["attempts"], 3);
     assert_eq!(failed[0]["last_error"], "target answered HTTP 500");
