@@ -47,6 +47,27 @@ pub async fn live(session: Session) -> Response {
     }
 }
 
+/// Webhooks of each direction whose statistics the overview shows: the newest. Each costs two
+/// reads per refresh (its statistics and its latest failure), every 5 s for each open
+/// overview: with 1,000 of each, every refresh was 4,000 reads at once, seconds of CPU, so one
+/// open page could keep a node busy. The older ones are listed with their settings only; their
+/// own pages have their statistics.
+const WITH_STATISTICS: usize = 20;
+
+/// A listing's webhooks (oldest first), each with whether its statistics are read, and how
+/// many are not.
+fn with_statistics(listing: &Value) -> (Vec<(Value, bool)>, usize) {
+    let all = listing.as_array().map_or(&[][..], Vec::as_slice);
+    let without = all.len().saturating_sub(WITH_STATISTICS);
+    let hooks = all.iter().enumerate();
+    (
+        hooks
+            .map(|(i, hook)| (hook.clone(), i >= without))
+            .collect(),
+        without,
+    )
+}
+
 /// One webhook's row: its settings and its statistics, with the latest failure.
 struct Row {
     direction: &'static str,
@@ -55,7 +76,21 @@ struct Row {
     last_error: Option<String>,
 }
 
-async fn row(api: &Backend, direction: &'static str, hook: Value) -> Result<Row, ApiFailure> {
+async fn row(
+    api: &Backend,
+    direction: &'static str,
+    (hook, statistics): (Value, bool),
+) -> Result<Row, ApiFailure> {
+    if !statistics {
+        let stats = Value::Null;
+        let last_error = None;
+        return Ok(Row {
+            direction,
+            hook,
+            stats,
+            last_error,
+        });
+    }
     let id = encode(hook["id"].as_str().unwrap_or_default());
     let failed = if direction == "outgoing" {
         "failed"
@@ -91,18 +126,10 @@ async fn panel(api: &Backend) -> Result<Markup, ApiFailure> {
     let totals = api.get("/api/webhooks/stats").await?;
     let outgoing = api.get("/api/webhooks/outgoing").await?;
     let incoming = api.get("/api/webhooks/incoming").await?;
-    let hooks = outgoing
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| ("outgoing", h.clone()))
-        .chain(
-            incoming
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|h| ("incoming", h.clone())),
-        );
+    let (outgoing, incoming) = (with_statistics(&outgoing), with_statistics(&incoming));
+    let without = [("outgoing", outgoing.1), ("incoming", incoming.1)];
+    let hooks = (outgoing.0.into_iter().map(|h| ("outgoing", h)))
+        .chain(incoming.0.into_iter().map(|h| ("incoming", h)));
     let rows: Vec<Row> = join_all(hooks.map(|(direction, hook)| row(api, direction, hook)))
         .await
         .into_iter()
@@ -129,6 +156,15 @@ async fn panel(api: &Backend) -> Result<Markup, ApiFailure> {
                                 th { "Success (1 h)" } th { "p95 (1 h)" } th { "Pending" } th { "Last error" }
                             } }
                             tbody { @for row in &rows { (row_markup(row)) } }
+                        }
+                    }
+                    @for (direction, count) in without {
+                        @if count > 0 {
+                            p.muted data-without-statistics=(direction) {
+                                "Statistics are shown for the " (WITH_STATISTICS) " newest "
+                                (direction) " webhooks; open one of the " (count)
+                                " older ones for its own."
+                            }
                         }
                     }
                     p.muted { "Success rate and p95 latency over the last hour; totals since the start. Refreshes every 5 s." }
@@ -161,7 +197,7 @@ fn row_markup(row: &Row) -> Markup {
                 Some(ms) => { (ms) " ms" },
                 None => "—",
             } }
-            td { (row.stats["pending"]) }
+            td { (text_or_dash(&row.stats["pending"])) }
             td { (row.last_error.as_deref().unwrap_or("—")) }
         }
     }

@@ -12,6 +12,7 @@ both_backends!(
     signing_in_sets_a_browser_session_cookie_that_opens_the_pages,
     cross_site_posts_are_refused,
     assets_are_served_from_the_binary_with_their_types,
+    the_overview_reads_statistics_of_the_newest_webhooks_only,
 );
 
 fn no_redirects() -> reqwest::Client {
@@ -256,4 +257,34 @@ async fn wrong_sign_ins_from_one_address_are_throttled(backend: Backend) {
     let right = sign_in(&app, &key).await;
     assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(right.headers().get(header::SET_COOKIE).is_none());
+}
+
+/// Every webhook is listed, but only the 20 newest of a direction cost reads of their
+/// statistics at each refresh.
+async fn the_overview_reads_statistics_of_the_newest_webhooks_only(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let key = app.tenant_key().await;
+    let session = session_cookie(&app, &key).await;
+    for i in 0..22 {
+        let body = serde_json::json!({"name": format!("hook-{i}"), "url": "http://127.0.0.1:9/x"});
+        app.post("/api/webhooks/outgoing", &key, &body)
+            .await
+            .expect(201);
+    }
+    let overview = no_redirects()
+        .get(format!("{}/ui/overview/live", app.base))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(overview.status(), StatusCode::OK);
+    let html = overview.text().await.unwrap();
+    assert_eq!(html.matches("<tr data-webhook=").count(), 22, "{html}");
+    assert!(html.contains("hook-0") && html.contains("hook-21"));
+    // Rows with statistics show the pending count (0); the two oldest show a dash.
+    assert_eq!(html.matches("<td>0</td>").count(), 20, "{html}");
+    assert!(
+        html.contains("data-without-statistics=\"outgoing\"") && html.contains("2 older"),
+        "{html}"
+    );
 }
