@@ -23,6 +23,7 @@ use crate::{
         api_key::generate_secret,
         incoming::{IncomingChanges, IncomingSettings, IncomingWebhook, Route, Transform},
         new_id,
+        quota::Owned,
         rotation::{PreviousSecret, RotationRequest, keep_previous_if_unchanged},
         signature::SourceVerification,
         tenant::Scope,
@@ -333,6 +334,10 @@ async fn create_incoming_webhook(
 ) -> ApiResult<(StatusCode, Json<IncomingWebhookOut>)> {
     let tenant = caller.tenant(Scope::WebhooksWrite)?;
     let settings = IncomingSettings::create(input.into_changes(None)?)?;
+    // Before the agents it names are made: a create refused for the quota leaves none behind.
+    let most = state.config.quotas.webhooks;
+    let (owned, company) = (Owned::IncomingWebhooks, tenant.company_id.as_str());
+    state.store.check_quota(owned, most, company).await?;
     ensure_agents(&state, tenant, &settings).await?;
     let now = now_ms();
     let hook = IncomingWebhook {

@@ -186,6 +186,24 @@ macro_rules! insert_within_quota {
 }
 pub(crate) use insert_within_quota;
 
+impl Store {
+    /// Refuses with [`StoreError::QuotaReached`] if `company` already holds `most` of `owned`:
+    /// for a create with side effects before its insert, so that a refused one leaves none in
+    /// the usual case (the insert's own count stays the exact one).
+    pub async fn check_quota(&self, owned: Owned, most: i64, company: &str) -> Result<()> {
+        let table = owned_table(owned);
+        let count = format!("SELECT count(*) FROM {table} WHERE company_id = $1");
+        let held: i64 = on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+            .bind(company)
+            .fetch_one(pool)
+            .await?);
+        if held >= most {
+            return Err(StoreError::QuotaReached { owned, most });
+        }
+        Ok(())
+    }
+}
+
 /// The table that holds the companies' `owned`.
 fn owned_table(owned: Owned) -> &'static str {
     match owned {

@@ -93,6 +93,14 @@ async fn a_company_holds_at_most_its_quota_of_webhooks_even_when_created_at_once
             .await
             .expect_error(409, "limit_reached");
     }
+    // An incoming webhook refused for the quota makes none of the agents it names.
+    let naming = json!({"name": "in", "agent_id": "never-made"});
+    app.post("/api/webhooks/incoming", &key, &naming)
+        .await
+        .expect_error(409, "limit_reached");
+    app.get("/api/agents/never-made", &key)
+        .await
+        .expect_error(404, "not_found");
 }
 
 async fn event_types_archived_count_toward_the_quota(backend: Backend) {
