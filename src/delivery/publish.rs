@@ -20,7 +20,7 @@ use crate::{
         delivery::{Delivery, TargetKind},
         event::{Event, NewEvent},
         new_id,
-        outgoing::{Ordering, OutgoingWebhook},
+        outgoing::{Ordering, Subscription},
         tenant::Tenant,
         time::now_ms,
     },
@@ -45,7 +45,7 @@ type Candidates = (i64, Arc<Subscriptions>);
 /// A company's active webhooks indexed by the event types they subscribe to, so that matching an
 /// event looks only at the webhooks that could want it, however many others the company has.
 pub struct Subscriptions {
-    hooks: Vec<OutgoingWebhook>,
+    hooks: Vec<Subscription>,
     /// Exact types → positions in `hooks`.
     exact: HashMap<String, Vec<usize>>,
     /// Wildcard prefixes with their dot (`chat.` for `chat.*`) → positions.
@@ -55,7 +55,7 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    pub fn new(hooks: Vec<OutgoingWebhook>) -> Subscriptions {
+    pub fn new(hooks: Vec<Subscription>) -> Subscriptions {
         let mut index = Subscriptions {
             exact: HashMap::new(),
             prefixed: HashMap::new(),
@@ -63,7 +63,7 @@ impl Subscriptions {
             hooks: Vec::new(),
         };
         for (position, hook) in hooks.iter().enumerate() {
-            for pattern in &hook.settings.event_types {
+            for pattern in &hook.event_types {
                 match pattern.strip_suffix('*') {
                     Some("") => index.all.push(position),
                     Some(prefix) => index
@@ -84,11 +84,11 @@ impl Subscriptions {
     }
 
     /// The webhooks that want `event` (type and filters), in the order they were given.
-    pub fn wanting<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a OutgoingWebhook> {
+    pub fn wanting<'a>(&'a self, event: &'a Event) -> impl Iterator<Item = &'a Subscription> {
         self.subscribed(&event.event_type)
             .into_iter()
             .map(|position| &self.hooks[position])
-            .filter(|hook| hook.settings.wants(event))
+            .filter(|hook| hook.wants(event))
     }
 
     /// How many webhooks subscribe to `event_type`, before their filters: at least as many as
@@ -135,8 +135,8 @@ fn fan_out(
         let event = Event::new(new_id(), tenant.clone(), new, now);
         let before = deliveries.len();
         deliveries.extend(hooks.wanting(&event).map(|hook| Delivery {
-            fifo: hook.settings.ordering == Ordering::Fifo,
-            ..Delivery::pending(&event, TargetKind::Webhook, &hook.id, now)
+            fifo: hook.ordering == Ordering::Fifo,
+            ..Delivery::pending(&event, TargetKind::Webhook, &hook.webhook_id, now)
         }));
         published.events.push(PublishedEvent {
             event_id: event.id.clone(),
@@ -243,7 +243,7 @@ impl Publisher {
             return Ok(hooks);
         }
         let hooks = Arc::new(Subscriptions::new(
-            self.store.active_outgoing_for_company(company_id).await?,
+            self.store.active_subscriptions(company_id).await?,
         ));
         self.candidates
             .lock()
@@ -420,7 +420,7 @@ mod tests {
     use super::*;
     use crate::domain::{
         delivery::Health,
-        outgoing::{OutgoingChanges, OutgoingSettings},
+        outgoing::{OutgoingChanges, OutgoingSettings, OutgoingWebhook},
     };
 
     fn hook(id: &str, event_types: &[&str], filters: Option<serde_json::Value>) -> OutgoingWebhook {
@@ -448,7 +448,7 @@ mod tests {
 
     #[test]
     fn the_index_finds_exactly_what_a_scan_would() {
-        let hooks = vec![
+        let hooks = [
             hook("exact", &["chat.completed"], None),
             hook("prefix", &["chat.*"], None),
             hook("deeper", &["chat.message.*"], None),
@@ -457,7 +457,13 @@ mod tests {
             hook("other", &["task.failed"], None),
             hook("filtered", &["chat.*"], Some(json!({"data.agent": "a"}))),
         ];
-        let index = Subscriptions::new(hooks.clone());
+        let subscriptions = hooks.iter().map(|hook| Subscription {
+            webhook_id: hook.id.clone(),
+            event_types: hook.settings.event_types.clone(),
+            filters: hook.settings.filters.clone(),
+            ordering: hook.settings.ordering,
+        });
+        let index = Subscriptions::new(subscriptions.collect());
         for (event_type, data) in [
             ("chat.completed", json!({})),
             ("chat.completed", json!({"agent": "a"})),
@@ -466,7 +472,10 @@ mod tests {
             ("agent.created", json!({})),
         ] {
             let event = Event::sample(event_type, data);
-            let found: Vec<_> = index.wanting(&event).map(|h| h.id.as_str()).collect();
+            let found: Vec<_> = index
+                .wanting(&event)
+                .map(|h| h.webhook_id.as_str())
+                .collect();
             let scanned: Vec<_> = hooks
                 .iter()
                 .filter(|h| h.settings.wants(&event))

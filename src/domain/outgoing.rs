@@ -33,6 +33,32 @@ fn is_reserved(name: &str) -> bool {
             .any(|prefix| name.starts_with(prefix))
 }
 
+/// What publishing needs of an active webhook to match events to it: its subscription, not the
+/// rest of its settings. Every node keeps the subscriptions of each company that publishes, and
+/// a webhook's other settings can be a hundred times larger (a 64 KiB payload template).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub webhook_id: String,
+    pub event_types: Vec<String>,
+    pub filters: Map<String, Value>,
+    pub ordering: Ordering,
+}
+
+impl Subscription {
+    /// Whether the webhook receives `event` (it is active): as [`OutgoingSettings::wants`].
+    pub fn wants(&self, event: &Event) -> bool {
+        subscribed(&self.event_types, &self.filters, event)
+    }
+}
+
+/// Whether `event` is of one of `event_types` and matches every filter.
+fn subscribed(event_types: &[String], filters: &Map<String, Value>, event: &Event) -> bool {
+    event_types
+        .iter()
+        .any(|pattern| event_types::matches(pattern, &event.event_type))
+        && filters_match(filters, |path| event.field(path))
+}
+
 #[derive(Debug, Clone)]
 pub struct OutgoingWebhook {
     pub id: String,
@@ -148,12 +174,7 @@ impl OutgoingSettings {
     /// Whether this webhook receives `event`: active, subscribed to its type, and every filter
     /// matching.
     pub fn wants(&self, event: &Event) -> bool {
-        self.is_active
-            && self
-                .event_types
-                .iter()
-                .any(|pattern| event_types::matches(pattern, &event.event_type))
-            && filters_match(&self.filters, |path| event.field(path))
+        self.is_active && subscribed(&self.event_types, &self.filters, event)
     }
 
     /// New settings from a create request: `url` is required, everything else has a default

@@ -2,7 +2,7 @@
 //! event is never lost and never half-fanned-out.
 
 use super::{Result, Store, StoreError, from_json};
-use crate::domain::{delivery::Delivery, event::Event, outgoing::OutgoingWebhook, tenant::Tenant};
+use crate::domain::{delivery::Delivery, event::Event, tenant::Tenant};
 
 #[derive(sqlx::FromRow, serde::Deserialize)]
 struct EventRow {
@@ -187,15 +187,6 @@ pub(super) fn in_list(count: usize) -> String {
 }
 
 impl Store {
-    /// The company's active outgoing webhooks: the candidates for its events.
-    pub async fn active_outgoing_for_company(
-        &self,
-        company_id: &str,
-    ) -> Result<Vec<OutgoingWebhook>> {
-        self.select_outgoing("company_id = $1 AND is_active", &[company_id])
-            .await
-    }
-
     /// A number that changes whenever the company's outgoing webhooks (or their subscriptions)
     /// change; kept by triggers (migration 0004).
     pub async fn company_version(&self, company_id: &str) -> Result<i64> {

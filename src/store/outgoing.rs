@@ -7,7 +7,7 @@ use crate::domain::{
     delivery::Health,
     net::TargetUrl,
     notice::About,
-    outgoing::{Ordering, OutgoingSettings, OutgoingWebhook},
+    outgoing::{Ordering, OutgoingSettings, OutgoingWebhook, Subscription},
     payload::PayloadFormat,
     quota::Owned,
     rotation::PreviousSecret,
@@ -71,8 +71,7 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
                 filters: from_json("filters", &row.filters)?,
                 payload_template: row.payload_template,
                 payload_format: row.payload_format.as_deref().and_then(PayloadFormat::parse),
-                ordering: Ordering::parse(&row.ordering)
-                    .ok_or_else(|| StoreError::Corrupt(format!("ordering {:?}", row.ordering)))?,
+                ordering: parse_ordering(&row.ordering)?,
             },
             health: Health {
                 consecutive_failures: row.consecutive_failures,
@@ -87,6 +86,31 @@ impl TryFrom<OutgoingRow> for OutgoingWebhook {
             updated_at: row.updated_at,
         })
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct SubscriptionRow {
+    id: String,
+    event_types: String,
+    filters: String,
+    ordering: String,
+}
+
+impl TryFrom<SubscriptionRow> for Subscription {
+    type Error = StoreError;
+
+    fn try_from(row: SubscriptionRow) -> Result<Subscription> {
+        Ok(Subscription {
+            webhook_id: row.id,
+            event_types: from_json("event_types", &row.event_types)?,
+            filters: from_json("filters", &row.filters)?,
+            ordering: parse_ordering(&row.ordering)?,
+        })
+    }
+}
+
+fn parse_ordering(ordering: &str) -> Result<Ordering> {
+    Ordering::parse(ordering).ok_or_else(|| StoreError::Corrupt(format!("ordering {ordering:?}")))
 }
 
 pub(super) const COLUMNS: &str = "id, user_id, company_id, name, url, event_types, is_active, secret, \
@@ -125,6 +149,19 @@ macro_rules! bind_outgoing {
 }
 
 impl Store {
+    /// The subscriptions of the company's active outgoing webhooks: the candidates for its
+    /// events, read without the rest of their settings.
+    pub async fn active_subscriptions(&self, company_id: &str) -> Result<Vec<Subscription>> {
+        let rows: Vec<SubscriptionRow> = on_pool!(self, pool => sqlx::query_as(
+            "SELECT id, event_types, filters, ordering FROM outgoing_webhooks
+             WHERE company_id = $1 AND is_active ORDER BY created_at, id",
+        )
+        .bind(company_id)
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter().map(Subscription::try_from).collect()
+    }
+
     /// Inserts `hook` unless its company has `most` outgoing webhooks already.
     pub async fn insert_outgoing(&self, hook: &OutgoingWebhook, most: i64) -> Result<()> {
         let company = hook.tenant.company_id.as_str();
