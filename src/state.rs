@@ -1,7 +1,11 @@
 //! What the HTTP side of a node shares: the API's handlers and the dashboard's take it as their
 //! state, so it belongs to neither (the dashboard calls the API; the API knows nothing of it).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -39,28 +43,56 @@ pub struct AppState {
 /// logs (1,000 entries with their 16 KiB bodies: ~35 MB). Each costs about three times its size
 /// while it is built (rows, then answer types, then JSON), so without a bound a few concurrent
 /// listings with a read-only key took a node to 908 MiB, and more would take it down. At most
-/// one per core is built at once; the rest wait their turn, and past [`LargeAnswers::WAIT`] are
-/// answered 503.
+/// one per core is built at once, and one per company, so that a company asking for many does
+/// not queue the others' behind its own; the rest wait their turn, and past
+/// [`LargeAnswers::WAIT`] are answered 503.
 pub struct LargeAnswers {
     turns: Arc<Semaphore>,
+    /// Each company's one turn; entries nobody holds or waits for are swept as it grows.
+    companies: Mutex<HashMap<String, Arc<Semaphore>>>,
     wait: Duration,
+}
+
+/// A turn: the company's and one of the node's, held until the answer is made.
+pub struct LargeTurn {
+    _company: OwnedSemaphorePermit,
+    _node: OwnedSemaphorePermit,
 }
 
 impl LargeAnswers {
     pub const WAIT: Duration = Duration::from_secs(5);
 
+    /// Companies remembered before those without a turn in use are forgotten.
+    const SWEEP_PAST: usize = 1_024;
+
     pub fn new(turns: usize, wait: Duration) -> LargeAnswers {
         LargeAnswers {
             turns: Arc::new(Semaphore::new(turns.max(1))),
+            companies: Mutex::default(),
             wait,
         }
     }
 
-    /// One turn, held while the answer is built; `None` when none came within the wait.
-    pub async fn turn(&self) -> Option<OwnedSemaphorePermit> {
-        let turns = Arc::clone(&self.turns);
-        let turn = tokio::time::timeout(self.wait, turns.acquire_owned()).await;
-        turn.ok()?.ok()
+    /// A turn for `company`, within the wait; `None` when none came.
+    pub async fn turn(&self, company: &str) -> Option<LargeTurn> {
+        let company_turns = {
+            let mut companies = self.companies.lock().unwrap_or_else(|e| e.into_inner());
+            if companies.len() >= Self::SWEEP_PAST {
+                // Only the map holds an idle company's semaphore: no turn taken, none awaited.
+                companies.retain(|_, turns| Arc::strong_count(turns) > 1);
+            }
+            let turns = companies.entry(company.to_string());
+            Arc::clone(turns.or_insert_with(|| Arc::new(Semaphore::new(1))))
+        };
+        let both = async {
+            let company = company_turns.acquire_owned().await.ok()?;
+            let node = Arc::clone(&self.turns).acquire_owned().await.ok()?;
+            Some(LargeTurn {
+                _company: company,
+                _node: node,
+            })
+        };
+        tokio::time::timeout(self.wait, both).await.ok()?
     }
 }
 
@@ -70,13 +102,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_large_answer_waits_its_turn_and_gives_up_after_the_wait() {
-        let answers = LargeAnswers::new(1, Duration::from_millis(50));
-        let first = answers.turn().await.expect("a free turn");
-        assert!(answers.turn().await.is_none(), "the one turn is held");
+        let answers = LargeAnswers::new(2, Duration::from_millis(50));
+        let first = answers.turn("acme").await.expect("a free turn");
+        assert!(answers.turn("acme").await.is_none(), "one per company");
+        let other = answers
+            .turn("globex")
+            .await
+            .expect("another company's turn");
+        assert!(
+            answers.turn("initech").await.is_none(),
+            "the node's two are held"
+        );
         drop(first);
         assert!(
-            answers.turn().await.is_some(),
+            answers.turn("acme").await.is_some(),
             "given back when the answer is made"
         );
+        drop(other);
     }
 }

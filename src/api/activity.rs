@@ -154,13 +154,13 @@ enum Owned {
 async fn list_webhook_logs(
     State(state): State<AppState>,
     caller: Caller,
-    _turn: LargeAnswer,
     Path(id): Path<String>,
     Query(params): Query<LogParams>,
 ) -> ApiResult<Json<Vec<LogOut>>> {
     let tenant = caller.tenant(Scope::WebhooksRead)?;
     owned(&state, tenant, &id, params.webhook_type).await?;
     let (limit, offset) = page(params.limit, params.offset)?;
+    let _turn = LargeAnswer::take(&state, tenant).await?;
     let query = LogQuery {
         status: params.status,
         event_type: params.event_type,

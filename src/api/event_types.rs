@@ -197,9 +197,9 @@ async fn create_event_type(
 async fn list_event_types(
     State(state): State<AppState>,
     caller: Caller,
-    _turn: LargeAnswer,
 ) -> ApiResult<Json<EventTypesOut>> {
     let tenant = caller.tenant(Scope::WebhooksRead)?;
+    let _turn = LargeAnswer::take(&state, tenant).await?;
     Ok(Json(catalogue(&state, Some(tenant)).await?))
 }
 

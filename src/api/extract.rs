@@ -9,7 +9,10 @@ use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_json::Value;
 
 use super::{AppState, error::ApiError};
-use crate::{domain::Invalid, ingest::read_bounded};
+use crate::{
+    domain::{Invalid, tenant::Tenant},
+    ingest::read_bounded,
+};
 
 /// A JSON body. Malformed JSON is a 400; well-formed JSON of the wrong shape is a 422 naming the
 /// field path; a body over the limit is a 413. The Content-Type header is not required, since
@@ -242,24 +245,15 @@ where
 }
 
 /// A turn to build a large answer (see [`crate::state::LargeAnswers`]), held by the handler
-/// until its answer is made. Put it after the caller's key in a handler's arguments, so that
-/// only authenticated requests wait for one; none within the wait is a 503.
+/// until its answer is made: taken once the caller's key is checked, for its company; none
+/// within the wait is a 503.
 pub struct LargeAnswer {
-    _turn: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl FromRequestParts<AppState> for LargeAnswer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        LargeAnswer::take(state).await
-    }
+    _turn: crate::state::LargeTurn,
 }
 
 impl LargeAnswer {
-    /// A turn, for a handler that needs one only for some callers.
-    pub async fn take(state: &AppState) -> Result<Self, ApiError> {
-        match state.large_answers.turn().await {
+    pub async fn take(state: &AppState, tenant: &Tenant) -> Result<Self, ApiError> {
+        match state.large_answers.turn(&tenant.company_id).await {
             Some(turn) => Ok(LargeAnswer { _turn: turn }),
             None => Err(ApiError::Overloaded(
                 "every turn of this node to build a large answer is taken".into(),

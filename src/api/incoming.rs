@@ -367,9 +367,9 @@ async fn create_incoming_webhook(
 async fn list_incoming_webhooks(
     State(state): State<AppState>,
     caller: Caller,
-    _turn: LargeAnswer,
 ) -> ApiResult<Json<Vec<IncomingWebhookOut>>> {
     let tenant = caller.tenant(Scope::WebhooksRead)?;
+    let _turn = LargeAnswer::take(&state, tenant).await?;
     let hooks = state.store.list_incoming(tenant).await?;
     Ok(Json(
         hooks

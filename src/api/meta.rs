@@ -38,7 +38,7 @@ async fn list_event_types(
         .transpose()?;
     // Without a key the answer is hookd's own types only: small.
     let _turn = match tenant {
-        Some(_) => Some(LargeAnswer::take(&state).await?),
+        Some(tenant) => Some(LargeAnswer::take(&state, tenant).await?),
         None => None,
     };
     Ok(Json(catalogue(&state, tenant).await?))

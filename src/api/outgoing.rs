@@ -293,9 +293,9 @@ async fn create_outgoing_webhook(
 async fn list_outgoing_webhooks(
     State(state): State<AppState>,
     caller: Caller,
-    _turn: LargeAnswer,
 ) -> ApiResult<Json<Vec<OutgoingWebhookOut>>> {
     let tenant = caller.tenant(Scope::WebhooksRead)?;
+    let _turn = LargeAnswer::take(&state, tenant).await?;
     let hooks = state.store.list_outgoing(tenant).await?;
     Ok(Json(
         hooks
