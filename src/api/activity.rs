@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     AppState,
     auth::Caller,
-    deliveries::page,
+    deliveries::{DEFAULT_LIMIT, page},
     error::{ApiError, ApiResult, ErrorBody},
     extract::{LargeAnswer, Path, Query},
 };
@@ -160,7 +160,12 @@ async fn list_webhook_logs(
     let tenant = caller.tenant(Scope::WebhooksRead)?;
     owned(&state, tenant, &id, params.webhook_type).await?;
     let (limit, offset) = page(params.limit, params.offset)?;
-    let _turn = LargeAnswer::take(&state, tenant).await?;
+    // A page of the default size is at most a few MB: only larger ones wait for a turn.
+    let _turn = if limit > DEFAULT_LIMIT {
+        Some(LargeAnswer::take(&state, tenant).await?)
+    } else {
+        None
+    };
     let query = LogQuery {
         status: params.status,
         event_type: params.event_type,

@@ -179,9 +179,12 @@ impl From<Delivery> for DeliveryOut {
     }
 }
 
+/// A listing's page size when the request names none.
+pub const DEFAULT_LIMIT: i64 = 100;
+
 /// Page bounds shared by listings: `limit` 1–1000 (default 100), `offset` ≥ 0.
 pub fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), Invalid> {
-    let limit = limit.unwrap_or(100);
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
     let offset = offset.unwrap_or(0);
     if !(1..=1_000).contains(&limit) {
         return Err(Invalid::new("limit", "must be between 1 and 1000"));
