@@ -1,32 +1,23 @@
 //! Group commit. The writes of the hot paths (publishing, recording attempts, logging, accepting
-//! incoming requests) go to one writer task per node, which gathers whatever is waiting into a
-//! single transaction. A commit (an fsync) then serves many requests instead of one, which is
-//! what makes durable writes fast on SQLite (DESIGN.md measured ~2k commits/s alone against
-//! ~15k+ requests/s grouped) and spares PostgreSQL many small commits. Within the transaction the
-//! rows of all the group's writes go out together: one multi-row statement per table (events,
-//! deliveries, inbox messages, log entries, totals, attempt outcomes) rather than a few
-//! statements per write, since each statement is a round trip to the database. A SQLite file
-//! gets the same group commit on a thread of its own instead ([`super::sqlite_writer`]); what a
-//! group writes once its unique keys and leases are settled ([`plan`]) is decided here for both.
+//! incoming requests) go to one writer per node, which gathers whatever is waiting into a single
+//! transaction. A commit (an fsync) then serves many requests instead of one, which is what
+//! makes durable writes fast on SQLite (DESIGN.md measured ~2k commits/s alone against ~15k+
+//! requests/s grouped) and spares PostgreSQL many small commits. Each backend has its writer:
+//! a thread owning the connection to a SQLite file ([`super::sqlite_writer`]), a task sending a
+//! group's rows in a few fixed statements to PostgreSQL ([`super::postgres_writer`]). What a
+//! group writes once its unique keys and leases are settled ([`plan`]), and how a group the
+//! database refuses is split so that each write fails alone ([`commit`]), is decided here for
+//! both.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::Arc,
-};
+use std::collections::{BTreeMap, HashSet};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::{
-    Db, Publication, Result, StoreError,
-    deliveries::{AttemptRecord, HealthFold, update_attempts, update_health},
-    events::{insert_deliveries, insert_events, insert_idempotency},
-    inbox::{Acceptance, insert_dedup, insert_messages},
-    logs::{Tally, insert_logs},
-    notices::{self, HealthChanges, insert_notices, read_found},
+    Publication, Result, StoreError, deliveries::AttemptRecord, inbox::Acceptance, logs::Tally,
+    notices::HealthChanges,
 };
-use crate::domain::{
-    agent::AgentMessage, delivery::Delivery, delivery::TargetKind, event::Event, log::LogEntry,
-};
+use crate::domain::{agent::AgentMessage, delivery::Delivery, event::Event, log::LogEntry};
 
 /// One write waiting for the next group commit.
 #[derive(Debug)]
@@ -47,24 +38,6 @@ pub(super) type Job = (Op, oneshot::Sender<Result<bool>>);
 /// Most writes in one transaction: enough to cover every request in flight at the usual
 /// concurrency, small enough to keep one transaction short.
 pub(super) const MAX_GROUP: usize = 512;
-
-/// Starts the writer task; it ends when every sender (every clone of the store) is gone.
-/// `noticed` is told when a group wrote notices (see [`super::notices`]).
-pub(super) fn start(db: Db, noticed: Arc<Notify>) -> mpsc::Sender<Job> {
-    let (sender, mut receiver) = mpsc::channel::<Job>(4 * MAX_GROUP);
-    tokio::spawn(async move {
-        let mut group = Vec::with_capacity(MAX_GROUP);
-        while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
-            let write = writer(|ops| {
-                let db = db.clone();
-                let noticed = Arc::clone(&noticed);
-                Box::pin(async move { write_all(&db, ops, &noticed).await })
-            });
-            commit(write, std::mem::take(&mut group)).await;
-        }
-    });
-    sender
-}
 
 /// Some ops being written in one transaction: each op's answer, or the error that rolled back all.
 pub(super) type Writing<'a> =
@@ -201,7 +174,6 @@ pub(super) fn attempts(ops: &[Op]) -> Vec<&AttemptRecord> {
 /// provider's delivery id) was fresh and which attempts' leases held.
 pub(super) fn plan<'a>(ops: &'a [Op], fresh: &[bool], held: &HashSet<String>) -> Plan<'a> {
     let mut rows = Rows::default();
-    let mut health: BTreeMap<(TargetKind, &str), HealthFold> = BTreeMap::new();
     let results = ops
         .iter()
         .zip(fresh)
@@ -222,10 +194,6 @@ pub(super) fn plan<'a>(ops: &'a [Op], fresh: &[bool], held: &HashSet<String>) ->
             Op::Attempt(record) => {
                 let kept = held.contains(&record.delivery_id);
                 rows.logs.push(&record.log);
-                health
-                    .entry((record.target, record.webhook_id.as_str()))
-                    .or_default()
-                    .add(record.health);
                 // The node that took the delivery over records its own reply.
                 if let (true, Some(reply)) = (kept, &record.reply) {
                     rows.messages.push(&reply.message);
@@ -249,60 +217,21 @@ pub(super) fn plan<'a>(ops: &'a [Op], fresh: &[bool], held: &HashSet<String>) ->
     rows.messages.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
     Plan {
         rows,
-        health,
+        health: health(ops),
         results,
     }
 }
 
-async fn write_all(db: &Db, ops: &[Op], noticed: &Notify) -> Result<Vec<Result<bool>>> {
-    let store = GroupStore { db };
-    // Webhooks whose health changes are locked when read, so that two nodes' groups do not
-    // both see a circuit closed and both announce its opening.
-    let lock = match db {
-        Db::Postgres(_) => "FOR UPDATE",
-        Db::Sqlite(_) => "",
-    };
-    Ok(super::on_pool!(store, pool => {
-        let mut tx = pool.begin().await?;
-        // Only the unique keys a write can lose to another are written one by one: their
-        // outcome decides whether the rest is.
-        let mut fresh = Vec::with_capacity(ops.len());
-        for op in ops {
-            fresh.push(match op {
-                Op::Publish(publication) => insert_idempotency!(tx, publication),
-                Op::Accept(accepted) => insert_dedup!(tx, accepted),
-                Op::Attempt(_) | Op::Log(_) | Op::Tally(_) => true,
-            });
-        }
-        let held = update_attempts!(tx, &attempts(ops));
-        let plan = plan(ops, &fresh, &held);
-        let found = read_found!(tx, &notices::webhooks_of(&plan.health), lock);
-        let notices = notices::of_attempts(&arrived(ops), &plan.health, &held, &found);
-        insert_events!(tx, &plan.rows.events);
-        insert_deliveries!(tx, &plan.rows.deliveries);
-        insert_logs!(tx, &plan.rows.logs, &plan.rows.tallies);
-        insert_notices!(tx, &notices);
-        update_health!(
-            tx,
-            plan.health
-                .iter()
-                .map(|((target, id), fold)| ((*target, *id), fold))
-                .filter(|(target, fold)| notices::health_written(*target, fold, &found))
-        );
-        // Last: on PostgreSQL inserting a message takes its inbox's lock until the commit (see
-        // `super::inbox`), which should be held briefly and never while waiting for a row lock.
-        insert_messages!(tx, &plan.rows.messages);
-        tx.commit().await?;
-        if !notices.is_empty() {
-            noticed.notify_one();
-        }
-        plan.results
-    }))
-}
-
-/// Lets [`on_pool!`](super::on_pool) dispatch on a bare [`Db`].
-struct GroupStore<'a> {
-    db: &'a Db,
+/// What the group's attempts teach about each target, whether or not their leases held.
+pub(super) fn health(ops: &[Op]) -> HealthChanges<'_> {
+    let mut health: HealthChanges = BTreeMap::new();
+    for record in arrived(ops) {
+        health
+            .entry((record.target, record.webhook_id.as_str()))
+            .or_default()
+            .add(record.health);
+    }
+    health
 }
 
 /// The writes of the hot paths: each waits for its group to commit.
@@ -357,7 +286,7 @@ mod tests {
     use super::*;
     use crate::{
         domain::{
-            delivery::DeliveryStatus,
+            delivery::{DeliveryStatus, TargetKind},
             log::{LoggedHeaders, WebhookType},
         },
         store::HealthChange,

@@ -132,42 +132,6 @@ fn target_table(target: TargetKind) -> &'static str {
     }
 }
 
-/// Applies the attempts' outcomes (a slice of `&AttemptRecord`) to their deliveries on `$conn`,
-/// each only if its lease still holds, in multi-row statements; evaluates to the ids of the
-/// deliveries whose lease held.
-macro_rules! update_attempts {
-    ($conn:expr, $records:expr) => {{
-        let records: &[&AttemptRecord] = $records;
-        let mut held = std::collections::HashSet::new();
-        for chunk in records.chunks(crate::store::events::CHUNK) {
-            let mut query = sqlx::QueryBuilder::new(
-                "UPDATE deliveries SET status = v.column3, attempts = v.column4,
-                    next_attempt_at = v.column5, last_status = v.column6, last_error = v.column7,
-                    lease_token = NULL, updated_at = v.column8
-                 FROM (",
-            );
-            query.push_values(chunk, |mut row, record| {
-                row.push_bind(&record.delivery_id)
-                    .push_bind(&record.lease_token)
-                    .push_bind(record.status.as_str())
-                    .push_bind(record.attempts)
-                    .push_bind(record.next_attempt_at)
-                    .push_bind(record.last_status)
-                    .push_bind(&record.last_error)
-                    .push_bind(record.now);
-            });
-            query.push(
-                ") AS v WHERE deliveries.id = v.column1 AND deliveries.lease_token = v.column2
-                 RETURNING deliveries.id",
-            );
-            let ids: Vec<String> = query.build_query_scalar().fetch_all(&mut *$conn).await?;
-            held.extend(ids);
-        }
-        held
-    }};
-}
-pub(super) use update_attempts;
-
 /// What a group's attempts teach about one target, folded in order: a success resets the
 /// failure count (and closes the circuit), each failure adds one.
 #[derive(Debug, Default, PartialEq)]
@@ -286,27 +250,6 @@ pub(super) enum HealthBinds {
     Failures(i64, i64, i64),
     Reason(&'static str),
 }
-
-/// Applies each target's [`HealthFold`] (an iterator of `((TargetKind, &str), &HealthFold)` in
-/// target order, so that nodes lock these rows in one order) on `$conn`.
-macro_rules! update_health {
-    ($conn:expr, $folds:expr) => {{
-        for ((target, id), fold) in $folds {
-            for (sql, binds) in fold.statements(target) {
-                let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
-                let query = match binds {
-                    crate::store::deliveries::HealthBinds::None => query,
-                    crate::store::deliveries::HealthBinds::Failures(n, threshold, until) => {
-                        query.bind(n).bind(threshold).bind(until)
-                    }
-                    crate::store::deliveries::HealthBinds::Reason(reason) => query.bind(reason),
-                };
-                query.execute(&mut *$conn).await?;
-            }
-        }
-    }};
-}
-pub(super) use update_health;
 
 impl Store {
     /// Leases up to `limit` due deliveries until `lease_until`, oldest publication first (by

@@ -150,31 +150,6 @@ pub(super) const INSERT_IDEMPOTENCY: &str =
     "INSERT INTO idempotency_keys (company_id, user_id, key, response, request_hash, created_at)
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (company_id, user_id, key) DO NOTHING";
 
-/// Records a publication's `Idempotency-Key` on `$conn`; evaluates to `false` (writing nothing)
-/// when the tenant used the key already.
-macro_rules! insert_idempotency {
-    ($conn:expr, $publication:expr) => {{
-        let publication: &Publication = $publication;
-        match &publication.idempotency {
-            Some(idem) => {
-                sqlx::query(crate::store::events::INSERT_IDEMPOTENCY)
-                    .bind(&publication.tenant.company_id)
-                    .bind(&publication.tenant.user_id)
-                    .bind(&idem.key)
-                    .bind(&idem.response)
-                    .bind(&idem.request_hash)
-                    .bind(publication.events.first().map_or(0, |e| e.created_at))
-                    .execute(&mut *$conn)
-                    .await?
-                    .rows_affected()
-                    == 1
-            }
-            None => true,
-        }
-    }};
-}
-pub(super) use insert_idempotency;
-
 /// Rows per multi-row INSERT: well under both engines' bound-parameter limits.
 pub(super) const CHUNK: usize = 500;
 

@@ -104,56 +104,6 @@ pub(super) const INSERT_DEDUP: &str =
 pub(super) const MESSAGE_COLUMNS: &str =
     "id, agent_id, user_id, company_id, incoming_webhook_id, kind, content, created_at";
 
-/// Records an accepted request's delivery id on `$conn`; evaluates to `false` (writing nothing)
-/// when it is recorded already.
-macro_rules! insert_dedup {
-    ($conn:expr, $accepted:expr) => {{
-        let accepted: &Acceptance = $accepted;
-        match &accepted.dedup {
-            Some((key, response)) => {
-                sqlx::query(crate::store::inbox::INSERT_DEDUP)
-                    .bind(&accepted.log.webhook_id)
-                    .bind(key)
-                    .bind(crate::store::to_json(response))
-                    .bind(accepted.message.created_at)
-                    .execute(&mut *$conn)
-                    .await?
-                    .rows_affected()
-                    == 1
-            }
-            None => true,
-        }
-    }};
-}
-pub(super) use insert_dedup;
-
-/// Inserts inbox messages (a slice of `&AgentMessage`) on `$conn`, in multi-row statements.
-macro_rules! insert_messages {
-    ($conn:expr, $messages:expr) => {{
-        let messages: &[&crate::domain::agent::AgentMessage] = $messages;
-        for chunk in messages.chunks(crate::store::events::CHUNK) {
-            sqlx::QueryBuilder::new(format!(
-                "INSERT INTO agent_messages ({}) ",
-                crate::store::inbox::MESSAGE_COLUMNS
-            ))
-            .push_values(chunk, |mut row, message| {
-                row.push_bind(&message.id)
-                    .push_bind(&message.agent_id)
-                    .push_bind(&message.tenant.user_id)
-                    .push_bind(&message.tenant.company_id)
-                    .push_bind(&message.incoming_webhook_id)
-                    .push_bind(message.kind.as_str())
-                    .push_bind(crate::store::to_json(&message.content))
-                    .push_bind(message.created_at);
-            })
-            .build()
-            .execute(&mut *$conn)
-            .await?;
-        }
-    }};
-}
-pub(super) use insert_messages;
-
 impl Store {
     /// The answer given to the first request that carried delivery id `key`, if any.
     pub async fn find_dedup(&self, webhook_id: &str, key: &str) -> Result<Option<Value>> {

@@ -98,63 +98,6 @@ pub(super) const STATS_UPSERT: &str = "ON CONFLICT (webhook_id) DO UPDATE SET
     last_success_at = COALESCE(excluded.last_success_at, webhook_stats.last_success_at),
     last_failure_at = COALESCE(excluded.last_failure_at, webhook_stats.last_failure_at)";
 
-/// Inserts log entries (a slice of `&LogEntry`) on `$conn` in multi-row statements, and adds
-/// them and `$tallies` (requests counted without an entry of their own) to their webhooks'
-/// running totals: one row per webhook, in webhook order (so that concurrent groups on several
-/// nodes lock totals rows in the same order and cannot deadlock).
-macro_rules! insert_logs {
-    ($conn:expr, $entries:expr, $tallies:expr) => {{
-        let entries: &[&crate::domain::log::LogEntry] = $entries;
-        for chunk in entries.chunks(crate::store::events::CHUNK) {
-            sqlx::QueryBuilder::new(format!(
-                "INSERT INTO webhook_logs ({}) ",
-                crate::store::logs::LOG_COLUMNS
-            ))
-            .push_values(chunk, |mut row, entry| {
-                row.push_bind(&entry.id)
-                    .push_bind(entry.webhook_type.as_str())
-                    .push_bind(&entry.webhook_id)
-                    .push_bind(&entry.delivery_id)
-                    .push_bind(&entry.event_type)
-                    .push_bind(&entry.status)
-                    .push_bind(&entry.request_payload)
-                    .push_bind(entry.request_headers.as_json())
-                    .push_bind(entry.response_status)
-                    .push_bind(&entry.response_body)
-                    .push_bind(&entry.error_message)
-                    .push_bind(entry.retry_count)
-                    .push_bind(entry.processing_time_us / 1000)
-                    .push_bind(entry.processing_time_us)
-                    .push_bind(entry.created_at);
-            })
-            .build()
-            .execute(&mut *$conn)
-            .await?;
-        }
-        let totals = crate::store::logs::sum_by_webhook(entries, $tallies);
-        for chunk in totals.chunks(crate::store::events::CHUNK) {
-            let mut query = sqlx::QueryBuilder::new(format!(
-                "INSERT INTO webhook_stats ({}) ",
-                crate::store::logs::STATS_COLUMNS
-            ));
-            query.push_values(chunk, |mut row, (webhook_id, webhook_type, t)| {
-                row.push_bind(*webhook_id)
-                    .push_bind(webhook_type.as_str())
-                    .push_bind(t.total)
-                    .push_bind(t.succeeded)
-                    .push_bind(t.failed)
-                    .push_bind(t.total_us / 1000)
-                    .push_bind(t.total_us)
-                    .push_bind(t.last_success_at)
-                    .push_bind(t.last_failure_at);
-            });
-            query.push(" ").push(crate::store::logs::STATS_UPSERT);
-            query.build().execute(&mut *$conn).await?;
-        }
-    }};
-}
-pub(super) use insert_logs;
-
 /// The entries' totals per webhook, with `tallies` added, in webhook order.
 pub(super) fn sum_by_webhook<'a>(
     entries: &[&'a LogEntry],

@@ -20,13 +20,13 @@ use crate::domain::{
 /// A webhook as a transaction found it before changing it.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct FoundRow {
-    id: String,
-    user_id: String,
-    company_id: String,
-    name: String,
-    is_active: bool,
-    consecutive_failures: i64,
-    circuit_open_until: Option<i64>,
+    pub(super) id: String,
+    pub(super) user_id: String,
+    pub(super) company_id: String,
+    pub(super) name: String,
+    pub(super) is_active: bool,
+    pub(super) consecutive_failures: i64,
+    pub(super) circuit_open_until: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -87,52 +87,6 @@ pub(super) const FOUND_COLUMNS: &str =
 /// The columns a notice is inserted with, in the order of its bind values.
 pub(super) const NOTICE_COLUMNS: &str =
     "id, user_id, company_id, webhook_id, event_type, data, created_at";
-
-/// Reads the webhooks `$ids` (a slice of `(&str, bool)`: id, and whether the group only resets
-/// it; see [`webhooks_of`]) on `$conn` as [`Found`] by id, locking them on PostgreSQL (`$lock`)
-/// in id order, as the health updates after it do. A webhook the group only resets is read only
-/// if it is not clean (failures counted or circuit tripped): a clean one has nothing to announce
-/// or reset, and neither reading nor locking it lets groups of several nodes delivering to one
-/// busy webhook go without waiting for each other's commits.
-macro_rules! read_found {
-    ($conn:expr, $ids:expr, $lock:expr) => {{
-        let ids: &[(&str, bool)] = $ids;
-        let mut found = std::collections::HashMap::new();
-        for chunk in ids.chunks(crate::store::events::CHUNK) {
-            let mut query = sqlx::QueryBuilder::new(format!(
-                "SELECT {} FROM outgoing_webhooks WHERE id IN (",
-                crate::store::notices::FOUND_COLUMNS
-            ));
-            let mut list = query.separated(", ");
-            for (id, _) in chunk {
-                list.push_bind(*id);
-            }
-            query.push(") AND (consecutive_failures <> 0 OR circuit_open_until IS NOT NULL");
-            let changed: Vec<&str> = chunk
-                .iter()
-                .filter(|(_, only_resets)| !only_resets)
-                .map(|(id, _)| *id)
-                .collect();
-            if !changed.is_empty() {
-                query.push(" OR id IN (");
-                let mut list = query.separated(", ");
-                for id in changed {
-                    list.push_bind(id);
-                }
-                query.push(")");
-            }
-            query.push(format!(") ORDER BY id {}", $lock));
-            let rows: Vec<crate::store::notices::FoundRow> =
-                query.build_query_as().fetch_all(&mut *$conn).await?;
-            found.extend(
-                rows.into_iter()
-                    .map(crate::store::notices::FoundRow::into_entry),
-            );
-        }
-        found
-    }};
-}
-pub(super) use read_found;
 
 /// Inserts `$notices` (a slice of `Notice`) on `$conn`.
 macro_rules! insert_notices {
