@@ -69,6 +69,9 @@ pub struct Settings {
     /// Event types one company may define, archived ones included [default: 1000]
     #[arg(long, global = true, env = "HOOKD_MAX_EVENT_TYPES_PER_COMPANY")]
     pub max_event_types_per_company: Option<i64>,
+    /// Agents one company may have [default: 1000]
+    #[arg(long, global = true, env = "HOOKD_MAX_AGENTS_PER_COMPANY")]
+    pub max_agents_per_company: Option<i64>,
     /// Deliveries one publish request may make (its events times the webhooks subscribed to
     /// each); at least max_webhooks_per_company [default: 10000]
     #[arg(long, global = true, env = "HOOKD_MAX_DELIVERIES_PER_REQUEST")]
@@ -208,6 +211,9 @@ impl Settings {
             max_event_types_per_company: self
                 .max_event_types_per_company
                 .or(fallback.max_event_types_per_company),
+            max_agents_per_company: self
+                .max_agents_per_company
+                .or(fallback.max_agents_per_company),
             max_deliveries_per_request: self
                 .max_deliveries_per_request
                 .or(fallback.max_deliveries_per_request),
@@ -403,6 +409,11 @@ fn quotas(settings: &Settings) -> anyhow::Result<Quotas> {
             "max_event_types_per_company",
             settings.max_event_types_per_company,
             defaults.event_types,
+        )?,
+        agents: positive(
+            "max_agents_per_company",
+            settings.max_agents_per_company,
+            defaults.agents,
         )?,
         deliveries_per_request: usize::try_from(deliveries).unwrap_or(usize::MAX),
     })

@@ -18,6 +18,7 @@ use crate::{
     domain::{
         delivery::CircuitState,
         log::{LogEntry, Totals, WebhookType, Window, millis, percentile},
+        quota,
         tenant::{Scope, Tenant},
         time::{iso8601, now_ms},
     },
@@ -302,8 +303,8 @@ async fn get_webhook_statistics(
 
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct TenantStatisticsOut {
-    pub outgoing_webhooks: usize,
-    pub incoming_webhooks: usize,
+    pub outgoing_webhooks: i64,
+    pub incoming_webhooks: i64,
     pub total_requests: i64,
     pub successful_requests: i64,
     pub failed_requests: i64,
@@ -325,8 +326,15 @@ async fn get_tenant_statistics(
     let totals = state.store.tenant_totals(tenant).await?;
     let (success_rate, average) = rate_and_average(&totals);
     Ok(Json(TenantStatisticsOut {
-        outgoing_webhooks: state.store.list_outgoing(tenant).await?.len(),
-        incoming_webhooks: state.store.list_incoming(tenant).await?.len(),
+        // Counted, not read: a company's webhooks may take ~100 MB (see `LargeAnswer`).
+        outgoing_webhooks: state
+            .store
+            .count_owned(quota::Owned::OutgoingWebhooks, tenant)
+            .await?,
+        incoming_webhooks: state
+            .store
+            .count_owned(quota::Owned::IncomingWebhooks, tenant)
+            .await?,
         total_requests: totals.total,
         successful_requests: totals.succeeded,
         failed_requests: totals.failed,

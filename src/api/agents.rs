@@ -25,7 +25,7 @@ use super::{
     AppState,
     auth::Caller,
     error::{ApiError, ApiResult, ErrorBody, OrNotFound},
-    extract::{JsonBody, Path, Query, nullable},
+    extract::{JsonBody, LargeAnswer, Path, Query, nullable},
 };
 use crate::{
     domain::{
@@ -272,7 +272,10 @@ async fn create_agent(
         &state,
         tenant,
         agent.event("agent.created"),
-        |announcement| state.store.insert_agent(&agent, announcement),
+        |announcement| {
+            let most = state.config.quotas.agents;
+            state.store.insert_agent(&agent, announcement, most)
+        },
     )
     .await
     .map_err(name_taken)?;
@@ -307,12 +310,15 @@ fn name_taken(error: StoreError) -> ApiError {
 
 /// List the caller's agents.
 #[utoipa::path(get, path = "/api/agents", tag = "agents", security(("bearer" = [])),
-    responses((status = 200, body = Vec<AgentOut>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<AgentOut>), (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 async fn list_agents(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<AgentOut>>> {
     let tenant = caller.tenant(Scope::AgentsRead)?;
+    // Up to the company's quota of agents, each with its endpoint's headers.
+    let _turn = LargeAnswer::take(&state, tenant).await?;
     let agents = state.store.list_agents(tenant).await?;
     Ok(Json(
         agents

@@ -122,7 +122,7 @@ impl From<StoreError> for ApiError {
                     Owned::EventTypes => {
                         "archived types count too: restore one and change it (PUT) instead"
                     }
-                    Owned::OutgoingWebhooks | Owned::IncomingWebhooks => {
+                    Owned::OutgoingWebhooks | Owned::IncomingWebhooks | Owned::Agents => {
                         "delete one to make another"
                     }
                 }

@@ -315,7 +315,16 @@ async fn ensure_agents(
     settings: &IncomingSettings,
 ) -> ApiResult<()> {
     for reference in settings.agents() {
-        ingest::ensure_agent(&state.publisher, &state.store, tenant, reference, now_ms()).await?;
+        let most = state.config.quotas.agents;
+        ingest::ensure_agent(
+            &state.publisher,
+            &state.store,
+            tenant,
+            reference,
+            most,
+            now_ms(),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -13,6 +13,8 @@ pub struct Quotas {
     pub webhooks: i64,
     /// Event types a company defines (archived ones included: they are kept and restorable).
     pub event_types: i64,
+    /// Agents per company (each with its inbox; listed whole).
+    pub agents: i64,
     /// Deliveries one publish request may make: its events times the webhooks subscribed to each.
     pub deliveries_per_request: usize,
 }
@@ -22,6 +24,7 @@ impl Default for Quotas {
         Quotas {
             webhooks: 1_000,
             event_types: 1_000,
+            agents: 1_000,
             deliveries_per_request: 10_000,
         }
     }
@@ -33,6 +36,7 @@ pub enum Owned {
     OutgoingWebhooks,
     IncomingWebhooks,
     EventTypes,
+    Agents,
 }
 
 impl Owned {
@@ -42,6 +46,7 @@ impl Owned {
             Owned::OutgoingWebhooks => "outgoing webhooks",
             Owned::IncomingWebhooks => "incoming webhooks",
             Owned::EventTypes => "event types",
+            Owned::Agents => "agents",
         }
     }
 
@@ -50,6 +55,7 @@ impl Owned {
         match self {
             Owned::OutgoingWebhooks | Owned::IncomingWebhooks => "HOOKD_MAX_WEBHOOKS_PER_COMPANY",
             Owned::EventTypes => "HOOKD_MAX_EVENT_TYPES_PER_COMPANY",
+            Owned::Agents => "HOOKD_MAX_AGENTS_PER_COMPANY",
         }
     }
 
@@ -58,6 +64,7 @@ impl Owned {
         match self {
             Owned::OutgoingWebhooks | Owned::IncomingWebhooks => quotas.webhooks,
             Owned::EventTypes => quotas.event_types,
+            Owned::Agents => quotas.agents,
         }
     }
 }

@@ -171,6 +171,9 @@ pub struct Ingest {
     inbox: broadcast::Sender<String>,
     publisher: Publisher,
     sandbox: Sandbox,
+    /// Agents a company may have: a request routed to an agent that no longer exists makes it
+    /// again, within the quota.
+    most_agents: i64,
 }
 
 impl Ingest {
@@ -186,6 +189,7 @@ impl Ingest {
             refusals: RefusalSampler::default(),
             compiled: Mutex::new(HashMap::new()),
             inbox: broadcast::channel(INBOX_CHANNEL).0,
+            most_agents: config.quotas.agents,
         })
     }
 
@@ -336,9 +340,16 @@ impl Ingest {
         let now = now_ms();
         let agent = match &addressed.fallback_agent {
             Some(agent) if agent_ref == hook.settings.fallback_agent() => agent.clone(),
-            _ => ensure_agent(&self.publisher, store, &hook.tenant, agent_ref, now)
-                .await
-                .map_err(Refusal::Store)?,
+            _ => ensure_agent(
+                &self.publisher,
+                store,
+                &hook.tenant,
+                agent_ref,
+                self.most_agents,
+                now,
+            )
+            .await
+            .map_err(Refusal::Store)?,
         };
         let message = AgentMessage {
             id: new_id(),
@@ -512,11 +523,13 @@ impl Ingest {
 /// The agent `reference` names (its id, else its name); when there is none, an agent named
 /// `reference` is created, in one transaction with its `agent.created` event, as the Agents API
 /// does (so the event is never lost, whatever happens to the request that caused it).
+/// A company holding `most` agents already gets [`StoreError::QuotaReached`].
 pub async fn ensure_agent(
     publisher: &Publisher,
     store: &Store,
     tenant: &Tenant,
     reference: &str,
+    most: i64,
     now: i64,
 ) -> Result<Agent, StoreError> {
     match store.get_agent(tenant, reference).await {
@@ -529,7 +542,7 @@ pub async fn ensure_agent(
         .await?;
     let insert = |announcement| async {
         store
-            .insert_agent(&agent, announcement)
+            .insert_agent(&agent, announcement, most)
             .await
             .map(|()| true)
     };

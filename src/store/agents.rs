@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Publication, Result, Store, StoreError, events::insert_publication, from_json, on_pool,
-    on_writer, to_json,
+    Publication, Result, Store, StoreError, events::insert_publication, from_json,
+    insert_within_quota, on_pool, on_writer, to_json,
 };
 use crate::domain::{
     agent::{Agent, AgentSettings, DEFAULT_ENDPOINT_TIMEOUT_SECS, Endpoint, EndpointFormat},
     delivery::Health,
     net::TargetUrl,
     outgoing::{DEFAULT_RETRY_COUNT, DEFAULT_RETRY_DELAY_SECS},
+    quota::Owned,
     tenant::Tenant,
 };
 
@@ -116,11 +117,16 @@ const COLUMNS: &str = "id, user_id, company_id, name, endpoint, consecutive_fail
      circuit_open_until, created_at, updated_at";
 
 impl Store {
-    /// Inserts an agent; a name the tenant already uses is a conflict.
-    /// Inserts `agent`, and the events that announce it in the same transaction.
-    pub async fn insert_agent(&self, agent: &Agent, announcement: Publication) -> Result<()> {
-        on_writer!(self, pool => {
-            let mut tx = pool.begin().await?;
+    /// Inserts `agent`, and the events that announce it in the same transaction, unless its
+    /// company has `most` agents already; a name the tenant already uses is a conflict.
+    pub async fn insert_agent(
+        &self,
+        agent: &Agent,
+        announcement: Publication,
+        most: i64,
+    ) -> Result<()> {
+        let company = agent.tenant.company_id.as_str();
+        insert_within_quota!(self, Owned::Agents, most, company, tx => {
             sqlx::query(
                 "INSERT INTO agents (id, user_id, company_id, name, endpoint, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -135,7 +141,6 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             insert_publication!(tx, &announcement);
-            tx.commit().await?;
         });
         Ok(())
     }

@@ -203,6 +203,23 @@ impl Store {
         }
         Ok(())
     }
+
+    /// How many of `owned` the tenant has, counted in the store rather than by reading them.
+    pub async fn count_owned(
+        &self,
+        owned: Owned,
+        tenant: &crate::domain::tenant::Tenant,
+    ) -> Result<i64> {
+        let table = owned_table(owned);
+        let count = format!("SELECT count(*) FROM {table} WHERE company_id = $1 AND user_id = $2");
+        Ok(
+            on_pool!(self, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+            .bind(&tenant.company_id)
+            .bind(&tenant.user_id)
+            .fetch_one(pool)
+            .await?),
+        )
+    }
 }
 
 /// The table that holds the companies' `owned`.
@@ -211,6 +228,7 @@ fn owned_table(owned: Owned) -> &'static str {
         Owned::OutgoingWebhooks => "outgoing_webhooks",
         Owned::IncomingWebhooks => "incoming_webhooks",
         Owned::EventTypes => "event_types",
+        Owned::Agents => "agents",
     }
 }
 

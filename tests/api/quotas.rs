@@ -18,6 +18,7 @@ both_backends!(
     event_types_archived_count_toward_the_quota,
     concurrent_inserts_are_counted_one_after_another,
     a_publish_making_more_deliveries_than_allowed_is_refused_whole,
+    a_company_holds_at_most_its_quota_of_agents_however_they_are_made,
 );
 
 const MOST: i64 = 4;
@@ -26,6 +27,7 @@ async fn quota_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |s| {
         s.max_webhooks_per_company = Some(MOST);
         s.max_event_types_per_company = Some(2);
+        s.max_agents_per_company = Some(3);
         s.max_deliveries_per_request = Some(5);
     })
     .await
@@ -218,4 +220,84 @@ async fn concurrent_inserts_are_counted_one_after_another(backend: Backend) {
         }
     }
     assert_eq!((made, refused), (MOST, 40 - MOST));
+}
+
+async fn a_company_holds_at_most_its_quota_of_agents_however_they_are_made(backend: Backend) {
+    let app = Arc::new(quota_app(backend).await);
+    let key = app.key_for("u1", "acme", &[]).await;
+    let colleague = app.key_for("u2", "acme", &[]).await;
+    let other = app.key_for("u3", "globex", &[]).await;
+    // Twelve differently named agents at once for a quota of three.
+    let creates: Vec<_> = (0..12)
+        .map(|n| {
+            let (app, key) = (Arc::clone(&app), key.clone());
+            tokio::spawn(async move {
+                let body = json!({"name": format!("agent-{n}")});
+                app.post("/api/agents", &key, &body).await.status.as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for create in creates {
+        statuses.push(create.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 201 || s == 409),
+        "{statuses:?}"
+    );
+    let listed = app.get("/api/agents", &key).await.expect(200);
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+
+    let detail = app
+        .post("/api/agents", &colleague, &json!({"name": "colleague"}))
+        .await
+        .expect_error(409, "limit_reached");
+    assert!(
+        detail.contains("HOOKD_MAX_AGENTS_PER_COMPANY") && detail.contains("3 agents"),
+        "{detail}"
+    );
+    app.post("/api/agents", &other, &json!({"name": "elsewhere"}))
+        .await
+        .expect(201);
+
+    // The agents an incoming webhook names count too: with the quota full, a webhook naming a
+    // new one is refused and not made; naming one that exists is fine.
+    let naming = json!({"name": "in", "agent_id": "one-too-many"});
+    app.post("/api/webhooks/incoming", &key, &naming)
+        .await
+        .expect_error(409, "limit_reached");
+    let hooks = app.get("/api/webhooks/incoming", &key).await.expect(200);
+    assert_eq!(hooks.as_array().unwrap().len(), 0);
+    let existing = listed[0]["name"].as_str().unwrap();
+    app.post(
+        "/api/webhooks/incoming",
+        &key,
+        &json!({"name": "in", "agent_id": existing}),
+    )
+    .await
+    .expect(201);
+
+    // Deleting one makes room for one.
+    let id = listed[1]["id"].as_str().unwrap();
+    app.delete(&format!("/api/agents/{id}"), &key)
+        .await
+        .expect(204);
+    app.post("/api/webhooks/incoming", &colleague, &naming)
+        .await
+        .expect(201);
+    app.get("/api/agents/one-too-many", &colleague)
+        .await
+        .expect(200);
+
+    // The tenant's totals count its webhooks (each user's own) without reading them.
+    for (who, incoming) in [(&key, 1), (&colleague, 1), (&other, 0)] {
+        let totals = app.get("/api/webhooks/stats", who).await.expect(200);
+        assert_eq!(totals["incoming_webhooks"], incoming, "{totals}");
+        assert_eq!(totals["outgoing_webhooks"], 0, "{totals}");
+    }
 }
