@@ -11,7 +11,7 @@ use hookd::{
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::helpers::{Answer, Backend, TestApp, send, spawn_app_with};
 
 both_backends!(
     a_company_holds_at_most_its_quota_of_webhooks_even_when_created_at_once,
@@ -19,6 +19,7 @@ both_backends!(
     concurrent_inserts_are_counted_one_after_another,
     a_publish_making_more_deliveries_than_allowed_is_refused_whole,
     a_company_holds_at_most_its_quota_of_agents_however_they_are_made,
+    a_request_routed_to_an_agent_deleted_meanwhile_makes_it_again_within_the_quota,
 );
 
 const MOST: i64 = 4;
@@ -300,4 +301,63 @@ async fn a_company_holds_at_most_its_quota_of_agents_however_they_are_made(backe
         assert_eq!(totals["incoming_webhooks"], incoming, "{totals}");
         assert_eq!(totals["outgoing_webhooks"], 0, "{totals}");
     }
+}
+
+async fn a_request_routed_to_an_agent_deleted_meanwhile_makes_it_again_within_the_quota(
+    backend: Backend,
+) {
+    let app = quota_app(backend).await;
+    let key = app.tenant_key().await;
+    let created = app
+        .post(
+            "/api/webhooks/incoming",
+            &key,
+            &json!({"name": "in", "agent_id": "a0"}),
+        )
+        .await
+        .expect(201);
+    let receiving = format!(
+        "{}/webhook/{}",
+        app.base,
+        created["token"].as_str().unwrap()
+    );
+    let (app, key) = (&app, key.as_str());
+    let receive = || async {
+        let body = json!({"text": "hello"});
+        send(app.client.post(&receiving).json(&body)).await
+    };
+    let delete_agent = |name: &'static str| async move {
+        let agent = app
+            .get(&format!("/api/agents/{name}"), key)
+            .await
+            .expect(200);
+        let id = agent["id"].as_str().unwrap().to_string();
+        app.delete(&format!("/api/agents/{id}"), key)
+            .await
+            .expect(204);
+    };
+    let create_agent = |name: &'static str| async move {
+        app.post("/api/agents", key, &json!({"name": name}))
+            .await
+            .expect(201);
+    };
+    receive().await.expect(202);
+
+    // Deleted meanwhile: the next request makes it again.
+    delete_agent("a0").await;
+    let accepted: Answer = receive().await;
+    let answer = accepted.expect(202);
+    let again = app.get("/api/agents/a0", key).await.expect(200);
+    assert_eq!(answer["agent_id"], again["id"]);
+
+    // Deleted while the company's agents fill the quota: the request is refused, nothing made.
+    create_agent("b1").await;
+    create_agent("b2").await;
+    delete_agent("a0").await;
+    create_agent("b3").await;
+    let detail = receive().await.expect_error(409, "limit_reached");
+    assert!(detail.contains("HOOKD_MAX_AGENTS_PER_COMPANY"), "{detail}");
+    app.get("/api/agents/a0", key)
+        .await
+        .expect_error(404, "not_found");
 }
