@@ -314,8 +314,8 @@ async fn ensure_agents(
     tenant: &crate::domain::tenant::Tenant,
     settings: &IncomingSettings,
 ) -> ApiResult<()> {
+    let most = state.config.quotas.agents;
     for reference in settings.agents() {
-        let most = state.config.quotas.agents;
         ingest::ensure_agent(
             &state.publisher,
             &state.store,

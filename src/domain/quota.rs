@@ -1,8 +1,9 @@
 //! How much one company may hold and ask for at once. Each of these is work every node does for
-//! the company (its webhooks' subscriptions are matched against each of its events and kept in memory, its
-//! types are compiled and kept), so without a bound one tenant's API calls could make a single
-//! request cost minutes of the shared write path and gigabytes of memory (measured: 2,000
-//! webhooks and one batch of 1,000 events held SQLite's writer for 41 s, at 870 MiB).
+//! the company (its webhooks' subscriptions are matched against each of its events and kept in
+//! memory, its types are compiled and kept, its listings are answered whole), so without a
+//! bound one tenant's API calls could make a single request cost minutes of the shared write
+//! path and gigabytes of memory (measured: 2,000 webhooks and one batch of 1,000 events held
+//! SQLite's writer for 41 s, at 870 MiB).
 
 /// The node's bounds, from the configuration. A webhook's settings take up to ~100 KiB (a
 /// 64 KiB payload template, 50 headers, 50 filters), and a listing returns them whole: 1,000

@@ -56,14 +56,14 @@ const WITH_STATISTICS: usize = 20;
 
 /// A listing's webhooks (oldest first), each with whether its statistics are read, and how
 /// many are not.
-fn with_statistics(listing: &Value) -> (Vec<(Value, bool)>, usize) {
-    let all = listing.as_array().map_or(&[][..], Vec::as_slice);
+fn with_statistics(listing: Value) -> (Vec<(Value, bool)>, usize) {
+    let Value::Array(all) = listing else {
+        return (Vec::new(), 0);
+    };
     let without = all.len().saturating_sub(WITH_STATISTICS);
-    let hooks = all.iter().enumerate();
+    let hooks = all.into_iter().enumerate();
     (
-        hooks
-            .map(|(i, hook)| (hook.clone(), i >= without))
-            .collect(),
+        hooks.map(|(i, hook)| (hook, i >= without)).collect(),
         without,
     )
 }
@@ -82,8 +82,7 @@ async fn row(
     (hook, statistics): (Value, bool),
 ) -> Result<Row, ApiFailure> {
     if !statistics {
-        let stats = Value::Null;
-        let last_error = None;
+        let (stats, last_error) = (Value::Null, None);
         return Ok(Row {
             direction,
             hook,
@@ -126,7 +125,7 @@ async fn panel(api: &Backend) -> Result<Markup, ApiFailure> {
     let totals = api.get("/api/webhooks/stats").await?;
     let outgoing = api.get("/api/webhooks/outgoing").await?;
     let incoming = api.get("/api/webhooks/incoming").await?;
-    let (outgoing, incoming) = (with_statistics(&outgoing), with_statistics(&incoming));
+    let (outgoing, incoming) = (with_statistics(outgoing), with_statistics(incoming));
     let without = [("outgoing", outgoing.1), ("incoming", incoming.1)];
     let hooks = (outgoing.0.into_iter().map(|h| ("outgoing", h)))
         .chain(incoming.0.into_iter().map(|h| ("incoming", h)));
